@@ -1,0 +1,50 @@
+# Two commands on a fresh machine: `make run` and `make test`. `make help` lists the rest.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format openapi lock bench bench-ingest bench-usage bench-invoice bench-retention clean
+
+help: ## List the targets
+	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create .venv and install the locked dependencies
+
+run: $(STAMP) ## Serve the API on :8000 (embedded PostgreSQL under .data/ unless DATABASE_URL is set)
+	$(BIN)/python -m service migrate
+	@echo "Get the first admin key (in another terminal): $(BIN)/python -m service keys create --scope admin --name bootstrap"
+	$(BIN)/python -m service serve
+
+test: $(STAMP) ## Run the whole test suite (TEST_DATABASE_URL, else Docker, else embedded PostgreSQL)
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff format --check, ruff check, mypy
+	$(BIN)/ruff format --check service tests alembic bench
+	$(BIN)/ruff check service tests alembic bench
+	$(BIN)/mypy
+
+format: $(STAMP) ## Apply ruff formatting and fixes
+	$(BIN)/ruff format service tests alembic bench
+	$(BIN)/ruff check --fix service tests alembic bench
+
+openapi: $(STAMP) ## Regenerate openapi/openapi.json from the code
+	$(BIN)/python -m service openapi --output openapi/openapi.json
+
+lock: ## Re-pin requirements.lock from pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra dev --strip-extras -o requirements.lock pyproject.toml
+
+clean: ## Remove the venv and local data (stops nothing: the embedded server dies with its files)
+	rm -rf $(VENV) .data

@@ -1,0 +1,1 @@
+"""Multi-tenant metering and billing service."""

@@ -1,0 +1,146 @@
+"""Command line: python -m service serve | migrate | keys create | openapi …"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from service.settings import Settings
+
+if TYPE_CHECKING:
+    from service.tenants.schemas import ApiKeyCreated
+
+
+def _settings() -> Settings:
+    return Settings.from_env()
+
+
+def resolve_database_url(settings: Settings) -> str:
+    """DATABASE_URL when given, else the embedded PostgreSQL under the data dir."""
+    if settings.database_url:
+        return settings.database_url
+    from service.db.embedded import start_embedded_postgres
+
+    click.echo(f"No DATABASE_URL: using the embedded PostgreSQL in {settings.data_dir}/", err=True)
+    return start_embedded_postgres(settings.data_dir)
+
+
+@click.group()
+def cli() -> None:
+    """Metering and billing service."""
+
+
+@cli.command()
+@click.option("--host", default=None, help="Interface to bind (default METERING_HOST or 127.0.0.1)")
+@click.option("--port", default=None, type=int, help="Port (default METERING_PORT or 8000)")
+@click.option("--workers", default=None, type=int, help="Worker processes (default: CPU count)")
+@click.option("--migrate/--no-migrate", default=False, help="Apply migrations before serving")
+def serve(host: str | None, port: int | None, workers: int | None, migrate: bool) -> None:
+    """Serve the HTTP API."""
+    import uvicorn
+
+    settings = _settings()
+    url = resolve_database_url(settings)
+    if migrate:
+        from service.db.migrations import upgrade_to_head
+
+        upgrade_to_head(url)
+    # Worker processes build their app from the environment: hand them the resolved URL.
+    os.environ["DATABASE_URL"] = url
+    host = host or settings.host
+    port = port or settings.port
+    workers = workers or settings.workers
+    click.echo(
+        f"Serving on http://{host}:{port} with {workers} worker(s); API docs at "
+        f"http://{host}:{port}/docs\n"
+        "First admin key: python -m service keys create --scope admin --name bootstrap",
+        err=True,
+    )
+    uvicorn.run(
+        "service.app:create_app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        loop="uvloop" if sys.platform != "win32" else "asyncio",
+        http="httptools",
+    )
+
+
+@cli.command()
+def migrate() -> None:
+    """Apply database migrations up to head."""
+    from service.db.migrations import upgrade_to_head
+
+    url = resolve_database_url(_settings())
+    upgrade_to_head(url)
+    click.echo("Migrations applied: database at head.", err=True)
+
+
+@cli.group()
+def keys() -> None:
+    """Manage API keys."""
+
+
+@keys.command("create")
+@click.option(
+    "--scope",
+    "scopes",
+    multiple=True,
+    required=True,
+    type=click.Choice(["admin", "ingest", "read", "billing"]),
+    help="Scope to grant (repeat for several)",
+)
+@click.option("--name", required=True, help="A name to recognise the key by")
+@click.option("--tenant", "tenant_id", default=None, help="Bind the key to one tenant")
+def create_key(scopes: tuple[str, ...], name: str, tenant_id: str | None) -> None:
+    """Create an API key and print it once, alone on the last line of stdout."""
+    from service.common.errors import ServiceError
+
+    settings = _settings()
+    url = resolve_database_url(settings)
+    try:
+        created = asyncio.run(_create_key(settings, url, list(scopes), name, tenant_id))
+    except ServiceError as exc:
+        raise click.ClickException(exc.detail) from exc
+    click.echo(f"Created API key {created.id} ({', '.join(created.scopes)}). It is shown once:")
+    click.echo(created.key)
+
+
+async def _create_key(
+    settings: Settings, url: str, scopes: list[str], name: str, tenant_id: str | None
+) -> ApiKeyCreated:
+    from service.db.session import create_engine, create_sessionmaker
+    from service.tenants.schemas import ApiKeyCreate
+    from service.tenants.service import ApiKeyService
+
+    engine = create_engine(settings, url)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await ApiKeyService(session, settings).create(
+                ApiKeyCreate(name=name, scopes=scopes, tenant_id=tenant_id)  # type: ignore[arg-type]
+            )
+    finally:
+        await engine.dispose()
+
+
+@cli.command()
+@click.option("--output", type=click.Path(path_type=Path), default=Path("openapi/openapi.json"))
+def openapi(output: Path) -> None:
+    """Write the OpenAPI document the code generates (the committed contract)."""
+    from service.openapi import render_openapi
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(render_openapi())
+    click.echo(f"Wrote {output}", err=True)
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,116 @@
+"""create_app(settings): the only place that wires the service together."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from service.common.errors import EXCEPTION_HANDLERS
+from service.common.logging import configure_logging
+from service.db.embedded import start_embedded_postgres
+from service.db.session import create_engine, create_sessionmaker
+from service.health import HealthController, migration_heads
+from service.settings import Settings
+from service.tenants.auth import KeyVerifier
+from service.tenants.endpoints import ApiKeyController, TenantController
+
+API_VERSION = "1.0.0"
+
+
+def _route_handlers() -> list[Any]:
+    return [HealthController, TenantController, ApiKeyController]
+
+
+def create_app(settings: Settings | None = None) -> Litestar:
+    settings = settings or Settings.from_env()
+    configure_logging(settings)
+    database_url = settings.database_url or start_embedded_postgres(settings.data_dir)
+    engine = create_engine(settings, database_url)
+    sessionmaker = create_sessionmaker(engine)
+    heads = migration_heads()
+    state = State(
+        {
+            "settings": settings,
+            "engine": engine,
+            "sessionmaker": sessionmaker,
+            "key_verifier": KeyVerifier(
+                sessionmaker, settings.secret_key, settings.api_key_cache_seconds
+            ),
+        }
+    )
+
+    async def provide_session(state: State) -> AsyncGenerator[AsyncSession, None]:
+        """One transaction per request: commit when the handler succeeded, else roll back.
+        The commit happens before the response is sent, so a 2xx means durable."""
+        async with state.sessionmaker() as session:
+            try:
+                yield session
+            except BaseException:
+                await session.rollback()
+                raise
+            else:
+                await session.commit()
+
+    def provide_settings(state: State) -> Settings:
+        return state.settings  # type: ignore[no-any-return]
+
+    def provide_engine(state: State) -> AsyncEngine:
+        return state.engine  # type: ignore[no-any-return]
+
+    def provide_heads() -> set[str]:
+        return heads
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    return Litestar(
+        route_handlers=_route_handlers(),
+        state=state,
+        dependencies={
+            "db_session": Provide(provide_session),
+            "settings": Provide(provide_settings, sync_to_thread=False),
+            "db_engine": Provide(provide_engine, sync_to_thread=False),
+            "expected_heads": Provide(provide_heads, sync_to_thread=False),
+        },
+        exception_handlers=EXCEPTION_HANDLERS,
+        lifespan=[lifespan],
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=openapi_config(),
+        debug=False,
+    )
+
+
+def openapi_config() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="Metering and billing API",
+        version=API_VERSION,
+        description="Usage events in, exact invoices out. Authenticate with "
+        "`Authorization: Bearer <api key>`.",
+        path="/docs",
+        render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        components=Components(
+            security_schemes={
+                "BearerKey": SecurityScheme(type="http", scheme="bearer", description="API key")
+            }
+        ),
+        security=[{"BearerKey": []}],
+        use_handler_docstrings=True,
+    )
+
+
+def create_app_from_env() -> Litestar:
+    """Factory for uvicorn workers: each worker process builds its own app from the env."""
+    return create_app(Settings.from_env())

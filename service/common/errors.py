@@ -1,0 +1,229 @@
+"""Errors as RFC 9457 problem+json: one exception type per meaning, one status, one stable code."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import msgspec
+import structlog
+from litestar import MediaType, Request, Response
+from litestar.exceptions import (
+    HTTPException,
+    NotAuthorizedException,
+    NotFoundException,
+    PermissionDeniedException,
+    ValidationException,
+)
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+
+PROBLEM_JSON = "application/problem+json"
+log = structlog.get_logger("service.errors")
+
+
+class FieldError(msgspec.Struct, omit_defaults=True):
+    field: str
+    message: str
+    index: int | None = None
+
+
+class Problem(msgspec.Struct, omit_defaults=True):
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    errors: list[FieldError] | None = None
+
+
+class ServiceError(Exception):
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "bad_request"
+    title: ClassVar[str] = "Bad request"
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: Sequence[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+        self.headers = headers or {}
+
+
+class InvalidInput(ServiceError):
+    status, code, title = 422, "validation_error", "Invalid input"
+
+
+class Unauthorized(ServiceError):
+    status, code, title = 401, "unauthorized", "Missing or invalid API key"
+
+
+class Forbidden(ServiceError):
+    status, code, title = 403, "forbidden", "Not allowed for this API key"
+
+
+class NotFound(ServiceError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Conflict(ServiceError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class PayloadTooLarge(ServiceError):
+    status, code, title = 413, "payload_too_large", "Request body too large"
+
+
+class RateLimited(ServiceError):
+    status, code, title = 429, "rate_limited", "Too many requests"
+
+
+class Unavailable(ServiceError):
+    status, code, title = 503, "unavailable", "Service temporarily unavailable"
+
+
+def problem_response(
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: Sequence[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response[Problem]:
+    body = Problem(
+        type=f"https://metering.dev/problems/{code}",
+        title=title,
+        status=status,
+        detail=detail,
+        code=code,
+        errors=list(errors) if errors else None,
+    )
+    return Response(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _service_error(_: Request[Any, Any, Any], exc: ServiceError) -> Response[Problem]:
+    return problem_response(exc.status, exc.code, exc.title, exc.detail, exc.errors, exc.headers)
+
+
+def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Problem]:
+    errors: list[FieldError] = []
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    for item in extra:
+        if isinstance(item, dict):
+            key = str(item.get("key") or item.get("source") or "body")
+            errors.append(FieldError(field=key, message=str(item.get("message", exc.detail))))
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors) or str(exc.detail)
+    return problem_response(422, "validation_error", "Invalid input", detail, errors)
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthorized", "Missing or invalid API key"),
+    403: ("forbidden", "Not allowed for this API key"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    413: ("payload_too_large", "Request body too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+    429: ("rate_limited", "Too many requests"),
+}
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
+    status = exc.status_code
+    code, title = _HTTP_CODES.get(status, ("http_error", "HTTP error"))
+    detail = str(exc.detail) if exc.detail else title
+    if status == 400:
+        # Bodies that are not valid JSON for the schema: Litestar says 400, the API says 422.
+        return problem_response(422, "validation_error", "Invalid input", detail)
+    return problem_response(status, code, title, detail, headers=exc.headers)
+
+
+def _is_connection_problem(exc: BaseException) -> bool:
+    if isinstance(exc, (OSError, ConnectionError, OperationalError)):
+        return True
+    if isinstance(exc, DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        orig = exc.orig
+        name = type(orig).__name__ if orig is not None else ""
+        return name in {
+            "ConnectionDoesNotExistError",
+            "InterfaceError",
+            "CannotConnectNowError",
+            "AdminShutdownError",
+            "ConnectionFailureError",
+            "TooManyConnectionsError",
+        } or isinstance(orig, (OSError, ConnectionError))
+    return False
+
+
+def _database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    if not _is_connection_problem(exc):
+        return _unexpected(request, exc)
+    log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
+    return problem_response(
+        503,
+        "database_unavailable",
+        "Database unavailable",
+        "The database is not reachable right now; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _pool_timeout(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    log.warning("db_pool_exhausted", path=request.url.path)
+    return problem_response(
+        503,
+        "overloaded",
+        "Service overloaded",
+        "No database connection became free in time; retry shortly.",
+        headers={"Retry-After": "1"},
+    )
+
+
+def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    if _is_connection_problem(exc):
+        return _database_error(request, exc)
+    log.exception("unhandled_error", path=request.url.path)
+    return problem_response(
+        HTTP_500_INTERNAL_SERVER_ERROR,
+        "internal_error",
+        "Internal server error",
+        "An unexpected error occurred; it has been logged.",
+    )
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    ServiceError: _service_error,
+    ValidationException: _validation_error,
+    NotAuthorizedException: _http_error,
+    PermissionDeniedException: _http_error,
+    NotFoundException: _http_error,
+    HTTPException: _http_error,
+    PoolTimeoutError: _pool_timeout,
+    OperationalError: _database_error,
+    DBAPIError: _database_error,
+    Exception: _unexpected,
+}
+
+__all__ = [
+    "PROBLEM_JSON",
+    "Conflict",
+    "FieldError",
+    "Forbidden",
+    "InvalidInput",
+    "MediaType",
+    "NotFound",
+    "PayloadTooLarge",
+    "Problem",
+    "RateLimited",
+    "ServiceError",
+    "Unauthorized",
+    "Unavailable",
+]

@@ -1,0 +1,19 @@
+"""The models registry: importing this module registers every table on Base.metadata."""
+
+from service.db.base import Base
+from service.events.models import Event, Rollup
+from service.invoices.models import Invoice, InvoiceCounter
+from service.meters.models import Meter, Price
+from service.tenants.models import ApiKey, Tenant
+
+__all__ = [
+    "ApiKey",
+    "Base",
+    "Event",
+    "Invoice",
+    "InvoiceCounter",
+    "Meter",
+    "Price",
+    "Rollup",
+    "Tenant",
+]

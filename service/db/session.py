@@ -1,0 +1,28 @@
+"""Engine and session factory. One transaction per request: commit on success, rollback on
+error (see app.py for the per-request dependency)."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from service.db.url import async_url
+from service.settings import Settings
+
+
+def create_engine(settings: Settings, database_url: str) -> AsyncEngine:
+    return create_async_engine(
+        async_url(database_url),
+        pool_size=settings.db_pool_size,
+        max_overflow=0,
+        pool_timeout=settings.db_pool_timeout_seconds,
+        connect_args={"server_settings": {"application_name": "metering"}},
+    )
+
+
+def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, expire_on_commit=False, autoflush=False)

@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, Identity, Index, LargeBinary, Numeric, String, func, text
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db.base import Base
+
+# Attribution fields every event may carry (DESIGN §1). In rollups an absent value is stored
+# as '' (the API refuses empty strings), so the rollup key can be a plain unique constraint.
+ATTRIBUTION_FIELDS = ("org_id", "project_id", "api_key_id", "user_id", "model")
+# Rollup bucket width. Every real UTC offset is a multiple of 15 minutes, so windows that start
+# at local midnight in any IANA zone are unions of whole buckets.
+BUCKET_MINUTES = 15
+
+
+class Event(Base):
+    """Raw event: the audit trail and the source rollups are rebuilt from."""
+
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_tenant_id_ts", "tenant_id", "ts"),
+        {"comment": "tenant-scoped; distributed by tenant_id on Citus"},
+    )
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    meter_id: Mapped[int]
+    idempotency_key: Mapped[str] = mapped_column(String(255))
+    # SHA-256 of the canonical payload: same key + same hash = duplicate, else conflict.
+    payload_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    value: Mapped[Decimal | None] = mapped_column(Numeric)
+    ts: Mapped[datetime]
+    received_at: Mapped[datetime] = mapped_column(server_default=func.now())
+    org_id: Mapped[str | None] = mapped_column(String(255))
+    project_id: Mapped[str | None] = mapped_column(String(255))
+    api_key_id: Mapped[str | None] = mapped_column(String(255))
+    user_id: Mapped[str | None] = mapped_column(String(255))
+    model: Mapped[str | None] = mapped_column(String(255))
+    dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+
+
+Index("uq_events_tenant_id_idempotency_key", Event.tenant_id, Event.idempotency_key, unique=True)
+
+
+class Rollup(Base):
+    """Pre-aggregated usage per 15-minute bucket and full attribution key."""
+
+    __tablename__ = "rollups"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    meter_id: Mapped[int] = mapped_column(primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, primary_key=True)
+    sum: Mapped[Decimal] = mapped_column(Numeric)
+    count: Mapped[int] = mapped_column(BigInteger)
+    # The value of the latest event by event time; ties broken by the higher event id.
+    last_value: Mapped[Decimal | None] = mapped_column(Numeric)
+    last_ts: Mapped[datetime]
+    last_event_id: Mapped[int] = mapped_column(BigInteger)

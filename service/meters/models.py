@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Identity, Numeric, String, Text, func, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db.base import Base, TimestampedMixin
+
+
+class Meter(TimestampedMixin, Base):
+    """Platform-wide meter definition (a small reference table)."""
+
+    __tablename__ = "meters"
+    __table_args__ = (
+        CheckConstraint("aggregation IN ('sum', 'count', 'last')", name="aggregation"),
+        CheckConstraint("status IN ('active', 'archived')", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(Identity(), primary_key=True)
+    event_name: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(Text)
+    unit: Mapped[str | None] = mapped_column(String(32))
+    aggregation: Mapped[str] = mapped_column(String(8))
+    dimensions: Mapped[list[str]] = mapped_column(
+        ARRAY(String(64)), server_default=text("'{}'::varchar[]")
+    )
+    currency: Mapped[str] = mapped_column(String(3))
+    metadata_: Mapped[dict[str, Any]] = mapped_column(
+        "metadata", JSONB, server_default=text("'{}'::jsonb")
+    )
+    status: Mapped[str] = mapped_column(String(16), server_default="active")
+    # Set once by ingestion when the first event is stored; aggregation and currency are
+    # frozen from then on.
+    has_events: Mapped[bool] = mapped_column(server_default=text("false"))
+
+
+class Price(Base):
+    """Platform-wide price book entry for one meter; tenant_id set = a contract override."""
+
+    __tablename__ = "prices"
+    __table_args__ = (
+        CheckConstraint("per_units > 0", name="per_units_positive"),
+        CheckConstraint("unit_amount >= 0", name="unit_amount_non_negative"),
+        CheckConstraint(
+            "effective_to IS NULL OR effective_to > effective_from", name="effective_interval"
+        ),
+    )
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
+    meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"), index=True)
+    tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
+    unit_amount: Mapped[Decimal] = mapped_column(Numeric(32, 12))
+    per_units: Mapped[Decimal] = mapped_column(Numeric(32, 12), server_default=text("1"))
+    match: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    tiers: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    effective_from: Mapped[datetime]
+    effective_to: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(server_default=func.now())

@@ -1,0 +1,107 @@
+"""One frozen settings object, read from the environment when asked (never at import)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "METERING_"
+DEV_SECRET = "dev-only-secret-change-me"
+
+
+class SettingsError(ValueError):
+    """A setting in the environment has a value we cannot use."""
+
+
+def _default_workers() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Connection string in the usual postgresql://user:pass@host:port/db form. Empty means
+    # "use the embedded PostgreSQL kept under data_dir".
+    database_url: str = ""
+    data_dir: Path = Path(".data")
+    secret_key: str = DEV_SECRET
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = field(default_factory=_default_workers)
+    log_level: str = "INFO"
+    json_logs: bool = True
+    db_pool_size: int = 10
+    db_pool_timeout_seconds: float = 5.0
+    max_body_bytes: int = 2_000_000
+    api_key_cache_seconds: float = 5.0
+    # Ingestion
+    batch_max_events: int = 1000
+    late_arrival_days: int = 35
+    future_tolerance_seconds: int = 300
+    group_commit_window_ms: float = 2.0
+    group_commit_max_events: int = 512
+    # Retention
+    retention_days: int = 400
+    retention_batch_size: int = 5000
+    retention_pause_seconds: float = 0.05
+    retention_interval_seconds: float = 3600.0
+    # Backpressure
+    rate_limit_per_second: int = 0
+    rate_limit_burst: int = 0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.name
+            raw = env.get("DATABASE_URL") if name == "database_url" else None
+            key = ENV_PREFIX + name.upper()
+            if key in env:
+                raw = env[key]
+            if raw is None:
+                continue
+            values[name] = _convert(key, raw, f.type)
+        values.update(overrides)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.retention_days < self.late_arrival_days:
+            raise SettingsError(
+                f"METERING_RETENTION_DAYS ({self.retention_days}) must not be shorter than "
+                f"METERING_LATE_ARRIVAL_DAYS ({self.late_arrival_days}): a re-sent event could "
+                "otherwise be counted twice after its original was deleted"
+            )
+        if not 1 <= self.batch_max_events <= 100_000:
+            raise SettingsError("METERING_BATCH_MAX_EVENTS must be between 1 and 100000")
+        if self.workers < 1:
+            raise SettingsError("METERING_WORKERS must be at least 1")
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return not self.database_url
+
+
+def _convert(key: str, raw: str, type_name: Any) -> Any:
+    type_text = str(type_name)
+    try:
+        if type_text == "int":
+            return int(raw)
+        if type_text == "float":
+            return float(raw)
+        if type_text == "bool":
+            lowered = raw.strip().lower()
+            if lowered in {"1", "true", "yes", "on"}:
+                return True
+            if lowered in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(raw)
+        if type_text == "Path":
+            return Path(raw)
+    except ValueError as exc:
+        raise SettingsError(f"{key}={raw!r} is not a valid {type_text}") from exc
+    return raw
