@@ -131,6 +131,50 @@ async def _create_key(
         await engine.dispose()
 
 
+@cli.group()
+def rollups() -> None:
+    """Maintain the pre-aggregated usage rollups."""
+
+
+@rollups.command("rebuild")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant whose rollups to rebuild")
+@click.option("--from", "start", required=True, help="Start (RFC 3339, on a 15-minute boundary)")
+@click.option("--to", "end", required=True, help="End, exclusive (RFC 3339)")
+def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
+    """Recompute a tenant's rollups in [from, to) from raw events (ingestion into the events
+    table waits while it runs)."""
+    from datetime import datetime
+
+    from service.common.errors import ServiceError
+    from service.db.session import create_engine
+    from service.events.rebuild import rebuild_tenant_rollups
+
+    settings = _settings()
+    url = resolve_database_url(settings)
+    try:
+        start_at = datetime.fromisoformat(start.replace("Z", "+00:00"))
+        end_at = datetime.fromisoformat(end.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise click.BadParameter(f"not an RFC 3339 time: {exc}") from exc
+
+    async def run() -> None:
+        engine = create_engine(settings, url)
+        try:
+            report = await rebuild_tenant_rollups(engine, settings, tenant_id, start_at, end_at)
+        finally:
+            await engine.dispose()
+        click.echo(
+            f"Rebuilt rollups of {report.tenant_id} in [{report.start:%Y-%m-%dT%H:%MZ}, "
+            f"{report.end:%Y-%m-%dT%H:%MZ}): {report.rollups_deleted} replaced by "
+            f"{report.rollups_written} rollup rows."
+        )
+
+    try:
+        asyncio.run(run())
+    except ServiceError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
 @cli.command()
 @click.option("--output", type=click.Path(path_type=Path), default=Path("openapi/openapi.json"))
 def openapi(output: Path) -> None:

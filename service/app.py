@@ -18,7 +18,11 @@ from service.common.errors import EXCEPTION_HANDLERS
 from service.common.logging import configure_logging
 from service.db.embedded import start_embedded_postgres
 from service.db.session import create_engine, create_sessionmaker
+from service.events.endpoints import EventController
+from service.events.reference import ReferenceCache
+from service.events.service import Ingestor
 from service.health import HealthController, migration_heads
+from service.meters.endpoints import MeterController, PriceController
 from service.settings import Settings
 from service.tenants.auth import KeyVerifier
 from service.tenants.endpoints import ApiKeyController, TenantController
@@ -27,7 +31,14 @@ API_VERSION = "1.0.0"
 
 
 def _route_handlers() -> list[Any]:
-    return [HealthController, TenantController, ApiKeyController]
+    return [
+        HealthController,
+        TenantController,
+        ApiKeyController,
+        EventController,
+        MeterController,
+        PriceController,
+    ]
 
 
 def create_app(settings: Settings | None = None) -> Litestar:
@@ -37,11 +48,15 @@ def create_app(settings: Settings | None = None) -> Litestar:
     engine = create_engine(settings, database_url)
     sessionmaker = create_sessionmaker(engine)
     heads = migration_heads()
+    ingestor = Ingestor(
+        engine, ReferenceCache(sessionmaker, settings.reference_cache_seconds), settings
+    )
     state = State(
         {
             "settings": settings,
             "engine": engine,
             "sessionmaker": sessionmaker,
+            "ingestor": ingestor,
             "key_verifier": KeyVerifier(
                 sessionmaker, settings.secret_key, settings.api_key_cache_seconds
             ),
@@ -74,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         try:
             yield
         finally:
+            await ingestor.close()
             await engine.dispose()
 
     return Litestar(

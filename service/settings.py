@@ -36,6 +36,8 @@ class Settings:
     db_pool_timeout_seconds: float = 5.0
     max_body_bytes: int = 2_000_000
     api_key_cache_seconds: float = 5.0
+    # Tenants and meters as seen by ingestion are refreshed this often.
+    reference_cache_seconds: float = 5.0
     # Ingestion
     batch_max_events: int = 1000
     late_arrival_days: int = 35

@@ -58,6 +58,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "database_url": database_url,
         "secret_key": TEST_SECRET,
         "api_key_cache_seconds": 0.0,
+        "reference_cache_seconds": 0.0,
         "json_logs": False,
         "log_level": "WARNING",
         "workers": 1,

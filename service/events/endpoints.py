@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.openapi.spec import (
+    OpenAPIMediaType,
+    OpenAPIType,
+    Operation,
+    Reference,
+    RequestBody,
+    Schema,
+)
+from litestar.params import Parameter
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.common.schemas import DEFAULT_LIMIT, Limit, Page
+from service.events.listing import list_events
+from service.events.schemas import BatchOut, EventAck, EventIn, EventOut
+from service.events.service import Ingestor
+from service.tenants.auth import Scope, current_principal, requires
+
+
+@dataclass
+class BatchOperation(Operation):
+    """Documents the batch body, which the handler reads raw."""
+
+    def __post_init__(self) -> None:
+        self.request_body = RequestBody(
+            required=True,
+            content={
+                "application/json": OpenAPIMediaType(
+                    schema=Schema(
+                        type=OpenAPIType.OBJECT,
+                        required=["events"],
+                        properties={
+                            "events": Schema(
+                                type=OpenAPIType.ARRAY,
+                                max_items=1000,
+                                items=Reference(ref="#/components/schemas/EventIn"),
+                            )
+                        },
+                    )
+                )
+            },
+        )
+
+
+class EventController(Controller):
+    path = "/v1/events"
+    tags = ["events"]
+
+    @post(
+        "/",
+        summary="Ingest one event",
+        status_code=202,
+        guards=[requires(Scope.INGEST)],
+        description="Answered once the event is committed (group commit coalesces concurrent "
+        "requests). 202 with status accepted or duplicate; 409 when the idempotency key was "
+        "used with another payload; 422 when invalid.",
+    )
+    async def ingest_event(self, data: EventIn, request: Request[Any, Any, Any]) -> EventAck:
+        ingestor: Ingestor = request.app.state.ingestor
+        return await ingestor.ingest_one(data, current_principal(request))
+
+    @post(
+        "/batch",
+        summary="Ingest a batch of events",
+        status_code=200,
+        guards=[requires(Scope.INGEST)],
+        operation_class=BatchOperation,
+        description="Each event is validated on its own: valid events are stored even when "
+        "others are rejected. The answer counts accepted, duplicates and rejected events and "
+        "gives a result per event, by index.",
+    )
+    async def ingest_batch(self, request: Request[Any, Any, Any]) -> BatchOut:
+        # The body is decoded by the service event by event, so that one bad event does not
+        # sink the batch; BatchOperation documents it in the OpenAPI contract.
+        ingestor: Ingestor = request.app.state.ingestor
+        principal = current_principal(request)
+        return await ingestor.ingest_batch(await request.body(), principal)
+
+    @get("/", summary="List raw events (newest first)", guards=[requires(Scope.READ)])
+    async def list_raw_events(
+        self,
+        request: Request[Any, Any, Any],
+        db_engine: AsyncEngine,
+        tenant_id: str | None = Parameter(default=None, query="tenant_id"),
+        event_name: str | None = Parameter(default=None, query="event_name"),
+        start: datetime | None = Parameter(default=None, query="from"),
+        end: datetime | None = Parameter(default=None, query="to"),
+        cursor: str | None = None,
+        limit: Limit = DEFAULT_LIMIT,
+    ) -> Page[EventOut]:
+        return await list_events(
+            db_engine, current_principal(request), tenant_id, event_name, start, end, cursor, limit
+        )

@@ -1,0 +1,57 @@
+"""Rebuild a tenant's rollups from raw events over a time range (repair, or after a change to
+how rollups are computed). Raw events older than retention are gone, so a rebuild may only
+cover ranges whose raw events are all still kept."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.common.errors import InvalidInput, NotFound
+from service.events.models import BUCKET_MINUTES
+from service.events.repository import rebuild_rollups
+from service.events.service import driver_transaction
+from service.settings import Settings
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildReport:
+    tenant_id: str
+    start: datetime
+    end: datetime
+    rollups_deleted: int
+    rollups_written: int
+
+
+def _is_bucket_aligned(instant: datetime) -> bool:
+    return instant.second == 0 and instant.microsecond == 0 and instant.minute % BUCKET_MINUTES == 0
+
+
+async def rebuild_tenant_rollups(
+    engine: AsyncEngine, settings: Settings, tenant_id: str, start: datetime, end: datetime
+) -> RebuildReport:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise InvalidInput("--from and --to must carry a UTC offset, e.g. 2026-10-01T00:00:00Z")
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    if not (_is_bucket_aligned(start) and _is_bucket_aligned(end)):
+        raise InvalidInput(f"--from and --to must fall on {BUCKET_MINUTES}-minute boundaries")
+    if start >= end:
+        raise InvalidInput("--from must be before --to")
+    async with driver_transaction(engine) as connection:
+        retention = await connection.fetchval(
+            "SELECT coalesce(retention_days, $2) FROM tenants WHERE id = $1",
+            tenant_id,
+            settings.retention_days,
+        )
+        if retention is None:
+            raise NotFound(f"tenant '{tenant_id}' does not exist")
+        cutoff = datetime.now(UTC) - timedelta(days=int(retention))
+        if start < cutoff:
+            raise InvalidInput(
+                f"raw events before {cutoff:%Y-%m-%d %H:%M} UTC may already be deleted by "
+                f"retention ({retention} days); rebuilding from them would lose usage"
+            )
+        deleted, written = await rebuild_rollups(connection, tenant_id, start, end)
+    return RebuildReport(tenant_id, start, end, deleted, written)

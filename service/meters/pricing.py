@@ -1,0 +1,207 @@
+"""Price definitions and price resolution, as pure functions (no database).
+
+A usage record (a tenant, the attribution and dimension values of its events, an instant) is
+priced by the applicable price that is most particular to it: a tenant's contract override
+beats any list price, then the price whose `match` names the most keys wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+
+from service.common.money import is_currency
+
+
+class AmbiguousPriceError(ValueError):
+    """Two or more prices tie for the same usage; the admin API should have refused one."""
+
+    def __init__(self, price_ids: Sequence[str]) -> None:
+        self.price_ids = tuple(price_ids)
+        super().__init__(
+            "prices "
+            + ", ".join(repr(price_id) for price_id in self.price_ids)
+            + " apply equally to the same usage (same tenant level and the same number of"
+            " matched keys); end one of them with effective_to or make one more specific"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Tier:
+    """One step of a graduated price.
+
+    Tier n covers the quantity above the previous tier's `up_to` (0 for the first tier) up to
+    and including its own `up_to`; `None` means open-ended and is allowed on the last tier only.
+    """
+
+    up_to: Decimal | None
+    unit_amount: Decimal  # per `per_units` units of the price
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PriceRule:
+    """A price of one meter, as stored. Construct with keywords; invalid values raise ValueError."""
+
+    id: str
+    meter: str  # the meter's event_name
+    currency: str
+    unit_amount: Decimal  # per `per_units` units; ignored when `tiers` is non-empty
+    effective_from: datetime  # tz-aware, inclusive
+    effective_to: datetime | None = None  # tz-aware, exclusive; None = open-ended
+    per_units: Decimal = Decimal(1)
+    match: Mapping[str, str] = field(default_factory=dict)  # {} matches all usage
+    tenant_id: str | None = None  # None = list price; else that tenant's contract override
+    tiers: tuple[Tier, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not is_currency(self.currency):
+            raise ValueError(f"price {self.id!r}: unknown currency {self.currency!r}")
+        if not self.unit_amount.is_finite() or self.unit_amount < 0:
+            raise ValueError(f"price {self.id!r}: unit_amount must be a finite amount >= 0")
+        if not self.per_units.is_finite() or self.per_units <= 0:
+            raise ValueError(f"price {self.id!r}: per_units must be a finite number > 0")
+        if self.effective_from.tzinfo is None or self.effective_from.utcoffset() is None:
+            raise ValueError(f"price {self.id!r}: effective_from must be timezone-aware")
+        if self.effective_to is not None:
+            if self.effective_to.tzinfo is None or self.effective_to.utcoffset() is None:
+                raise ValueError(f"price {self.id!r}: effective_to must be timezone-aware")
+            if self.effective_to <= self.effective_from:
+                raise ValueError(f"price {self.id!r}: effective_to must be after effective_from")
+        validate_tiers(self.tiers)
+
+
+def validate_tiers(tiers: Sequence[Tier]) -> None:
+    """Check graduated tiers; raise ValueError naming the offending tier.
+
+    An empty sequence means "not graduated" and is valid. Otherwise every `up_to` but the last
+    is a positive number, larger than the one before; the last tier is open-ended (`None`);
+    unit amounts are finite and >= 0.
+    """
+    previous: Decimal | None = None
+    last = len(tiers) - 1
+    for index, tier in enumerate(tiers):
+        where = f"tiers[{index}]"
+        if not tier.unit_amount.is_finite() or tier.unit_amount < 0:
+            raise ValueError(f"{where}.unit_amount must be a finite amount >= 0")
+        if tier.up_to is None:
+            if index != last:
+                raise ValueError(
+                    f"{where}.up_to is open-ended (null) but only the last tier may be;"
+                    " give it an upper bound or move it to the end"
+                )
+            continue
+        if index == last:
+            raise ValueError(
+                f"{where}.up_to must be null: the last tier has to be open-ended so that"
+                " every quantity has a price"
+            )
+        if not tier.up_to.is_finite() or tier.up_to <= 0:
+            raise ValueError(f"{where}.up_to must be a finite number > 0")
+        if previous is not None and tier.up_to <= previous:
+            raise ValueError(
+                f"{where}.up_to ({tier.up_to}) must be greater than"
+                f" tiers[{index - 1}].up_to ({previous}); list tiers in increasing order"
+            )
+        previous = tier.up_to
+
+
+def price_applies(
+    price: PriceRule,
+    *,
+    tenant_id: str,
+    attributes: Mapping[str, str | None],
+    at: datetime,
+) -> bool:
+    """Whether `price` may price usage of `tenant_id` with these attribute values at `at`.
+
+    The price is the list price or this tenant's override, every key of its `match` is present
+    in `attributes` with the same value (a missing or null attribute matches nothing), and
+    `effective_from <= at < effective_to`.
+    """
+    if price.tenant_id is not None and price.tenant_id != tenant_id:
+        return False
+    if at < price.effective_from:
+        return False
+    if price.effective_to is not None and at >= price.effective_to:
+        return False
+    return all(attributes.get(key) == value for key, value in price.match.items())
+
+
+def resolve_price(
+    prices: Iterable[PriceRule],
+    *,
+    tenant_id: str,
+    attributes: Mapping[str, str | None],
+    at: datetime,
+) -> PriceRule | None:
+    """The price for this usage, or None when no price applies.
+
+    Among applicable prices, a tenant override always beats a list price (even a list price
+    with a more specific match); then the price matching the most keys wins. Should two
+    prices still tie, AmbiguousPriceError is raised rather than picking one.
+    """
+    applicable = [
+        price
+        for price in prices
+        if price_applies(price, tenant_id=tenant_id, attributes=attributes, at=at)
+    ]
+    if not applicable:
+        return None
+    overrides = [price for price in applicable if price.tenant_id is not None]
+    candidates = overrides or applicable
+    most_keys = max(len(price.match) for price in candidates)
+    winners = [price for price in candidates if len(price.match) == most_keys]
+    if len(winners) > 1:
+        raise AmbiguousPriceError(sorted(price.id for price in winners))
+    return winners[0]
+
+
+def _intervals_intersect(a: PriceRule, b: PriceRule) -> bool:
+    a_before_b_ends = b.effective_to is None or a.effective_from < b.effective_to
+    b_before_a_ends = a.effective_to is None or b.effective_from < a.effective_to
+    return a_before_b_ends and b_before_a_ends
+
+
+def prices_overlap(a: PriceRule, b: PriceRule) -> bool:
+    """Whether `a` and `b` compete for the same usage at the same time.
+
+    True when they price the same meter for the same tenant (or are both list prices), have an
+    identical `match` and their `[effective_from, effective_to)` intervals intersect. The admin
+    API refuses a new price that overlaps an existing one (409).
+    """
+    return (
+        a.meter == b.meter
+        and a.tenant_id == b.tenant_id
+        and dict(a.match) == dict(b.match)
+        and _intervals_intersect(a, b)
+    )
+
+
+def prices_conflict(a: PriceRule, b: PriceRule) -> bool:
+    """Whether some usage could find `a` and `b` tied in `resolve_price`.
+
+    Wider than `prices_overlap`: two prices with different but compatible matches of the same
+    size (`{"model": "x"}` and `{"region": "eu"}`) also tie for usage carrying both values.
+    Refusing conflicting prices, not only overlapping ones, makes AmbiguousPriceError
+    impossible.
+    """
+    if a.meter != b.meter or a.tenant_id != b.tenant_id or len(a.match) != len(b.match):
+        return False
+    compatible = all(b.match.get(key, value) == value for key, value in a.match.items())
+    return compatible and _intervals_intersect(a, b)
+
+
+def price_boundaries(prices: Iterable[PriceRule], start: datetime, end: datetime) -> list[datetime]:
+    """The distinct instants strictly inside `(start, end)` where some price starts or ends.
+
+    Splitting `[start, end)` at these gives segments in which every price either applies
+    throughout or not at all.
+    """
+    instants: set[datetime] = set()
+    for price in prices:
+        for instant in (price.effective_from, price.effective_to):
+            if instant is not None and start < instant < end:
+                instants.add(instant)
+    return sorted(instants)
