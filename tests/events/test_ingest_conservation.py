@@ -4,6 +4,7 @@ gives the same rollups as incremental ingestion."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -140,26 +141,15 @@ async def test_rebuild_equals_incremental(
     await pg_pool.execute("UPDATE rollups SET sum = sum + 1000 WHERE tenant_id = 'acme'")
     start = (NOW - timedelta(days=3)).replace(minute=0)
     end = (NOW + timedelta(hours=1)).replace(minute=0)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "rollups",
-            "rebuild",
-            "--tenant",
-            "acme",
-            "--from",
-            start.isoformat(),
-            "--to",
-            end.isoformat(),
-        ],
-        cwd=PROJECT_ROOT,
-        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    result = await asyncio.to_thread(
+        run_rebuild,
+        database_url,
+        "--tenant",
+        "acme",
+        "--from",
+        start.isoformat(),
+        "--to",
+        end.isoformat(),
     )
     assert result.returncode == 0, result.stderr
     assert "Rebuilt rollups of acme" in result.stdout
@@ -167,19 +157,21 @@ async def test_rebuild_equals_incremental(
     assert rebuilt == incremental
 
 
-async def test_rebuild_refuses_unaligned_or_retained_ranges(
-    pg_pool: asyncpg.Pool, database_url: str
-) -> None:
+def run_rebuild(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "service", "rollups", "rebuild", *args],
+        cwd=PROJECT_ROOT,
+        env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_rebuild_refuses_unaligned_or_retained_ranges(database_url: str) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "service", "rollups", "rebuild", *args],
-            cwd=PROJECT_ROOT,
-            env={"DATABASE_URL": database_url, "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_rebuild(database_url, *args)
 
     unaligned = run(
         "--tenant", "acme", "--from", "2026-11-01T00:07:00Z", "--to", "2026-11-02T00:00:00Z"
