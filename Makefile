@@ -46,5 +46,8 @@ lock: ## Re-pin requirements.lock from pyproject.toml
 	$(BIN)/python -m pip install --quiet pip-tools
 	$(BIN)/pip-compile --quiet --extra dev --strip-extras -o requirements.lock pyproject.toml
 
+bench-ingest: $(STAMP) ## Ingestion benchmark: P1 batch over HTTP vs direct SQL, P2 single (wrk), RSS
+	$(BIN)/python -m bench.ingest
+
 clean: ## Remove the venv and local data (stops nothing: the embedded server dies with its files)
 	rm -rf $(VENV) .data

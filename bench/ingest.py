@@ -1,0 +1,339 @@
+"""Ingestion benchmark (make bench-ingest).
+
+P1 batch: events/s posting batches of 1000 over HTTP, against the same events stored directly
+with asyncpg through the service's own ingest SQL on the same number of connections.
+P2 single: req/s and p50/p99 latency of POST /v1/events at 64 connections (wrk), durable:
+every 202 was committed.
+Peak RSS of each service process under P1.
+
+Data: 10 tenants, 3 meters (one with a declared dimension), 50 API keys, 1000 users, 5 models.
+The load generator runs on the same machine as the service and PostgreSQL."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from bench.common import (
+    bench_server_url,
+    fresh_database,
+    process_tree,
+    rss_mb,
+    running_service,
+)
+from service.db.url import asyncpg_dsn
+from service.events.repository import EventRow, store_events
+from service.events.schemas import EventIn
+from service.events.validation import canonical_hash
+from service.settings import Settings
+from service.tenants.auth import generate_key
+
+SECRET = "bench-secret"
+TENANTS = [f"tenant{i:02d}" for i in range(10)]
+METERS = [
+    ("input_tokens", "sum", ["region"]),
+    ("output_tokens", "sum", []),
+    ("api_calls", "count", []),
+]
+MODELS = ["gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-70b", "mistral-large"]
+REGIONS = ["eu", "us", "apac"]
+
+
+def make_event(rng: random.Random, key: str, now: datetime) -> dict[str, object]:
+    name, aggregation, dims = METERS[rng.randrange(len(METERS))]
+    event: dict[str, object] = {
+        "tenant_id": TENANTS[rng.randrange(len(TENANTS))],
+        "event_name": name,
+        "idempotency_key": key,
+        "timestamp": (now - timedelta(seconds=rng.randrange(3600))).isoformat(),
+        "api_key_id": f"key{rng.randrange(50)}",
+        "user_id": f"user{rng.randrange(1000)}",
+        "model": MODELS[rng.randrange(len(MODELS))],
+        "project_id": f"proj{rng.randrange(20)}",
+    }
+    if aggregation != "count":
+        event["value"] = str(rng.randrange(1, 5000))
+    if dims:
+        event["dimensions"] = {"region": REGIONS[rng.randrange(len(REGIONS))]}
+    return event
+
+
+async def seed(database_url: str) -> tuple[str, dict[str, int]]:
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        for tenant in TENANTS:
+            await connection.execute(
+                "INSERT INTO tenants (id, name, currency, timezone) VALUES ($1, $1, 'USD', 'UTC')",
+                tenant,
+            )
+        meter_ids = {}
+        for name, aggregation, dims in METERS:
+            meter_ids[name] = await connection.fetchval(
+                "INSERT INTO meters (event_name, name, aggregation, dimensions, currency) "
+                "VALUES ($1, $1, $2, $3, 'USD') RETURNING id",
+                name,
+                aggregation,
+                dims,
+            )
+        key = generate_key(SECRET)
+        await connection.execute(
+            "INSERT INTO api_keys (id, name, prefix, key_hash, scopes) "
+            "VALUES (gen_random_uuid(), 'bench', $1, $2, '{ingest}')",
+            key.prefix,
+            key.key_hash,
+        )
+        return key.plaintext, meter_ids
+    finally:
+        await connection.close()
+
+
+def to_row(event: dict[str, object], meter_ids: dict[str, int]) -> EventRow:
+    parsed = EventIn(
+        event_name=str(event["event_name"]),
+        idempotency_key=str(event["idempotency_key"]),
+        timestamp=datetime.fromisoformat(str(event["timestamp"])),
+        tenant_id=str(event["tenant_id"]),
+        value=Decimal(str(event["value"])) if "value" in event else None,
+        api_key_id=str(event["api_key_id"]),
+        user_id=str(event["user_id"]),
+        model=str(event["model"]),
+        project_id=str(event["project_id"]),
+        dimensions=event.get("dimensions"),  # type: ignore[arg-type]
+    )
+    return EventRow(
+        tenant_id=str(parsed.tenant_id),
+        meter_id=meter_ids[parsed.event_name],
+        idempotency_key=parsed.idempotency_key,
+        payload_hash=canonical_hash(parsed, str(parsed.tenant_id), parsed.timestamp),
+        value=parsed.value,
+        ts=parsed.timestamp,
+        org_id=None,
+        project_id=parsed.project_id,
+        api_key_id=parsed.api_key_id,
+        user_id=parsed.user_id,
+        model=parsed.model,
+        dimensions_json=json.dumps(parsed.dimensions or {}, sort_keys=True),
+        metadata_json=None,
+    )
+
+
+async def p1_http(base: str, key: str, bodies: list[bytes], connections: int) -> float:
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+    for body in bodies:
+        queue.put_nowait(body)
+    headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+    accepted = 0
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal accepted
+        while not queue.empty():
+            body = queue.get_nowait()
+            response = await client.post(f"{base}/v1/events/batch", content=body, headers=headers)
+            response.raise_for_status()
+            accepted += response.json()["accepted"]
+
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(limits=limits, timeout=120) as client:
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(connections)))
+        elapsed = time.perf_counter() - started
+    expected = len(bodies) * 1000
+    if accepted != expected:
+        raise RuntimeError(f"accepted {accepted} of {expected} events")
+    return accepted / elapsed
+
+
+async def p1_direct(database_url: str, batches: list[list[EventRow]], connections: int) -> float:
+    pool = await asyncpg.create_pool(
+        asyncpg_dsn(database_url), min_size=connections, max_size=connections
+    )
+    queue: asyncio.Queue[list[EventRow]] = asyncio.Queue()
+    for batch in batches:
+        queue.put_nowait(batch)
+
+    async def worker() -> None:
+        while not queue.empty():
+            batch = queue.get_nowait()
+            async with pool.acquire() as connection, connection.transaction():
+                await store_events(connection, batch)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(connections)))
+    elapsed = time.perf_counter() - started
+    await pool.close()
+    return sum(len(b) for b in batches) / elapsed
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, root_pid: int) -> None:
+        super().__init__(daemon=True)
+        self.root_pid = root_pid
+        self.peak: dict[int, float] = {}
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            for pid in process_tree(self.root_pid):
+                self.peak[pid] = max(self.peak.get(pid, 0.0), rss_mb(pid))
+            time.sleep(0.1)
+
+
+WRK_SCRIPT = """
+local counter = 0
+local thread_id = 0
+local tenants = {TENANTS}
+local models = {MODELS}
+function setup(thread)
+  thread:set("tid", tostring(math.random(1, 1000000000)))
+end
+function init(args)
+  thread_id = tid
+  math.randomseed(tonumber(tid))
+end
+request = function()
+  counter = counter + 1
+  local body = string.format(
+    '{{"tenant_id":"%s","event_name":"input_tokens","idempotency_key":"wrk-%s-%d",' ..
+    '"timestamp":"{TS}","value":"%d","model":"%s","user_id":"user%d",' ..
+    '"api_key_id":"key%d","dimensions":{{"region":"eu"}}}}',
+    tenants[math.random(#tenants)], thread_id, counter, math.random(1, 5000),
+    models[math.random(#models)], math.random(0, 999), math.random(0, 49))
+  return wrk.format("POST", "/v1/events", {{["Content-Type"]="application/json",
+    ["Authorization"]="Bearer {KEY}"}}, body)
+end
+done = function(summary, latency, requests)
+  io.write(string.format("WRK-JSON {{\\"requests\\": %d, \\"errors_status\\": %d, " ..
+    "\\"p50_us\\": %d, \\"p99_us\\": %d, \\"duration_us\\": %d}}\\n",
+    summary.requests, summary.errors.status, latency:percentile(50), latency:percentile(99),
+    summary.duration))
+end
+"""
+
+
+def lua_list(items: list[str]) -> str:
+    return "{" + ",".join(f'"{i}"' for i in items) + "}"
+
+
+def p2_single(base: str, key: str, connections: int, seconds: int) -> dict[str, float] | None:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        print("  P2 needs wrk (Debian: apt-get install wrk); skipped")
+        return None
+    script = WRK_SCRIPT.format(
+        TENANTS=lua_list(TENANTS),
+        MODELS=lua_list(MODELS),
+        TS=(datetime.now(UTC) - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        KEY=key,
+    )
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as handle:
+        handle.write(script)
+        path = handle.name
+    try:
+        output = subprocess.run(
+            [wrk, "-t2", f"-c{connections}", f"-d{seconds}s", "-s", path, base],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    finally:
+        Path(path).unlink()
+    match = re.search(r"WRK-JSON (\{.*\})", output)
+    if not match:
+        raise RuntimeError(f"could not read wrk's output:\n{output}")
+    figures = json.loads(match.group(1))
+    return {
+        "requests": figures["requests"],
+        "non_2xx": figures["errors_status"],
+        "rps": figures["requests"] / (figures["duration_us"] / 1e6),
+        "p50_ms": figures["p50_us"] / 1000,
+        "p99_ms": figures["p99_us"] / 1000,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--batches", type=int, default=200, help="P1 batches of 1000 events")
+    parser.add_argument("--connections", type=int, default=4, help="P1 concurrent connections")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--p2-seconds", type=int, default=15)
+    parser.add_argument("--p2-connections", type=int, default=64)
+    parser.add_argument("--port", type=int, default=8791)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    args = parser.parse_args()
+
+    server = bench_server_url()
+    rng = random.Random(42)
+    now = datetime.now(UTC)
+    with fresh_database(server, keep=args.keep) as database_url:
+        key, meter_ids = asyncio.run(seed(database_url))
+        print(f"P1 data: {args.batches} batches x 1000 events over HTTP, as many direct")
+        http_batches = [
+            [make_event(rng, f"h-{b}-{i}", now) for i in range(1000)] for b in range(args.batches)
+        ]
+        bodies = [json.dumps({"events": batch}).encode() for batch in http_batches]
+        direct_batches = [
+            [to_row(make_event(rng, f"d-{b}-{i}", now), meter_ids) for i in range(1000)]
+            for b in range(args.batches)
+        ]
+        settings = Settings(secret_key=SECRET)
+        env = {
+            "METERING_SECRET_KEY": SECRET,
+            "METERING_DB_POOL_SIZE": str(max(settings.db_pool_size, args.connections + 4)),
+        }
+        with running_service(database_url, args.port, args.workers, **env) as process:
+            base = f"http://127.0.0.1:{args.port}"
+            sampler = RssSampler(process.pid)
+            sampler.start()
+            http_rate = asyncio.run(p1_http(base, key, bodies, args.connections))
+            sampler.stop_event.set()
+            sampler.join()
+            direct_rate = asyncio.run(p1_direct(database_url, direct_batches, args.connections))
+            print(
+                f"P1 batch  HTTP:   {http_rate:10,.0f} events/s ({args.connections} connections, "
+                f"{args.workers} workers)"
+            )
+            print(f"P1 batch  direct: {direct_rate:10,.0f} events/s (asyncpg, same ingest SQL)")
+            print(f"P1 ratio  HTTP/direct: {http_rate / direct_rate:.2f}")
+            workers = {pid: mb for pid, mb in sampler.peak.items() if pid != process.pid}
+            print(
+                "Peak RSS under P1: "
+                + ", ".join(f"{mb:.0f} MB" for mb in sorted(workers.values(), reverse=True))
+                + f" (workers); master {sampler.peak.get(process.pid, 0):.0f} MB"
+            )
+            single = p2_single(base, key, args.p2_connections, args.p2_seconds)
+            if single:
+                print(
+                    f"P2 single: {single['rps']:,.0f} req/s, p50 {single['p50_ms']:.1f} ms, "
+                    f"p99 {single['p99_ms']:.1f} ms at {args.p2_connections} connections "
+                    f"({single['requests']:,.0f} requests, {single['non_2xx']:.0f} non-2xx)"
+                )
+        asyncio.run(report_stored(database_url))
+
+
+async def report_stored(database_url: str) -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        events = await connection.fetchval("SELECT count(*) FROM events")
+        rolled = await connection.fetchval("SELECT sum(count) FROM rollups")
+    finally:
+        await connection.close()
+    print(f"Stored: {events:,} events; rollups count {rolled:,} (must be equal)")
+
+
+if __name__ == "__main__":
+    main()
