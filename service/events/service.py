@@ -61,6 +61,17 @@ class Outcome:
 
 
 @asynccontextmanager
+async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
+    """A pooled asyncpg connection in autocommit mode. Ingestion stores events and their rollups
+    with one statement, which PostgreSQL runs as its own transaction: committed when the
+    statement returns, with no BEGIN/COMMIT round trips around it."""
+    async with engine.connect() as connection:
+        raw = await connection.get_raw_connection()
+        driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
+        yield driver
+
+
+@asynccontextmanager
 async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
     """A pooled asyncpg connection inside a transaction that commits on exit: ingestion talks
     to asyncpg directly (arrays in, records out) while sharing the service's pool."""
@@ -117,7 +128,7 @@ class Ingestor:
 
     async def _store_group(self, rows: Sequence[EventRow]) -> list[Outcome]:
         started = time.perf_counter()
-        async with driver_transaction(self.engine) as connection:
+        async with driver_connection(self.engine) as connection:
             outcomes = await self._store(connection, rows)
         INGEST_COMMIT_LATENCY.observe(time.perf_counter() - started)
         return outcomes
@@ -125,7 +136,11 @@ class Ingestor:
     async def _store(
         self, connection: asyncpg.Connection, rows: Sequence[EventRow]
     ) -> list[Outcome]:
-        """Store rows (repeats of one key allowed: the first wins) and classify each."""
+        """Store rows (repeats of one key allowed: the first wins) and classify each.
+
+        Each statement commits on its own (autocommit): the insert of events and rollups is one
+        statement, so it is atomic; the look-up of existing keys only reads."""
+        await self._mark_meters_used(connection, {row.meter_id for row in rows})
         first: dict[tuple[str, str], int] = {}
         for index, row in enumerate(rows):
             first.setdefault((row.tenant_id, row.idempotency_key), index)
@@ -141,12 +156,6 @@ class Ingestor:
                 break
         else:
             raise ServiceError("could not settle idempotency keys; retry the request")
-        used = {rows[i].meter_id for key, i in first.items() if stored[key].inserted}
-        meters = await self.reference.meters()
-        unmarked = {m.id for m in meters.values() if not m.has_events} & used
-        if unmarked:
-            await mark_meters_used(connection, sorted(unmarked))
-            self.reference.note_meters_used(unmarked)
         outcomes: list[Outcome] = []
         for index, row in enumerate(rows):
             key = (row.tenant_id, row.idempotency_key)
@@ -158,6 +167,15 @@ class Ingestor:
             else:
                 outcomes.append(Outcome("conflict", hit.id))
         return outcomes
+
+    async def _mark_meters_used(self, connection: asyncpg.Connection, meter_ids: set[int]) -> None:
+        """Freeze aggregation and currency of meters about to get their first events. Done
+        before the insert, so a meter can never hold events while still marked unused."""
+        meters = await self.reference.meters()
+        unmarked = {m.id for m in meters.values() if not m.has_events} & meter_ids
+        if unmarked:
+            await mark_meters_used(connection, sorted(unmarked))
+            self.reference.note_meters_used(unmarked)
 
     # -- batches -------------------------------------------------------------------------
 
@@ -205,7 +223,7 @@ class Ingestor:
                 to_store.append((index, checked))
         if to_store:
             started = time.perf_counter()
-            async with driver_transaction(self.engine) as connection:
+            async with driver_connection(self.engine) as connection:
                 outcomes = await self._store(connection, [row for _, row in to_store])
             INGEST_COMMIT_LATENCY.observe(time.perf_counter() - started)
             for (index, _), outcome in zip(to_store, outcomes, strict=True):
