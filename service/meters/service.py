@@ -1,0 +1,560 @@
+"""Meter and price rules. Services never commit: the request's session does.
+
+Changes to a meter's prices run under a row lock on the meter (`SELECT ... FOR UPDATE`), so two
+concurrent requests cannot both pass the overlap check and store competing prices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.common.errors import FieldError, InvalidInput, NotFound
+from service.common.money import MONEY_CONTEXT, currency_exponent, is_currency, to_plain_string
+from service.common.schemas import Page, decode_cursor, encode_cursor
+from service.events.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
+from service.meters.errors import DimensionRemoval, MeterExists, MeterHasEvents, PriceOverlap
+from service.meters.models import Meter, Price
+from service.meters.pricing import PriceRule, Tier, prices_conflict, prices_overlap, validate_tiers
+from service.meters.repository import MeterRepository, PriceRepository
+from service.meters.schemas import (
+    MeterCreate,
+    MeterOut,
+    MeterUpdate,
+    PriceCreate,
+    PriceEnd,
+    PriceOut,
+    TierIn,
+    TierOut,
+)
+from service.tenants.auth import Principal
+from service.tenants.repository import TenantRepository
+
+# Keys every event carries at the top level; a meter may not declare them as its own.
+RESERVED_DIMENSIONS = frozenset((*ATTRIBUTION_FIELDS, "tenant_id"))
+# Prices start and end on rollup bucket boundaries, so a price change never falls inside a
+# bucket and invoice lines split exactly there.
+PRICE_GRANULARITY = timedelta(minutes=BUCKET_MINUTES)
+MAX_DECIMAL_PLACES = 12
+# prices.unit_amount and per_units are NUMERIC(32, 12): at most 20 digits before the point.
+_DECIMAL_CEILING = Decimal(10) ** 20
+
+
+def _invalid(field: str, message: str, detail: str | None = None) -> InvalidInput:
+    return InvalidInput(
+        detail or f"{field}: {message}", errors=[FieldError(field=field, message=message)]
+    )
+
+
+def _validate_currency(code: str) -> None:
+    if not is_currency(code):
+        raise _invalid(
+            "currency",
+            "unknown ISO 4217 currency",
+            f"'{code}' is not an ISO 4217 currency code (e.g. 'USD', 'EUR', 'JPY')",
+        )
+
+
+def _validate_dimensions(dimensions: Sequence[str]) -> None:
+    reserved = sorted(set(dimensions) & RESERVED_DIMENSIONS)
+    if reserved:
+        raise _invalid(
+            "dimensions",
+            "built-in attribution field",
+            f"{', '.join(reserved)} cannot be declared: every event already carries "
+            f"{', '.join(sorted(RESERVED_DIMENSIONS))} as built-in fields, which usage can "
+            "be grouped and prices matched by without declaring them",
+        )
+    duplicates = sorted({key for key in dimensions if dimensions.count(key) > 1})
+    if duplicates:
+        raise _invalid(
+            "dimensions", "duplicate key", f"dimensions lists {', '.join(duplicates)} twice"
+        )
+
+
+# Decimals ---------------------------------------------------------------------------------
+
+
+def decimal_places(value: Decimal) -> int:
+    """Digits after the point that finite `value` needs (trailing zeros do not count)."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int), "finite decimals only"
+    if not any(digits):
+        return 0
+    places, index = -exponent, len(digits) - 1
+    while places > 0 and digits[index] == 0:
+        places, index = places - 1, index - 1
+    return max(places, 0)
+
+
+def exact_decimal(value: Decimal, field: str, *, positive: bool = False) -> Decimal:
+    """Check an exact amount or quantity from a request: finite, >= 0 (> 0 when `positive`),
+    at most 12 decimal places and 20 integer digits."""
+    if not value.is_finite():
+        raise _invalid(field, "not a finite number", f"{field} must be a finite number")
+    if positive and value <= 0:
+        raise _invalid(field, "must be > 0", f"{field} must be greater than 0, got {value}")
+    if value < 0:
+        raise _invalid(field, "must be >= 0", f"{field} must not be negative, got {value}")
+    if decimal_places(value) > MAX_DECIMAL_PLACES:
+        raise _invalid(
+            field,
+            f"more than {MAX_DECIMAL_PLACES} decimal places",
+            f"{field} ({value}) has more than {MAX_DECIMAL_PLACES} decimal places; for very "
+            "small unit prices, price per more units instead (per_units, e.g. 1000000)",
+        )
+    if value >= _DECIMAL_CEILING:
+        raise _invalid(field, "too large", f"{field} must be less than 10^20, got {value}")
+    return value
+
+
+def _quantized(value: Decimal, places: int) -> str:
+    return to_plain_string(value.quantize(Decimal(1).scaleb(-places), context=MONEY_CONTEXT))
+
+
+def render_amount(value: Decimal, currency: str) -> str:
+    """A money amount with at least the currency's minor units: "2.50", "0.000002", "100"."""
+    return _quantized(value, max(decimal_places(value), currency_exponent(currency)))
+
+
+def render_quantity(value: Decimal) -> str:
+    """A quantity without trailing zeros or exponent: "1000000", "0.5"."""
+    return _quantized(value, decimal_places(value))
+
+
+# Price instants ---------------------------------------------------------------------------
+
+
+def _floor_to_boundary(instant: datetime) -> datetime:
+    utc = instant.astimezone(UTC)
+    return utc.replace(minute=utc.minute - utc.minute % BUCKET_MINUTES, second=0, microsecond=0)
+
+
+def next_price_boundary(now: datetime) -> datetime:
+    """`now` rounded up to the next 15-minute UTC boundary (unchanged when already on one)."""
+    floor = _floor_to_boundary(now)
+    return floor if floor == now else floor + PRICE_GRANULARITY
+
+
+def _rfc3339(instant: datetime) -> str:
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def price_instant(value: datetime, field: str) -> datetime:
+    """An effective_from/effective_to from a request, in UTC; 422 unless it has an offset and
+    lies on a 15-minute boundary."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise _invalid(
+            field,
+            "missing time zone offset",
+            f"{field} must carry a UTC offset, e.g. '2026-11-01T00:00:00Z'",
+        )
+    utc = value.astimezone(UTC)
+    floor = _floor_to_boundary(utc)
+    if floor != utc:
+        raise _invalid(
+            field,
+            "not on a 15-minute boundary",
+            f"{field} ({value.isoformat()}) must be on a 15-minute UTC boundary (minutes "
+            "00, 15, 30 or 45, zero seconds): usage is stored in 15-minute buckets, and "
+            f"invoices split at price changes; use {_rfc3339(floor)} or "
+            f"{_rfc3339(floor + PRICE_GRANULARITY)}",
+        )
+    return utc
+
+
+# Rows to answers and to pricing rules -----------------------------------------------------
+
+
+def meter_out(meter: Meter) -> MeterOut:
+    return MeterOut(
+        event_name=meter.event_name,
+        name=meter.name,
+        description=meter.description,
+        unit=meter.unit,
+        aggregation=meter.aggregation,
+        dimensions=list(meter.dimensions),
+        currency=meter.currency,
+        metadata=dict(meter.metadata_),
+        status=meter.status,
+        has_events=meter.has_events,
+        created_at=meter.created_at,
+        updated_at=meter.updated_at,
+    )
+
+
+def _tiers_to_json(tiers: Sequence[Tier]) -> list[dict[str, Any]]:
+    """Tiers as stored in prices.tiers (JSONB): decimals as strings, so they stay exact."""
+    return [
+        {
+            "up_to": None if tier.up_to is None else render_quantity(tier.up_to),
+            "unit_amount": to_plain_string(tier.unit_amount),
+        }
+        for tier in tiers
+    ]
+
+
+def tiers_from_json(tiers: Sequence[Mapping[str, Any]]) -> tuple[Tier, ...]:
+    return tuple(
+        Tier(
+            up_to=None if tier.get("up_to") is None else Decimal(str(tier["up_to"])),
+            unit_amount=Decimal(str(tier["unit_amount"])),
+        )
+        for tier in tiers
+    )
+
+
+def to_price_rule(price: Price, meter: Meter) -> PriceRule:
+    """The pure pricing view of a stored price (its currency is its meter's)."""
+    return PriceRule(
+        id=str(price.id),
+        meter=meter.event_name,
+        currency=meter.currency,
+        unit_amount=price.unit_amount,
+        per_units=price.per_units,
+        match=dict(price.match),
+        tenant_id=price.tenant_id,
+        tiers=tiers_from_json(price.tiers),
+        effective_from=price.effective_from,
+        effective_to=price.effective_to,
+    )
+
+
+def price_out(price: Price, meter: Meter) -> PriceOut:
+    return PriceOut(
+        id=price.id,
+        meter=meter.event_name,
+        currency=meter.currency,
+        unit_amount=render_amount(price.unit_amount, meter.currency),
+        per_units=render_quantity(price.per_units),
+        match=dict(price.match),
+        tenant_id=price.tenant_id,
+        tiers=[
+            TierOut(
+                up_to=None if tier.up_to is None else render_quantity(tier.up_to),
+                unit_amount=render_amount(tier.unit_amount, meter.currency),
+            )
+            for tier in tiers_from_json(price.tiers)
+        ],
+        effective_from=price.effective_from,
+        effective_to=price.effective_to,
+        created_at=price.created_at,
+    )
+
+
+# Meters -----------------------------------------------------------------------------------
+
+
+class MeterService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.meters = MeterRepository(session)
+
+    async def create(self, data: MeterCreate) -> MeterOut:
+        _validate_currency(data.currency)
+        _validate_dimensions(data.dimensions)
+        meter = await self.meters.add(
+            {
+                "event_name": data.event_name,
+                "name": data.name,
+                "description": data.description,
+                "unit": data.unit,
+                "aggregation": data.aggregation,
+                "dimensions": data.dimensions,
+                "currency": data.currency,
+                "metadata_": data.metadata,
+            }
+        )
+        if meter is None:
+            raise MeterExists(f"a meter with event_name '{data.event_name}' already exists")
+        return meter_out(meter)
+
+    async def require(self, event_name: str, *, for_update: bool = False) -> Meter:
+        meter = await self.meters.get(event_name, for_update=for_update)
+        if meter is None:
+            raise NotFound(f"meter '{event_name}' does not exist")
+        return meter
+
+    async def get(self, event_name: str) -> MeterOut:
+        return meter_out(await self.require(event_name))
+
+    async def list(self, cursor: str | None, limit: int, status: str | None) -> Page[MeterOut]:
+        after = decode_cursor(cursor, 1)[0] if cursor else None
+        if after is not None and not isinstance(after, str):
+            raise InvalidInput("cursor is not one this API returned")
+        rows = await self.meters.list_after(after, limit + 1, status)
+        items = [meter_out(m) for m in rows[:limit]]
+        next_cursor = encode_cursor([items[-1].event_name]) if len(rows) > limit else None
+        return Page(items=items, next_cursor=next_cursor)
+
+    async def update(self, event_name: str, data: MeterUpdate) -> MeterOut:
+        # Locked, so ingestion cannot mark the meter as having events between check and write.
+        meter = await self.require(event_name, for_update=True)
+        changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
+        if "currency" in changes:
+            _validate_currency(changes["currency"])
+        if "dimensions" in changes:
+            wanted: list[str] = changes["dimensions"]
+            _validate_dimensions(wanted)
+            removed = [key for key in meter.dimensions if key not in wanted]
+            if removed:
+                raise DimensionRemoval(
+                    f"dimensions {', '.join(removed)} of meter '{event_name}' cannot be removed: "
+                    "stored events and rollups carry them; send the full list with keys added "
+                    f"only (currently {', '.join(meter.dimensions)})"
+                )
+            changes["dimensions"] = [
+                *meter.dimensions,
+                *(key for key in wanted if key not in meter.dimensions),
+            ]
+        frozen = [
+            key
+            for key in ("aggregation", "currency")
+            if key in changes and changes[key] != getattr(meter, key)
+        ]
+        if frozen and meter.has_events:
+            raise MeterHasEvents(
+                f"meter '{event_name}' already has events, so its {' and '.join(frozen)} can no "
+                "longer change (stored usage would be re-read differently); create a new meter "
+                "with another event_name instead"
+            )
+        if "metadata" in changes:
+            changes["metadata_"] = changes.pop("metadata")
+        if changes:
+            meter = await self.meters.update(meter, changes)
+        return meter_out(meter)
+
+    async def archive(self, event_name: str) -> MeterOut:
+        """Stop new events for the meter; its history stays readable and billable. Idempotent."""
+        meter = await self.require(event_name, for_update=True)
+        if meter.status != "archived":
+            meter = await self.meters.update(meter, {"status": "archived"})
+        return meter_out(meter)
+
+
+# Prices -----------------------------------------------------------------------------------
+
+
+def _validate_match(match: Mapping[str, str], meter: Meter) -> None:
+    allowed = set(ATTRIBUTION_FIELDS) | set(meter.dimensions)
+    unknown = sorted(set(match) - allowed)
+    if unknown:
+        declared = ", ".join(meter.dimensions) or "none"
+        raise _invalid(
+            "match",
+            f"unknown key {', '.join(unknown)}",
+            f"match key(s) {', '.join(unknown)} are neither attribution fields "
+            f"({', '.join(ATTRIBUTION_FIELDS)}) nor dimensions declared by meter "
+            f"'{meter.event_name}' ({declared}); add the dimension to the meter first",
+        )
+
+
+def _checked_tiers(tiers: Sequence[TierIn]) -> tuple[Tier, ...]:
+    checked = tuple(
+        Tier(
+            up_to=None
+            if tier.up_to is None
+            else exact_decimal(tier.up_to, f"tiers[{index}].up_to", positive=True),
+            unit_amount=exact_decimal(tier.unit_amount, f"tiers[{index}].unit_amount"),
+        )
+        for index, tier in enumerate(tiers)
+    )
+    try:
+        validate_tiers(checked)
+    except ValueError as exc:
+        raise _invalid("tiers", str(exc), f"tiers: {exc}") from exc
+    return checked
+
+
+def _describe(rule: PriceRule) -> str:
+    whom = f"tenant '{rule.tenant_id}'" if rule.tenant_id else "the list price"
+    match = ", ".join(f"{k}={v}" for k, v in sorted(rule.match.items())) or "all usage"
+    until = _rfc3339(rule.effective_to) if rule.effective_to else "open-ended"
+    return f"{whom}, {match}, from {_rfc3339(rule.effective_from)} until {until}"
+
+
+class PriceService:
+    def __init__(self, session: AsyncSession) -> None:
+        self.meters = MeterRepository(session)
+        self.prices = PriceRepository(session)
+        self.tenants = TenantRepository(session)
+
+    async def create(self, data: PriceCreate) -> PriceOut:
+        # The lock serializes every price change of this meter (see the module docstring).
+        meter = await self.meters.get(data.meter, for_update=True)
+        if meter is None:
+            raise _invalid(
+                "meter",
+                "unknown meter",
+                f"meter '{data.meter}' does not exist; create it with POST /v1/meters first",
+            )
+        if data.tenant_id is not None and await self.tenants.get(data.tenant_id) is None:
+            raise _invalid(
+                "tenant_id", "unknown tenant", f"tenant '{data.tenant_id}' does not exist"
+            )
+        _validate_match(data.match, meter)
+        per_units = exact_decimal(data.per_units, "per_units", positive=True)
+        tiers = _checked_tiers(data.tiers)
+        if data.unit_amount is not None:
+            unit_amount = exact_decimal(data.unit_amount, "unit_amount")
+        elif tiers:
+            unit_amount = tiers[0].unit_amount  # stored for reference; tiers set the price
+        else:
+            raise _invalid(
+                "unit_amount",
+                "required",
+                'unit_amount is required (a string such as "2.50"), unless tiers are given',
+            )
+        if data.effective_from is None:
+            effective_from = next_price_boundary(datetime.now(UTC))
+        else:
+            effective_from = price_instant(data.effective_from, "effective_from")
+        effective_to = None
+        if data.effective_to is not None:
+            effective_to = price_instant(data.effective_to, "effective_to")
+            if effective_to <= effective_from:
+                raise _invalid(
+                    "effective_to",
+                    "not after effective_from",
+                    f"effective_to ({_rfc3339(effective_to)}) must be after effective_from "
+                    f"({_rfc3339(effective_from)})",
+                )
+        price_id = uuid.uuid4()
+        rule = PriceRule(
+            id=str(price_id),
+            meter=meter.event_name,
+            currency=meter.currency,
+            unit_amount=unit_amount,
+            per_units=per_units,
+            match=dict(data.match),
+            tenant_id=data.tenant_id,
+            tiers=tiers,
+            effective_from=effective_from,
+            effective_to=effective_to,
+        )
+        await self._refuse_overlap(rule, meter)
+        price = await self.prices.add(
+            Price(
+                id=price_id,
+                meter_id=meter.id,
+                tenant_id=data.tenant_id,
+                unit_amount=unit_amount,
+                per_units=per_units,
+                match=dict(data.match),
+                tiers=_tiers_to_json(tiers),
+                effective_from=effective_from,
+                effective_to=effective_to,
+            )
+        )
+        return price_out(price, meter)
+
+    async def _refuse_overlap(self, rule: PriceRule, meter: Meter) -> None:
+        """409 when `rule` would compete with a stored price of the same meter and tenant level:
+        the same match at an intersecting time (an overlap), or a different match of the same
+        specificity that some usage could satisfy both of (which would leave invoices unable
+        to choose)."""
+        for stored in await self.prices.for_tenant_level(meter.id, rule.tenant_id):
+            if str(stored.id) == rule.id:
+                continue
+            other = to_price_rule(stored, meter)
+            if prices_overlap(rule, other):
+                raise PriceOverlap(
+                    f"price {other.id} ({_describe(other)}) already prices meter "
+                    f"'{meter.event_name}' for the same tenant and match in that time; end it "
+                    f"first with POST /v1/prices/{other.id}/end, or let this price start when "
+                    "it ends"
+                )
+            if prices_conflict(rule, other):
+                raise PriceOverlap(
+                    f"price {other.id} ({_describe(other)}) would apply to the same usage as "
+                    f"this one ({_describe(rule)}) with equal specificity, for usage carrying "
+                    "both matches; add a key to one match so the more specific price wins, or "
+                    "make their effective periods disjoint"
+                )
+
+    async def get(self, price_id: uuid.UUID, principal: Principal) -> PriceOut:
+        found = await self.prices.get_with_meter(price_id)
+        if found is None:
+            raise NotFound(f"price '{price_id}' does not exist")
+        price, meter = found
+        if price.tenant_id is not None:
+            principal.ensure_tenant(price.tenant_id)
+        return price_out(price, meter)
+
+    async def list(
+        self,
+        cursor: str | None,
+        limit: int,
+        *,
+        meter: str | None,
+        tenant_id: str | None,
+        principal: Principal,
+    ) -> Page[PriceOut]:
+        if tenant_id is not None:
+            principal.ensure_tenant(tenant_id)
+        meter_id = None
+        if meter is not None:
+            found = await self.meters.get(meter)
+            if found is None:
+                return Page(items=[])
+            meter_id = found.id
+        after = None
+        if cursor:
+            created, price_id = decode_cursor(cursor, 2)
+            try:
+                after = (datetime.fromisoformat(created), uuid.UUID(price_id))
+            except (TypeError, ValueError) as exc:
+                raise InvalidInput("cursor is not one this API returned") from exc
+        rows = await self.prices.list_after(
+            after,
+            limit + 1,
+            meter_id=meter_id,
+            tenant_id=tenant_id,
+            visible_to_tenant=principal.tenant_id,
+        )
+        items = [price_out(price, price_meter) for price, price_meter in rows[:limit]]
+        next_cursor = (
+            encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)])
+            if len(rows) > limit
+            else None
+        )
+        return Page(items=items, next_cursor=next_cursor)
+
+    async def end(self, price_id: uuid.UUID, data: PriceEnd) -> PriceOut:
+        """Set the price's effective_to (ending it, or moving its end), subject to the overlap
+        rule. Setting the same effective_to again is a no-op."""
+        effective_to = price_instant(data.effective_to, "effective_to")
+        found = await self.prices.get(price_id)
+        if found is None:
+            raise NotFound(f"price '{price_id}' does not exist")
+        meter = await self.meters.get_by_id(found.meter_id, for_update=True)
+        price = await self.prices.get(price_id, for_update=True)  # re-read under the lock
+        assert meter is not None and price is not None  # prices and meters are never deleted
+        if effective_to <= price.effective_from:
+            raise _invalid(
+                "effective_to",
+                "not after effective_from",
+                f"effective_to ({_rfc3339(effective_to)}) must be after the price's "
+                f"effective_from ({_rfc3339(price.effective_from)})",
+            )
+        if price.effective_to != effective_to:
+            rule = dataclasses.replace(to_price_rule(price, meter), effective_to=effective_to)
+            await self._refuse_overlap(rule, meter)
+            price = await self.prices.set_effective_to(price, effective_to)
+        return price_out(price, meter)
+
+    async def rules_for(self, event_name: str, tenant_id: str | None) -> Sequence[PriceRule]:
+        """The meter's list prices and, when tenant_id is given, that tenant's overrides, as
+        pricing rules (what `resolve_price` and invoice rating take)."""
+        meter = await self.meters.get(event_name)
+        if meter is None:
+            raise NotFound(f"meter '{event_name}' does not exist")
+        return [
+            to_price_rule(p, meter) for p in await self.prices.applicable_to(meter.id, tenant_id)
+        ]
