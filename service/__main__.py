@@ -55,23 +55,31 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
     host = host or settings.host
     port = port or settings.port
     workers = workers or settings.workers
+    from service.operations.metrics import prepare_metrics_for_workers
+
+    # Before any worker starts: they pick prometheus-client's multiprocess mode at import.
+    metrics_dir = prepare_metrics_for_workers(workers)
     click.echo(
         f"Serving on http://{host}:{port} with {workers} worker(s); API docs at "
         f"http://{host}:{port}/docs\n"
         "First admin key: python -m service keys create --scope admin --name bootstrap",
         err=True,
     )
-    uvicorn.run(
-        "service.app:create_app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=settings.log_level.lower(),
-        access_log=False,
-        loop="uvloop" if sys.platform != "win32" else "asyncio",
-        http="httptools",
-    )
+    try:
+        uvicorn.run(
+            "service.app:create_app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level=settings.log_level.lower(),
+            access_log=False,
+            loop="uvloop" if sys.platform != "win32" else "asyncio",
+            http="httptools",
+        )
+    finally:
+        if metrics_dir is not None:
+            metrics_dir.remove_if_created()
 
 
 @cli.command()
@@ -184,6 +192,73 @@ def openapi(output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(render_openapi())
     click.echo(f"Wrote {output}", err=True)
+
+
+@cli.group()
+def retention() -> None:
+    """Delete raw events past their retention period (rollups and invoices are kept)."""
+
+
+@retention.command("run")
+@click.option("--dry-run", is_flag=True, help="Count what would be deleted; delete nothing")
+@click.option("--tenant", "tenant_id", default=None, help="Only this tenant")
+def retention_run(dry_run: bool, tenant_id: str | None) -> None:
+    """Delete expired raw events in batches; one runner at a time (PostgreSQL advisory lock)."""
+    import asyncpg
+
+    from service.common.logging import configure_logging
+    from service.db.url import DatabaseUrlError
+    from service.retention.schemas import TenantRetention
+    from service.retention.service import RetentionError, run_retention
+    from service.settings import SettingsError
+
+    try:
+        settings = _settings()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    url = resolve_database_url(settings)
+    configure_logging(settings)
+
+    def echo_tenant(result: TenantRetention) -> None:
+        what = "would delete" if dry_run else "deleted"
+        line = (
+            f"{result.tenant_id}: retention {result.retention_days} days, "
+            f"cutoff {result.cutoff.isoformat(timespec='seconds')}: "
+        )
+        if result.error:
+            line += f"REFUSED: {result.error}"
+        else:
+            line += f"{what} {result.rows:,} events"
+            if not dry_run:
+                line += f" in {result.batches:,} batches, {result.seconds:.1f} s"
+        click.echo(line)
+
+    try:
+        report = asyncio.run(
+            run_retention(
+                settings, url, dry_run=dry_run, tenant_id=tenant_id, on_tenant=echo_tenant
+            )
+        )
+    except (RetentionError, DatabaseUrlError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise click.ClickException(f"retention run failed: {exc}") from exc
+    if report.skipped:
+        click.echo("Another process holds the retention lock and is running it: nothing to do.")
+        return
+    tenants = f"{len(report.tenants)} tenant(s)"
+    if dry_run:
+        click.echo(f"Dry run: would delete {report.rows:,} raw events of {tenants}; deleted none.")
+    else:
+        click.echo(
+            f"Deleted {report.rows:,} raw events of {tenants} in {report.batches:,} batches, "
+            f"{report.seconds:.1f} s ({report.rows_per_second:,.0f} rows/s); "
+            "rollups and invoices untouched."
+        )
+    if not report.ok:
+        raise click.ClickException(
+            f"retention refused for {len(report.errors)} tenant(s), see above"
+        )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,86 @@
+"""All SQL of the retention job.
+
+It runs on one dedicated asyncpg connection, outside the app's pool: a run may last minutes, and
+the session-level advisory lock it holds belongs to that connection. The connection stays in
+autocommit, so every statement below is its own short transaction."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, NamedTuple
+
+# Fixed key of the advisory lock that lets one process at a time run retention. Eight ASCII
+# bytes: a bigint outside the int4 range, so it cannot collide with hashtext()-derived keys.
+RETENTION_LOCK_KEY = int.from_bytes(b"retentio", "big")
+# Lower bound of the first batch: before any real event time.
+BEFORE_ANY_EVENT = datetime(1, 1, 1, tzinfo=UTC)
+
+# One batch: lock up to $3 expired rows of one tenant, oldest first, skipping rows another run
+# has locked (SKIP LOCKED: concurrent runs never wait on each other and never delete a row
+# twice), then delete them by primary key. ARRAY(subquery) is an InitPlan, evaluated exactly
+# once. `ts >= $4` resumes after the previous batch instead of walking the index over the dead
+# entries of every earlier batch again. Only a count and the newest deleted ts come back.
+_DELETE_BATCH = """
+WITH deleted AS (
+    DELETE FROM events
+    WHERE tenant_id = $1
+      AND id = ANY(ARRAY(
+          SELECT id FROM events
+          WHERE tenant_id = $1 AND ts < $2 AND ts >= $4
+          ORDER BY ts
+          LIMIT $3
+          FOR UPDATE SKIP LOCKED
+      ))
+    RETURNING ts
+)
+SELECT count(*) AS rows, max(ts) AS last_ts FROM deleted
+"""
+
+
+class TenantRetentionSetting(NamedTuple):
+    tenant_id: str
+    retention_days: int | None
+
+
+class DeletedBatch(NamedTuple):
+    rows: int
+    # The newest event time deleted: the next batch starts there. None when nothing was deleted.
+    last_ts: datetime | None
+
+
+class RetentionRepository:
+    def __init__(self, connection: Any) -> None:
+        # An asyncpg.Connection (asyncpg ships no type hints).
+        self.connection = connection
+
+    async def try_lock(self) -> bool:
+        """Take the retention lock for this session if nobody holds it; never waits."""
+        return bool(
+            await self.connection.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK_KEY)
+        )
+
+    async def unlock(self) -> None:
+        await self.connection.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK_KEY)
+
+    async def tenants(self, tenant_id: str | None = None) -> list[TenantRetentionSetting]:
+        """Every tenant (any status) with its retention override, or only `tenant_id`."""
+        if tenant_id is None:
+            rows = await self.connection.fetch("SELECT id, retention_days FROM tenants ORDER BY id")
+        else:
+            rows = await self.connection.fetch(
+                "SELECT id, retention_days FROM tenants WHERE id = $1", tenant_id
+            )
+        return [TenantRetentionSetting(row["id"], row["retention_days"]) for row in rows]
+
+    async def count_expired(self, tenant_id: str, cutoff: datetime) -> int:
+        count = await self.connection.fetchval(
+            "SELECT count(*) FROM events WHERE tenant_id = $1 AND ts < $2", tenant_id, cutoff
+        )
+        return int(count)
+
+    async def delete_batch(
+        self, tenant_id: str, cutoff: datetime, after: datetime, limit: int
+    ) -> DeletedBatch:
+        """Delete up to `limit` events of the tenant with after <= ts < cutoff, oldest first."""
+        row = await self.connection.fetchrow(_DELETE_BATCH, tenant_id, cutoff, limit, after)
+        return DeletedBatch(int(row["rows"]), row["last_ts"])

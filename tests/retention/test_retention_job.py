@@ -1,0 +1,305 @@
+"""The retention job against a real PostgreSQL: what it deletes, what it never touches, and how
+concurrent runs share the work."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+import asyncpg
+import pytest
+from prometheus_client import REGISTRY
+
+from service.app import create_app
+from service.retention import service as retention_service
+from service.retention.repository import RETENTION_LOCK_KEY
+from service.retention.service import (
+    RetentionError,
+    run_retention,
+    start_retention_loop,
+    stop_retention_loop,
+)
+from service.settings import Settings
+from tests.conftest import make_settings
+from tests.retention.conftest import RetentionData
+
+
+def job_settings(settings: Settings, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"retention_batch_size": 64, "retention_pause_seconds": 0.0}
+    values.update(overrides)
+    return make_settings(settings.database_url, **values)
+
+
+async def test_events_past_the_cutoff_are_deleted_and_newer_ones_stay(
+    settings: Settings, data: RetentionData
+) -> None:
+    await data.tenant("acme")
+    cutoff = data.days_ago(settings.retention_days)
+    expired = await data.aged_events("acme", *(401 + i for i in range(300)))
+    expired += await data.events("acme", [cutoff - timedelta(microseconds=1)])
+    kept = await data.aged_events("acme", *(i * 1.9 for i in range(200)))
+    kept += await data.events("acme", [cutoff])
+
+    report = await run_retention(job_settings(settings), settings.database_url, now=data.now)
+
+    assert report.ok and not report.skipped and not report.dry_run
+    (tenant,) = report.tenants
+    assert (tenant.tenant_id, tenant.retention_days, tenant.cutoff) == ("acme", 400, cutoff)
+    assert tenant.rows == expired == 301
+    assert tenant.batches == 5  # 301 rows in batches of 64
+    assert await data.count("acme") == kept
+    assert await data.count("acme", before=cutoff) == 0
+
+
+async def test_a_tenant_override_sets_its_own_cutoff(
+    settings: Settings, data: RetentionData
+) -> None:
+    await data.tenant("acme")  # global 400 days
+    await data.tenant("brief", retention_days=60)
+    for tenant_id in ("acme", "brief"):
+        await data.aged_events(tenant_id, 10, 59, 61, 90, 399, 401, 800)
+
+    report = await run_retention(job_settings(settings), settings.database_url, now=data.now)
+
+    by_tenant = {tenant.tenant_id: tenant for tenant in report.tenants}
+    assert by_tenant["acme"].rows == 2 and by_tenant["acme"].retention_days == 400
+    assert by_tenant["brief"].rows == 5 and by_tenant["brief"].retention_days == 60
+    assert by_tenant["brief"].cutoff == data.days_ago(60)
+    assert await data.count("acme") == 5
+    assert await data.count("brief") == 2
+
+
+async def test_a_dry_run_deletes_nothing_and_reports_the_count(
+    settings: Settings, data: RetentionData
+) -> None:
+    await data.tenant("acme")
+    await data.tenant("brief", retention_days=60)
+    await data.aged_events("acme", 1, 500, 600)
+    await data.aged_events("brief", 1, 90)
+    deleted_before = _sample("metering_retention_deleted_rows_total")
+
+    report = await run_retention(
+        job_settings(settings), settings.database_url, dry_run=True, now=data.now
+    )
+
+    assert report.dry_run and report.rows == 3
+    assert {t.tenant_id: t.rows for t in report.tenants} == {"acme": 2, "brief": 1}
+    assert all(t.batches == 0 for t in report.tenants)
+    assert await data.count() == 5
+    assert _sample("metering_retention_deleted_rows_total") == deleted_before
+
+
+async def test_rollups_and_invoices_are_never_touched(
+    settings: Settings, data: RetentionData
+) -> None:
+    for tenant_id in ("acme", "brief"):
+        await data.tenant(tenant_id, retention_days=None if tenant_id == "acme" else 40)
+        await data.aged_events(tenant_id, *(i * 7.5 for i in range(120)))
+        # Buckets both older and newer than the cutoff, for two meters.
+        await data.rollups(tenant_id, 1, (i * 9.1 for i in range(100)))
+        await data.rollups(tenant_id, 2, (i * 13.3 for i in range(60)))
+        await data.invoice(tenant_id, "2024-01", Decimal("12.34"))
+    before = await data.untouched_tables()
+    assert len(before["rollups"]) == 320 and len(before["invoices"]) == 2
+    assert len(before["rollup totals"]) == 4
+
+    report = await run_retention(job_settings(settings), settings.database_url, now=data.now)
+
+    assert report.rows > 0
+    assert await data.untouched_tables() == before
+
+
+async def test_two_concurrent_runs_delete_each_row_exactly_once(
+    settings: Settings, data: RetentionData
+) -> None:
+    expired = fresh = 0
+    for tenant_id in ("acme", "brief", "corp"):
+        await data.tenant(tenant_id)
+        expired += await data.aged_events(tenant_id, *(401 + i / 100 for i in range(2000)))
+        fresh += await data.aged_events(tenant_id, *(i for i in range(100)))
+    small_batches = job_settings(settings, retention_batch_size=25)
+
+    started = time.perf_counter()
+    # lock=False: both really run at once, so only SKIP LOCKED keeps them apart.
+    first, second = await asyncio.gather(
+        run_retention(small_batches, settings.database_url, now=data.now, lock=False),
+        run_retention(small_batches, settings.database_url, now=data.now, lock=False),
+    )
+    elapsed = time.perf_counter() - started
+
+    # A row can be deleted only once, and each run counts only the rows its DELETEs removed:
+    # the two counts add up to the expired rows exactly when nothing was missed or counted twice.
+    assert first.rows + second.rows == expired == 6000
+    for tenant_id in ("acme", "brief", "corp"):
+        assert await data.count(tenant_id, before=data.days_ago(400)) == 0
+    assert await data.count() == fresh
+    assert elapsed < 30, f"two concurrent runs took {elapsed:.1f} s"
+
+
+async def test_with_the_lock_only_one_run_works_at_a_time(
+    settings: Settings, data: RetentionData
+) -> None:
+    await data.tenant("acme")
+    expired = await data.aged_events("acme", *(401 + i / 100 for i in range(3000)))
+    slow = job_settings(settings, retention_batch_size=100, retention_pause_seconds=0.01)
+
+    reports = await asyncio.gather(
+        run_retention(slow, settings.database_url, now=data.now),
+        run_retention(slow, settings.database_url, now=data.now),
+    )
+
+    assert sum(report.rows for report in reports) == expired
+    assert [report.skipped for report in reports].count(True) == 1
+    assert await data.count("acme") == 0
+
+
+async def test_a_run_skips_quietly_while_another_process_holds_the_lock(
+    settings: Settings, data: RetentionData, pg_pool: asyncpg.Pool
+) -> None:
+    await data.tenant("acme")
+    await data.aged_events("acme", 500, 501)
+    async with pg_pool.acquire() as holder:
+        assert await holder.fetchval("SELECT pg_try_advisory_lock($1)", RETENTION_LOCK_KEY)
+        try:
+            report = await run_retention(job_settings(settings), settings.database_url)
+            assert report.skipped and report.rows == 0 and report.tenants == []
+            assert await data.count("acme") == 2
+            # A dry run deletes nothing, so it needs no lock.
+            dry = await run_retention(job_settings(settings), settings.database_url, dry_run=True)
+            assert not dry.skipped and dry.rows == 2
+        finally:
+            await holder.execute("SELECT pg_advisory_unlock($1)", RETENTION_LOCK_KEY)
+
+    report = await run_retention(job_settings(settings), settings.database_url)
+    assert not report.skipped and report.rows == 2
+
+
+async def test_retention_shorter_than_the_late_arrival_window_is_refused(
+    settings: Settings, data: RetentionData
+) -> None:
+    # The API refuses such an override; a row written around it must not delete anything.
+    await data.tenant("acme")
+    await data.tenant("rash", retention_days=settings.late_arrival_days - 1)
+    await data.aged_events("acme", 1, 500)
+    await data.aged_events("rash", 1, 40, 500)
+    last_success = _sample("metering_retention_last_success_timestamp_seconds")
+
+    report = await run_retention(job_settings(settings), settings.database_url, now=data.now)
+
+    assert not report.ok
+    by_tenant = {tenant.tenant_id: tenant for tenant in report.tenants}
+    assert by_tenant["acme"].rows == 1 and by_tenant["acme"].error is None
+    error = by_tenant["rash"].error
+    assert error is not None and "late-arrival window" in error and "34 days" in error
+    assert by_tenant["rash"].rows == 0
+    assert await data.count("rash") == 3
+    assert _sample("metering_retention_last_success_timestamp_seconds") == last_success
+
+    # Settings built around Settings.validate() (which refuses this too) are refused as well.
+    too_short = job_settings(settings, retention_days=10)
+    with pytest.raises(RetentionError, match="METERING_RETENTION_DAYS"):
+        await run_retention(too_short, settings.database_url)
+    assert await data.count() == 4
+
+
+async def test_one_tenant_only_and_an_unknown_tenant(
+    settings: Settings, data: RetentionData
+) -> None:
+    for tenant_id in ("acme", "brief"):
+        await data.tenant(tenant_id)
+        await data.aged_events(tenant_id, 1, 500)
+
+    report = await run_retention(job_settings(settings), settings.database_url, tenant_id="brief")
+
+    assert [(t.tenant_id, t.rows) for t in report.tenants] == [("brief", 1)]
+    assert await data.count("acme") == 2
+    with pytest.raises(RetentionError, match="unknown tenant 'ghost'"):
+        await run_retention(job_settings(settings), settings.database_url, tenant_id="ghost")
+
+
+async def test_a_run_reports_its_metrics(settings: Settings, data: RetentionData) -> None:
+    await data.tenant("acme")
+    await data.aged_events("acme", *(500 + i for i in range(130)))
+    deleted = _sample("metering_retention_deleted_rows_total")
+    batches = _sample("metering_retention_batches_total")
+    runs = _sample("metering_retention_run_duration_seconds_count")
+    started = time.time()
+
+    await run_retention(job_settings(settings), settings.database_url)
+
+    assert _sample("metering_retention_deleted_rows_total") == deleted + 130
+    assert _sample("metering_retention_batches_total") == batches + 3
+    assert _sample("metering_retention_run_duration_seconds_count") == runs + 1
+    assert _sample("metering_retention_last_success_timestamp_seconds") >= int(started)
+
+
+async def test_the_in_service_loop_runs_on_its_interval_and_stops_cleanly(
+    settings: Settings, data: RetentionData
+) -> None:
+    await data.tenant("acme")
+    await data.aged_events("acme", 500, 501, 1)
+    assert start_retention_loop(job_settings(settings), settings.database_url) is None
+
+    loop_settings = job_settings(settings, retention_interval_seconds=0.05)
+    task = start_retention_loop(loop_settings, settings.database_url, first_delay=0)
+    assert task is not None
+    try:
+        await _eventually(lambda: data.count("acme"), 1)
+    finally:
+        await stop_retention_loop(task)
+    assert task.done()
+
+
+async def test_a_failing_run_is_logged_and_the_loop_goes_on(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = 0
+
+    async def failing_run(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        calls += 1
+        raise OSError("database unreachable")
+
+    monkeypatch.setattr(retention_service, "run_retention", failing_run)
+    loop_settings = job_settings(settings, retention_interval_seconds=0.01)
+    task = start_retention_loop(loop_settings, settings.database_url, first_delay=0)
+    assert task is not None
+    try:
+        for _ in range(200):
+            if calls >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert calls >= 3 and not task.done()
+    finally:
+        await stop_retention_loop(task)
+
+
+async def test_the_app_starts_and_stops_the_loop_with_its_lifespan(settings: Settings) -> None:
+    app = create_app(make_settings(settings.database_url, retention_interval_seconds=3600))
+    async with app.lifespan():
+        assert _retention_tasks()
+    assert not _retention_tasks()
+
+
+def _retention_tasks() -> list[asyncio.Task[Any]]:
+    return [
+        task
+        for task in asyncio.all_tasks()
+        if task.get_name() == "retention-loop" and not task.done()
+    ]
+
+
+def _sample(name: str) -> float:
+    return REGISTRY.get_sample_value(name) or 0.0
+
+
+async def _eventually(read: Callable[[], Any], expected: Any) -> None:
+    for _ in range(500):  # up to 10 s
+        if await read() == expected:
+            return
+        await asyncio.sleep(0.02)
+    assert await read() == expected
