@@ -1,0 +1,78 @@
+"""CSV export of an invoice: a header, then one row per line (RFC 4180, CRLF line ends)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+
+from service.invoices.schemas import InvoiceOut
+
+CSV_COLUMNS = (
+    "invoice_number",
+    "invoice_id",
+    "tenant_id",
+    "status",
+    "period",
+    "currency",
+    "meter",
+    "description",
+    "match",
+    "period_start",
+    "period_end",
+    "quantity",
+    "unit_amount",
+    "per_units",
+    "amount",
+    "tier",
+    "unpriced",
+    "adjusts_period",
+    "price_id",
+)
+# A spreadsheet would run a cell starting with one of these as a formula; free text from
+# usage (an unpriced line's model name, say) must not be able to do that.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _text(value: str) -> str:
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
+
+
+def _instant(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def invoice_csv(invoice: InvoiceOut) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for line in invoice.lines:
+        match = "; ".join(f"{key}={value}" for key, value in sorted(line.match.items()))
+        writer.writerow(
+            (
+                invoice.number or "",
+                invoice.id or "",
+                invoice.tenant_id,
+                invoice.status,
+                invoice.period,
+                invoice.currency,
+                line.meter,
+                _text(line.description),
+                _text(match),
+                _instant(line.period_start),
+                _instant(line.period_end),
+                line.quantity,
+                line.unit_amount,
+                line.per_units,
+                line.amount,
+                "" if line.tier is None else str(line.tier),
+                "true" if line.unpriced else "false",
+                line.adjusts_period or "",
+                line.price_id or "",
+            )
+        )
+    return buffer.getvalue()
+
+
+def csv_filename(invoice: InvoiceOut) -> str:
+    return f"{invoice.number or invoice.tenant_id + '-' + invoice.period}.csv"
