@@ -49,5 +49,14 @@ lock: ## Re-pin requirements.lock from pyproject.toml
 bench-ingest: $(STAMP) ## Ingestion benchmark: P1 batch over HTTP vs direct SQL, P2 single (wrk), RSS
 	$(BIN)/python -m bench.ingest
 
+bench-usage: $(STAMP) ## Usage query benchmark: month by model p50/p95 vs a raw scan, 10M events (ARGS="--events 2000000")
+	$(BIN)/python -m bench.usage $(ARGS)
+
+bench-invoice: $(STAMP) ## Invoice benchmark: preview p50/p95 for a tenant-month of 10M events (ARGS="--events 1000000")
+	$(BIN)/python -m bench.invoice $(ARGS)
+
+bench-retention: $(STAMP) ## Retention benchmark: delete N expired events (ARGS="--events 1000000 --with-ingest")
+	$(BIN)/python -m bench.retention $(ARGS)
+
 clean: ## Remove the venv and local data (stops nothing: the embedded server dies with its files)
 	rm -rf $(VENV) .data

@@ -16,16 +16,23 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.common.errors import EXCEPTION_HANDLERS
 from service.common.logging import configure_logging
+from service.common.openapi_contract import complete_openapi
 from service.db.embedded import start_embedded_postgres
 from service.db.session import create_engine, create_sessionmaker
 from service.events.endpoints import EventController
 from service.events.reference import ReferenceCache
 from service.events.service import Ingestor
 from service.health import HealthController, migration_heads
+from service.invoices.endpoints import InvoiceController, TenantInvoiceController
 from service.meters.endpoints import MeterController, PriceController
+from service.operations.allow_header import fix_options_allow_header
+from service.operations.metrics import MetricsController, metrics_lifespan
+from service.operations.observability import observe_requests
+from service.operations.rate_limit import rate_limit_middleware
 from service.settings import Settings
 from service.tenants.auth import KeyVerifier
 from service.tenants.endpoints import ApiKeyController, TenantController
+from service.usage.endpoints import UsageController
 
 API_VERSION = "1.0.0"
 
@@ -33,11 +40,15 @@ API_VERSION = "1.0.0"
 def _route_handlers() -> list[Any]:
     return [
         HealthController,
+        MetricsController,
         TenantController,
         ApiKeyController,
         EventController,
         MeterController,
         PriceController,
+        UsageController,
+        TenantInvoiceController,
+        InvoiceController,
     ]
 
 
@@ -86,13 +97,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
+        from service.retention.service import start_retention_loop, stop_retention_loop
+
+        # Scheduled retention (DESIGN §6); None when METERING_RETENTION_INTERVAL_SECONDS is 0.
+        retention = start_retention_loop(settings, database_url)
         try:
             yield
         finally:
+            await stop_retention_loop(retention)
             await ingestor.close()
             await engine.dispose()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=_route_handlers(),
         state=state,
         dependencies={
@@ -102,11 +118,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "expected_heads": Provide(provide_heads, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
-        lifespan=[lifespan],
+        lifespan=[lifespan, metrics_lifespan],
+        middleware=rate_limit_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
         openapi_config=openapi_config(),
         debug=False,
     )
+    fix_options_allow_header(app)
+    observe_requests(app)
+    complete_openapi(app)
+    return app
 
 
 def openapi_config() -> OpenAPIConfig:

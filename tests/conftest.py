@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 import psycopg2
+import psycopg2.errors
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
@@ -106,7 +107,20 @@ def _clean_database(request: pytest.FixtureRequest) -> None:
                 "AND tablename <> 'alembic_version'"
             )
             names = ", ".join(f'"{row[0]}"' for row in cursor.fetchall())
-            cursor.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+            # A connection some earlier test left inside a transaction would block TRUNCATE
+            # forever: fail loudly instead, naming what holds the lock.
+            cursor.execute("SET lock_timeout = '15s'")
+            try:
+                cursor.execute(f"TRUNCATE {names} RESTART IDENTITY CASCADE")
+            except psycopg2.errors.LockNotAvailable:
+                connection.rollback()
+                cursor.execute(
+                    "SELECT pid, state, left(query, 200) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state LIKE 'idle in transaction%'"
+                )
+                holders = cursor.fetchall()
+                pytest.fail(f"a previous test left open transactions: {holders}")
     finally:
         connection.close()
     if "app" in request.fixturenames:

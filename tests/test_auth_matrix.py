@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -29,6 +30,15 @@ class Route:
     query: dict[str, Any] = field(default_factory=dict)
 
 
+MATRIX_EVENT = {
+    "tenant_id": "acme",
+    "event_name": "tokens",
+    "idempotency_key": "matrix-1",
+    "timestamp": (datetime.now(UTC) - timedelta(minutes=1)).isoformat(),
+    "value": "1",
+}
+
+
 def route(
     method: str,
     path: str,
@@ -41,6 +51,35 @@ def route(
 
 
 ROUTES: list[Route] = [
+    route("POST", "/v1/events", "ingest", tenant_scoped=True, body=MATRIX_EVENT),
+    route(
+        "POST", "/v1/events/batch", "ingest", tenant_scoped=True, body={"events": [MATRIX_EVENT]}
+    ),
+    route("GET", "/v1/events", "read", tenant_scoped=True, query={"tenant_id": "{tenant}"}),
+    route(
+        "GET",
+        "/v1/usage",
+        "read",
+        "billing",
+        tenant_scoped=True,
+        query={
+            "tenant_id": "{tenant}",
+            "from": "2026-11-01T00:00:00Z",
+            "to": "2026-11-02T00:00:00Z",
+        },
+    ),
+    route(
+        "GET",
+        "/v1/usage/summary",
+        "read",
+        "billing",
+        tenant_scoped=True,
+        query={
+            "tenant_id": "{tenant}",
+            "from": "2026-11-01T00:00:00Z",
+            "to": "2026-11-02T00:00:00Z",
+        },
+    ),
     route("POST", "/v1/tenants", body={"id": "newco", "name": "New Co"}),
     route("GET", "/v1/tenants"),
     route("GET", "/v1/tenants/{tenant}"),
@@ -48,6 +87,44 @@ ROUTES: list[Route] = [
     route("POST", "/v1/api-keys", body={"name": "k", "scopes": ["read"]}),
     route("GET", "/v1/api-keys"),
     route("DELETE", "/v1/api-keys/00000000-0000-0000-0000-000000000000"),
+    route(
+        "GET",
+        "/v1/tenants/{tenant}/invoices/preview",
+        "billing",
+        tenant_scoped=True,
+        query={"period": "2026-10"},
+    ),
+    route(
+        "POST",
+        "/v1/tenants/{tenant}/invoices",
+        "billing",
+        tenant_scoped=True,
+        body={"period": "2026-10"},
+    ),
+    route("GET", "/v1/invoices", "billing", tenant_scoped=True, query={"tenant_id": "{tenant}"}),
+    route("GET", "/v1/invoices/00000000-0000-0000-0000-000000000000", "billing"),
+    route("POST", "/v1/invoices/00000000-0000-0000-0000-000000000000/void", "billing"),
+    route(
+        "POST",
+        "/v1/meters",
+        body={"event_name": "calls", "name": "Calls", "aggregation": "count", "currency": "USD"},
+    ),
+    route("GET", "/v1/meters", "ingest", "read", "billing"),
+    route("GET", "/v1/meters/tokens", "ingest", "read", "billing"),
+    route("PATCH", "/v1/meters/tokens", body={"name": "Renamed"}),
+    route("POST", "/v1/meters/tokens/archive"),
+    route(
+        "POST",
+        "/v1/prices",
+        body={"meter": "tokens", "unit_amount": "1.00", "match": {"model": "gpt-4o"}},
+    ),
+    route("GET", "/v1/prices", "billing", query={"meter": "tokens"}),
+    route("GET", "/v1/prices/00000000-0000-0000-0000-000000000000", "billing"),
+    route(
+        "POST",
+        "/v1/prices/00000000-0000-0000-0000-000000000000/end",
+        body={"effective_to": "2026-01-01T00:00:00Z"},
+    ),
 ]
 
 
@@ -90,6 +167,12 @@ async def tenants(client: AsyncTestClient[Litestar], keys: Keys) -> None:
             "/v1/tenants", json={"id": tenant_id, "name": tenant_id}, headers=keys.admin
         )
         assert response.status_code == 201
+    meter = {"event_name": "tokens", "name": "Tokens", "aggregation": "sum", "currency": "USD"}
+    response = await client.post("/v1/meters", json=meter, headers=keys.admin)
+    assert response.status_code == 201
+    price = {"meter": "tokens", "unit_amount": "2.50", "effective_from": "2026-01-01T00:00:00Z"}
+    response = await client.post("/v1/prices", json=price, headers=keys.admin)
+    assert response.status_code == 201
 
 
 @pytest.mark.parametrize("r", ROUTES, ids=lambda r: f"{r.method} {r.path}")

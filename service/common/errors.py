@@ -144,26 +144,70 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
     return problem_response(status, code, title, detail, headers=exc.headers)
 
 
+# SQLSTATE classes meaning "the database cannot serve us right now": 08 connection exception,
+# 53 insufficient resources (too many connections, out of memory, disk full), 57P operator
+# intervention (admin or crash shutdown, "the database system is starting up", ...).
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+# Class 22, data exception: the database refused a value the request carried (a NUL character
+# in text, a number out of range, ...). The request is at fault, not the service.
+_INVALID_DATA_SQLSTATES = ("22",)
+_CONNECTION_ERROR_NAMES = frozenset(
+    {
+        "ConnectionDoesNotExistError",
+        "InterfaceError",
+        "CannotConnectNowError",
+        "AdminShutdownError",
+        "CrashShutdownError",
+        "ConnectionFailureError",
+        "TooManyConnectionsError",
+    }
+)
+
+
+def _driver_errors(exc: BaseException) -> list[BaseException]:
+    """The exception and what caused it, down to the driver's own error.
+
+    SQLAlchemy wraps asyncpg's errors twice: `exc.orig` is the dialect's DB-API adapter
+    ("Error", "InterfaceError") and asyncpg's own exception is its `__cause__`; code using
+    asyncpg directly raises asyncpg's exceptions unwrapped."""
+    chain: list[BaseException] = []
+    current: BaseException | None = exc.orig if isinstance(exc, DBAPIError) else exc
+    while current is not None and len(chain) < 4:
+        chain.append(current)
+        current = current.__cause__
+    return chain
+
+
+def _sqlstate_in(exc: BaseException, classes: tuple[str, ...]) -> bool:
+    return any(
+        isinstance(state := getattr(error, "sqlstate", None), str) and state.startswith(classes)
+        for error in _driver_errors(exc)
+    )
+
+
 def _is_connection_problem(exc: BaseException) -> bool:
-    if isinstance(exc, (OSError, ConnectionError, OperationalError)):
+    """True when the database is unreachable, restarting or out of connections (→ 503)."""
+    if isinstance(exc, (OSError, OperationalError)):
         return True
-    if isinstance(exc, DBAPIError):
-        if exc.connection_invalidated:
-            return True
-        orig = exc.orig
-        name = type(orig).__name__ if orig is not None else ""
-        return name in {
-            "ConnectionDoesNotExistError",
-            "InterfaceError",
-            "CannotConnectNowError",
-            "AdminShutdownError",
-            "ConnectionFailureError",
-            "TooManyConnectionsError",
-        } or isinstance(orig, (OSError, ConnectionError))
-    return False
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    if any(
+        isinstance(error, OSError) or type(error).__name__ in _CONNECTION_ERROR_NAMES
+        for error in _driver_errors(exc)
+    ):
+        return True
+    return _sqlstate_in(exc, _UNAVAILABLE_SQLSTATES)
 
 
 def _database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    if _sqlstate_in(exc, _INVALID_DATA_SQLSTATES):
+        message = str(_driver_errors(exc)[-1]).splitlines()[0][:200]
+        return problem_response(
+            422,
+            "validation_error",
+            "Invalid input",
+            f"a value in the request cannot be stored: {message}",
+        )
     if not _is_connection_problem(exc):
         return _unexpected(request, exc)
     log.warning("database_unavailable", path=request.url.path, error=type(exc).__name__)
@@ -187,8 +231,21 @@ def _pool_timeout(request: Request[Any, Any, Any], exc: Exception) -> Response[P
     )
 
 
+def _out_of_range(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
+    """Dates or numbers at the edge of what Python represents (year 1 with a positive offset,
+    converted to UTC, ...) overflow in conversions: the input is at fault. Logged with its
+    traceback so that a domain can add a precise check naming the field."""
+    log.warning("value_out_of_range", path=request.url.path, exc_info=exc)
+    return problem_response(
+        422,
+        "validation_error",
+        "Invalid input",
+        f"a date or number in the request is out of the supported range ({exc})",
+    )
+
+
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
-    if _is_connection_problem(exc):
+    if _is_connection_problem(exc) or _sqlstate_in(exc, _INVALID_DATA_SQLSTATES):
         return _database_error(request, exc)
     log.exception("unhandled_error", path=request.url.path)
     return problem_response(
@@ -209,6 +266,7 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     PoolTimeoutError: _pool_timeout,
     OperationalError: _database_error,
     DBAPIError: _database_error,
+    OverflowError: _out_of_range,
     Exception: _unexpected,
 }
 

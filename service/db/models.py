@@ -1,7 +1,7 @@
 """The models registry: importing this module registers every table on Base.metadata."""
 
 from service.db.base import Base
-from service.events.models import Event, Rollup
+from service.events.models import Event, ModelRollup, Rollup
 from service.invoices.models import Invoice, InvoiceCounter
 from service.meters.models import Meter, Price
 from service.tenants.models import ApiKey, Tenant
@@ -13,6 +13,7 @@ __all__ = [
     "Invoice",
     "InvoiceCounter",
     "Meter",
+    "ModelRollup",
     "Price",
     "Rollup",
     "Tenant",

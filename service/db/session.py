@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
+from service.db.pool import ObservedQueuePool
 from service.db.url import async_url
 from service.settings import Settings
 
@@ -20,7 +21,13 @@ def create_engine(settings: Settings, database_url: str) -> AsyncEngine:
         pool_size=settings.db_pool_size,
         max_overflow=0,
         pool_timeout=settings.db_pool_timeout_seconds,
-        connect_args={"server_settings": {"application_name": "metering"}},
+        poolclass=ObservedQueuePool,
+        # asyncpg waits 60 s for a connection by default: an unreachable database would hold
+        # requests that long instead of answering 503 after the pool timeout.
+        connect_args={
+            "server_settings": {"application_name": "metering"},
+            "timeout": settings.db_pool_timeout_seconds,
+        },
     )
 
 

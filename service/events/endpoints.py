@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -16,6 +17,7 @@ from litestar.openapi.spec import (
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.common.errors import FieldError, InvalidInput
 from service.common.schemas import DEFAULT_LIMIT, Limit, Page
 from service.events.listing import list_events
 from service.events.schemas import BatchOut, EventAck, EventIn, EventOut
@@ -94,6 +96,21 @@ class EventController(Controller):
         cursor: str | None = None,
         limit: Limit = DEFAULT_LIMIT,
     ) -> Page[EventOut]:
+        _require_rfc3339(request, "from", "to")
         return await list_events(
             db_engine, current_principal(request), tenant_id, event_name, start, end, cursor, limit
+        )
+
+
+# Litestar converts query values leniently: a bare number becomes a Unix timestamp, so
+# `to=2020` would silently mean 1970-01-01T00:33:40Z. Times in queries are RFC 3339 only.
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}")
+
+
+def _require_rfc3339(request: Request[Any, Any, Any], *names: str) -> None:
+    bad = [n for n in names if (v := request.query_params.get(n)) and not _RFC3339.match(v)]
+    if bad:
+        raise InvalidInput(
+            f"{', '.join(bad)} must be an RFC 3339 time, e.g. '2026-11-01T00:00:00Z'",
+            errors=[FieldError(field=n, message="expected an RFC 3339 time") for n in bad],
         )

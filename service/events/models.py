@@ -68,3 +68,25 @@ class Rollup(Base):
     last_value: Mapped[Decimal | None] = mapped_column(Numeric)
     last_ts: Mapped[datetime]
     last_event_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class ModelRollup(Base):
+    """The same 15-minute buckets as `Rollup`, keyed only by model and dimensions: a tenant's
+    month grouped by model reads thousands of these rows instead of one rollup row per event
+    (with many users and keys, the full-key rollups barely aggregate). Kept by ingestion in the
+    same statement as `rollups`; usage queries that group and filter only by model and
+    dimensions read it."""
+
+    __tablename__ = "model_rollups"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    meter_id: Mapped[int] = mapped_column(primary_key=True)
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, primary_key=True)
+    sum: Mapped[Decimal] = mapped_column(Numeric)
+    count: Mapped[int] = mapped_column(BigInteger)
+    # As in `Rollup`: the latest event by (ts, id) across every rollup row folded in here.
+    last_value: Mapped[Decimal | None] = mapped_column(Numeric)
+    last_ts: Mapped[datetime]
+    last_event_id: Mapped[int] = mapped_column(BigInteger)

@@ -17,10 +17,39 @@ BUCKET_SQL = "date_bin('15 minutes', {ts}, TIMESTAMPTZ '2000-01-01 00:00:00+00')
 ROLLUP_KEY = (
     "tenant_id, meter_id, bucket_start, org_id, project_id, api_key_id, user_id, model, dimensions"
 )
+# The coarse rollups usage queries read when they group and filter by model and dimensions only.
+MODEL_ROLLUP_KEY = "tenant_id, meter_id, bucket_start, model, dimensions"
+# Folds rolled-up rows (sum, count, last_value, last_ts, last_event_id) into coarser ones.
+MODEL_ROLLUP_AGGREGATES = """sum(sum) AS sum, sum(count) AS count,
+           (array_agg(last_value ORDER BY last_ts DESC, last_event_id DESC))[1] AS last_value,
+           max(last_ts) AS last_ts,
+           (array_agg(last_event_id ORDER BY last_ts DESC, last_event_id DESC))[1]
+               AS last_event_id"""
+
+
+def _merge_on_conflict(table: str) -> str:
+    """The upsert that adds a new bucket into an existing one; `last` goes to the later
+    (ts, id)."""
+    return f"""DO UPDATE SET
+        sum = {table}.sum + EXCLUDED.sum,
+        count = {table}.count + EXCLUDED.count,
+        last_value = CASE WHEN (EXCLUDED.last_ts, EXCLUDED.last_event_id)
+                               > ({table}.last_ts, {table}.last_event_id)
+                          THEN EXCLUDED.last_value ELSE {table}.last_value END,
+        last_event_id = CASE WHEN (EXCLUDED.last_ts, EXCLUDED.last_event_id)
+                                  > ({table}.last_ts, {table}.last_event_id)
+                             THEN EXCLUDED.last_event_id ELSE {table}.last_event_id END,
+        last_ts = GREATEST({table}.last_ts, EXCLUDED.last_ts)"""
+
 
 # Every row of `input` is a validated event. Accepted events (those whose idempotency key is
 # new) come back from `inserted`; they are aggregated per rollup key and upserted in key
 # order, so concurrent transactions lock rollup rows in the same order and cannot deadlock.
+# The same buckets, folded by model and dimensions, are upserted into model_rollups, in key
+# order too; every statement runs the same plan, so the two upserts always lock in one order.
+# PostgreSQL runs unreferenced data-modifying CTEs last-listed first, so model_upserted is
+# listed before upserted: its few rows, which every concurrent batch of a tenant touches, are
+# then written last and locked for the shortest time before the commit.
 INGEST_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest(
@@ -51,21 +80,25 @@ buckets AS (
     FROM inserted
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 ),
+model_buckets AS (
+    SELECT {MODEL_ROLLUP_KEY}, {MODEL_ROLLUP_AGGREGATES}
+    FROM buckets
+    GROUP BY 1, 2, 3, 4, 5
+),
+model_upserted AS (
+    INSERT INTO model_rollups ({MODEL_ROLLUP_KEY}, sum, count, last_value, last_ts, last_event_id)
+    SELECT {MODEL_ROLLUP_KEY}, sum, count, last_value, last_ts, last_event_id
+    FROM model_buckets
+    ORDER BY {MODEL_ROLLUP_KEY}
+    ON CONFLICT ({MODEL_ROLLUP_KEY}) {_merge_on_conflict("model_rollups")}
+    RETURNING 1
+),
 upserted AS (
     INSERT INTO rollups ({ROLLUP_KEY}, sum, count, last_value, last_ts, last_event_id)
     SELECT {ROLLUP_KEY}, sum, count, last_value, last_ts, last_event_id
     FROM buckets
     ORDER BY {ROLLUP_KEY}
-    ON CONFLICT ({ROLLUP_KEY}) DO UPDATE SET
-        sum = rollups.sum + EXCLUDED.sum,
-        count = rollups.count + EXCLUDED.count,
-        last_value = CASE WHEN (EXCLUDED.last_ts, EXCLUDED.last_event_id)
-                               > (rollups.last_ts, rollups.last_event_id)
-                          THEN EXCLUDED.last_value ELSE rollups.last_value END,
-        last_event_id = CASE WHEN (EXCLUDED.last_ts, EXCLUDED.last_event_id)
-                                  > (rollups.last_ts, rollups.last_event_id)
-                             THEN EXCLUDED.last_event_id ELSE rollups.last_event_id END,
-        last_ts = GREATEST(rollups.last_ts, EXCLUDED.last_ts)
+    ON CONFLICT ({ROLLUP_KEY}) {_merge_on_conflict("rollups")}
     RETURNING 1
 )
 SELECT tenant_id, idempotency_key, id FROM inserted
@@ -205,14 +238,30 @@ GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """
 
 
+REBUILD_MODEL_DELETE_SQL = """
+DELETE FROM model_rollups WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+"""
+# From the rollups just rebuilt, in the same transaction: the same folding as ingestion.
+REBUILD_MODEL_INSERT_SQL = f"""
+INSERT INTO model_rollups ({MODEL_ROLLUP_KEY}, sum, count, last_value, last_ts, last_event_id)
+SELECT {MODEL_ROLLUP_KEY}, {MODEL_ROLLUP_AGGREGATES}
+FROM rollups
+WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+GROUP BY 1, 2, 3, 4, 5
+"""
+
+
 async def rebuild_rollups(
     connection: asyncpg.Connection, tenant_id: str, start: datetime, end: datetime
 ) -> tuple[int, int]:
     """Replace the tenant's rollups in [start, end) (bucket-aligned) with ones recomputed from
-    raw events. Returns (rollup rows deleted, rollup rows written)."""
+    raw events, and its model rollups with ones folded from those. Returns (rollup rows
+    deleted, rollup rows written)."""
     # SHARE mode blocks concurrent ingestion (ROW EXCLUSIVE) until this transaction ends, so no
     # event can be counted both by the rebuild and by an in-flight insert.
     await connection.execute("LOCK TABLE events IN SHARE MODE")
     deleted = await connection.execute(REBUILD_DELETE_SQL, tenant_id, start, end)
     written = await connection.execute(REBUILD_INSERT_SQL, tenant_id, start, end)
+    await connection.execute(REBUILD_MODEL_DELETE_SQL, tenant_id, start, end)
+    await connection.execute(REBUILD_MODEL_INSERT_SQL, tenant_id, start, end)
     return int(deleted.split()[-1]), int(written.split()[-1])

@@ -1,0 +1,1 @@
+"""Running the service: /metrics, request ids and access logs, rate limiting."""

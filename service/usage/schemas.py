@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+Aggregation = Literal["sum", "count", "last"]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """A usage query as the caller spelled it; the service validates every part."""
+
+    start: str
+    end: str
+    tenant_id: str | None = None
+    meter: str | None = None
+    window_size: str | None = None
+    timezone: str | None = None
+    group_by: list[str] = field(default_factory=list)
+    filters: list[str] = field(default_factory=list)
+
+
+class UsageRow(msgspec.Struct):
+    """Usage of one group in one window [window_start, window_end). Decimals are strings.
+    `value` is what the meter's aggregation asks for (sum, count or last); `last` is the
+    value of the latest event by timestamp (ties: the later-stored event); `avg` is sum/count
+    rounded half-up to 12 decimal places, trailing zeros removed."""
+
+    window_start: datetime
+    window_end: datetime
+    group: dict[str, str | None]
+    value: str | None
+    sum: str
+    count: int
+    last: str | None
+    avg: str
+
+
+class MeterUsage(msgspec.Struct):
+    """One meter's rows, ordered by window_start, then group values (absent values first)."""
+
+    meter: str
+    aggregation: Aggregation
+    unit: str | None
+    rows: list[UsageRow]
+
+
+class UsageOut(msgspec.Struct):
+    """The answer for one meter (`meter` given)."""
+
+    tenant_id: str
+    meter: str
+    aggregation: Aggregation
+    unit: str | None
+    start: datetime = msgspec.field(name="from")
+    end: datetime = msgspec.field(name="to")
+    window_size: str | None = None
+    timezone: str = "UTC"
+    group_by: list[str] = msgspec.field(default_factory=list)
+    rows: list[UsageRow] = msgspec.field(default_factory=list)
+
+
+class MetersUsageOut(msgspec.Struct):
+    """The answer for every meter (no `meter` given, and the summary): one block per meter,
+    ordered by event_name, including meters without usage in the range (empty rows)."""
+
+    tenant_id: str
+    start: datetime = msgspec.field(name="from")
+    end: datetime = msgspec.field(name="to")
+    window_size: str | None = None
+    timezone: str = "UTC"
+    group_by: list[str] = msgspec.field(default_factory=list)
+    meters: list[MeterUsage] = msgspec.field(default_factory=list)

@@ -1,0 +1,264 @@
+"""Usage queries (DESIGN §4): validate the query, cut [from, to) into windows of the zone, read
+the rollups, shape the answer. Equal, always, to the same aggregation over the raw events."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from decimal import ROUND_HALF_UP, Context, Decimal
+
+import msgspec
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service.common.errors import FieldError, InvalidInput, NotFound
+from service.common.money import to_plain_string
+from service.events.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
+from service.events.service import driver_connection
+from service.tenants.auth import Principal
+from service.tenants.service import validate_timezone
+from service.usage import repository
+from service.usage.repository import MeterRecord, UsageAggregate
+from service.usage.schemas import MetersUsageOut, MeterUsage, UsageOut, UsageQuery, UsageRow
+from service.usage.windows import (
+    BUCKET,
+    WindowError,
+    WindowSize,
+    is_bucket_aligned,
+    window_boundaries,
+)
+
+AVG_PLACES = Decimal("1e-12")
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 12, 30, tzinfo=UTC)
+# Wide enough that sum / count is exact to 12 places for any sum a rollup can hold.
+AVG_CONTEXT = Context(prec=120, rounding=ROUND_HALF_UP)
+
+
+class UsageService:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def usage(self, principal: Principal, query: UsageQuery) -> UsageOut | MetersUsageOut:
+        """One meter's usage when `query.meter` is given, else every meter's, one block each."""
+        answer = await self._run(principal, query)
+        if query.meter is None:
+            return answer
+        block = answer.meters[0]
+        return UsageOut(
+            tenant_id=answer.tenant_id,
+            meter=block.meter,
+            aggregation=block.aggregation,
+            unit=block.unit,
+            start=answer.start,
+            end=answer.end,
+            window_size=answer.window_size,
+            timezone=answer.timezone,
+            group_by=answer.group_by,
+            rows=block.rows,
+        )
+
+    async def summary(self, principal: Principal, query: UsageQuery) -> MetersUsageOut:
+        """Every meter's totals over [from, to) (no windows), one block per meter."""
+        return await self._run(principal, query)
+
+    async def _run(self, principal: Principal, query: UsageQuery) -> MetersUsageOut:
+        tenant_id = query.tenant_id or principal.tenant_id
+        if tenant_id is None:
+            raise _invalid("tenant_id", "tenant_id is required (this API key is not bound)")
+        principal.ensure_tenant(tenant_id)
+        start, end, size, group_by, filters = _parse(query)
+        # Autocommit: three reads, each consistent on its own (the aggregate is one statement).
+        async with driver_connection(self.engine) as connection:
+            tenant_zone = await repository.tenant_timezone(connection, tenant_id)
+            if tenant_zone is None:
+                raise NotFound(f"tenant '{tenant_id}' does not exist")
+            zone = validate_timezone(query.timezone or tenant_zone)
+            meters = await repository.meters(connection, query.meter)
+            if query.meter is not None and not meters:
+                raise _invalid("meter", f"no meter has event_name '{query.meter}'")
+            _check_keys(meters, group_by, filters)
+            try:
+                boundaries = window_boundaries(start, end, size, zone)
+            except WindowError as exc:
+                raise _invalid(exc.field, exc.message) from exc
+            cells = await repository.aggregate_usage(
+                connection,
+                tenant_id=tenant_id,
+                meter_ids=[m.id for m in meters],
+                boundaries=boundaries,
+                group_by=group_by,
+                filters=filters,
+            )
+        local = [b.astimezone(zone) for b in boundaries]
+        return MetersUsageOut(
+            tenant_id=tenant_id,
+            start=local[0],
+            end=local[-1],
+            window_size=None if size is None else size.value,
+            timezone=zone.key,
+            group_by=group_by,
+            meters=_blocks(meters, cells, local, group_by),
+        )
+
+
+def _invalid(field: str, message: str) -> InvalidInput:
+    return InvalidInput(message, errors=[FieldError(field=field, message=message)])
+
+
+def _parse(
+    query: UsageQuery,
+) -> tuple[datetime, datetime, WindowSize | None, list[str], dict[str, list[str]]]:
+    """Everything that needs no database; all problems at once."""
+    errors: list[FieldError] = []
+    start = _instant(query.start, "from", errors)
+    end = _instant(query.end, "to", errors)
+    if start is not None and end is not None and start >= end:
+        errors.append(FieldError(field="to", message="'to' must be after 'from'"))
+    size: WindowSize | None = None
+    if query.window_size:
+        try:
+            size = WindowSize(query.window_size)
+        except ValueError:
+            errors.append(
+                FieldError(field="window_size", message="window_size is hour, day or month")
+            )
+    group_by: list[str] = []
+    for part in _split(query.group_by):
+        if part not in group_by:
+            group_by.append(part)
+    filters: dict[str, list[str]] = {}
+    for item in query.filters:
+        key, colon, value = item.partition(":")
+        key = key.strip()
+        if not colon or not key or not value:
+            errors.append(
+                FieldError(field="filter", message=f"'{item}' is not key:value (e.g. model:gpt-4o)")
+            )
+            continue
+        filters.setdefault(key, [])
+        if value not in filters[key]:
+            filters[key].append(value)
+    if errors:
+        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+    assert start is not None and end is not None
+    return start, end, size, group_by, filters
+
+
+def _split(values: Sequence[str]) -> list[str]:
+    """group_by repeats, and a comma-separated list is accepted too."""
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
+
+def _instant(raw: str, field: str, errors: list[FieldError]) -> datetime | None:
+    # A '+' in an unencoded query string arrives as a space: '…T00:00:00 01:00'.
+    text = raw.strip().replace(" ", "+")
+    try:
+        instant = msgspec.convert(text, datetime)
+    except msgspec.ValidationError:
+        errors.append(
+            FieldError(field=field, message=f"'{raw}' is not an RFC 3339 date-time with offset")
+        )
+        return None
+    if instant.tzinfo is None:
+        errors.append(
+            FieldError(field=field, message="must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
+        )
+        return None
+    try:
+        instant = instant.astimezone(UTC)
+    except OverflowError:
+        instant = EARLIEST - BUCKET
+    if not EARLIEST <= instant <= LATEST:
+        # A day of margin: local times of any zone stay inside the calendar.
+        errors.append(FieldError(field=field, message="must be between years 1 and 9999"))
+        return None
+    if not is_bucket_aligned(instant):
+        errors.append(
+            FieldError(
+                field=field,
+                message=f"must fall on a {BUCKET_MINUTES}-minute boundary in UTC (usage is kept "
+                f"in {BUCKET_MINUTES}-minute buckets), e.g. {_floor_hint(instant)}",
+            )
+        )
+        return None
+    return instant
+
+
+def _floor_hint(instant: datetime) -> str:
+    minute = instant.minute - instant.minute % BUCKET_MINUTES
+    floored = instant.replace(minute=minute, second=0, microsecond=0)
+    return floored.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _check_keys(
+    meters: Sequence[MeterRecord], group_by: Sequence[str], filters: dict[str, list[str]]
+) -> None:
+    """group_by and filter keys: attribution fields, or a dimension the meter declares (for
+    every meter: one that any meter declares)."""
+    declared = {d for m in meters for d in m.dimensions}
+    allowed = set(ATTRIBUTION_FIELDS) | declared
+    hint = ", ".join([*ATTRIBUTION_FIELDS, *sorted(declared)])
+    errors = [
+        FieldError(field=field, message=f"unknown key '{key}'; one of: {hint}")
+        for field, keys in (("group_by", group_by), ("filter", list(filters)))
+        for key in keys
+        if key not in allowed
+    ]
+    if errors:
+        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+
+
+def _blocks(
+    meters: Sequence[MeterRecord],
+    cells: Sequence[UsageAggregate],
+    boundaries: Sequence[datetime],
+    group_by: Sequence[str],
+) -> list[MeterUsage]:
+    by_meter: dict[int, list[UsageAggregate]] = defaultdict(list)
+    for cell in cells:
+        by_meter[cell.meter_id].append(cell)
+    blocks = []
+    for meter in meters:
+        ordered = sorted(
+            by_meter.get(meter.id, []),
+            key=lambda c: (c.window, tuple(v or "" for v in c.group)),
+        )
+        rows = [_row(meter.aggregation, cell, boundaries, group_by) for cell in ordered]
+        blocks.append(
+            MeterUsage(
+                meter=meter.event_name,
+                aggregation=meter.aggregation,  # type: ignore[arg-type]
+                unit=meter.unit,
+                rows=rows,
+            )
+        )
+    return blocks
+
+
+def _row(
+    aggregation: str,
+    cell: UsageAggregate,
+    boundaries: Sequence[datetime],
+    group_by: Sequence[str],
+) -> UsageRow:
+    total = to_plain_string(cell.sum)
+    last = None if cell.last is None else to_plain_string(cell.last)
+    value = {"sum": total, "count": str(cell.count), "last": last}[aggregation]
+    return UsageRow(
+        window_start=boundaries[cell.window - 1],
+        window_end=boundaries[cell.window],
+        group=dict(zip(group_by, cell.group, strict=True)),
+        value=value,
+        sum=total,
+        count=cell.count,
+        last=last,
+        avg=average(cell.sum, cell.count),
+    )
+
+
+def average(total: Decimal, count: int) -> str:
+    """sum / count, rounded half-up to 12 decimal places, without trailing zeros."""
+    exact = AVG_CONTEXT.divide(total, Decimal(count))
+    rounded = exact.quantize(AVG_PLACES, context=AVG_CONTEXT)
+    return to_plain_string(rounded.normalize(AVG_CONTEXT))

@@ -1,0 +1,321 @@
+"""When PostgreSQL goes away, every request gets a success or a 503 with Retry-After (never a
+500 or a hang), the service recovers by itself, and nothing it acknowledged is lost.
+
+Disruptions: killing every backend of the database during concurrent traffic (what a restart
+or failover does to established connections), a real stop and start of a private embedded
+PostgreSQL, and a database that does not answer at all. Workloads implement
+tests/support/outage.Workload; an ingestion workload (exactly-once under retries) can join
+WORKLOADS and run against the same disruptions."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+import pytest
+from litestar import Litestar, get
+from litestar.testing import AsyncTestClient
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.exc import DBAPIError
+
+from service.app import create_app
+from service.common.errors import EXCEPTION_HANDLERS
+from service.settings import Settings
+from tests.conftest import make_settings
+from tests.support.in_loop import in_loop_client
+from tests.support.outage import (
+    Client,
+    Tally,
+    Workload,
+    call,
+    retry_until_answered,
+    run_outage,
+    terminate_backends,
+    wait_until_ready,
+)
+from tests.support.private_database import (
+    create_key,
+    create_migrated_database,
+    drop_private_database,
+)
+
+# A small pool and no key cache: every request needs a connection, so every request is exposed.
+OUTAGE_SETTINGS: dict[str, Any] = {"db_pool_size": 4, "db_pool_timeout_seconds": 2.0}
+
+
+class TenantWorkload:
+    """Create a tenant, read it back. Creates are retried after 503; a 409 on a retry means an
+    earlier attempt committed before its connection died, which counts as acknowledged."""
+
+    name = "tenants"
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+        self.acknowledged: set[str] = set()
+
+    async def step(self, client: Client, tally: Tally, client_no: int, step_no: int) -> None:
+        tenant_id = f"c{client_no}-{step_no}"
+        created = await retry_until_answered(
+            tally,
+            f"POST /v1/tenants ({tenant_id})",
+            lambda: client.post(
+                "/v1/tenants", json={"id": tenant_id, "name": "Outage"}, headers=self.headers
+            ),
+            allowed=frozenset({201, 409}),
+        )
+        if created.status_code in (201, 409):
+            self.acknowledged.add(tenant_id)
+        await retry_until_answered(
+            tally,
+            f"GET /v1/tenants/{tenant_id}",
+            lambda: client.get(f"/v1/tenants/{tenant_id}", headers=self.headers),
+            allowed=frozenset({200}),
+        )
+
+    async def verify(self, client: Client, tally: Tally) -> None:
+        response = await call(
+            tally,
+            "GET /v1/tenants",
+            lambda: client.get("/v1/tenants", params={"limit": 1000}, headers=self.headers),
+            allowed=frozenset({200}),
+        )
+        stored = {t["id"] for t in response.json()["items"]}
+        assert self.acknowledged, "the workload never got a write through"
+        assert stored == self.acknowledged
+
+
+class ApiKeyWorkload:
+    """Create an API key, list keys. Key creation has no idempotency key, so a retry after an
+    ambiguous 503 may add a second key: every acknowledged key must exist, extras may."""
+
+    name = "api-keys"
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+        self.acknowledged: set[str] = set()
+
+    async def step(self, client: Client, tally: Tally, client_no: int, step_no: int) -> None:
+        created = await retry_until_answered(
+            tally,
+            "POST /v1/api-keys",
+            lambda: client.post(
+                "/v1/api-keys",
+                json={"name": f"k{client_no}-{step_no}", "scopes": ["read"]},
+                headers=self.headers,
+            ),
+            allowed=frozenset({201}),
+        )
+        if created.status_code == 201:
+            self.acknowledged.add(created.json()["id"])
+        await retry_until_answered(
+            tally,
+            "GET /v1/api-keys",
+            lambda: client.get("/v1/api-keys", params={"limit": 5}, headers=self.headers),
+            allowed=frozenset({200}),
+        )
+
+    async def verify(self, client: Client, tally: Tally) -> None:
+        response = await call(
+            tally,
+            "GET /v1/api-keys",
+            lambda: client.get("/v1/api-keys", params={"limit": 1000}, headers=self.headers),
+            allowed=frozenset({200}),
+        )
+        stored = {k["id"] for k in response.json()["items"]}
+        assert self.acknowledged, "the workload never got a write through"
+        assert self.acknowledged <= stored
+
+
+WORKLOADS: dict[str, Callable[[dict[str, str]], Workload]] = {
+    "tenants": TenantWorkload,
+    "api-keys": ApiKeyWorkload,
+}
+
+
+async def _truncate(database_url: str) -> None:
+    from service.db.url import asyncpg_dsn
+
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await connection.execute("TRUNCATE tenants, api_keys RESTART IDENTITY CASCADE")
+    finally:
+        await connection.close()
+
+
+async def _run_and_check(
+    app: Litestar,
+    settings: Settings,
+    make_workload: Callable[[dict[str, str]], Workload],
+    disruption: Callable[[], Awaitable[None]],
+) -> Tally:
+    admin = await create_key(settings, "admin")
+    workload = make_workload(admin)
+    async with in_loop_client(app) as client:
+        tally = await run_outage(client, workload, disruption)
+        await wait_until_ready(client)
+        await workload.verify(client, tally)
+    assert not tally.violations, tally.violations
+    return tally
+
+
+# --- killing the pool's connections ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_database(database_server: str) -> Iterator[str]:
+    url = create_migrated_database(database_server)
+    yield url
+    drop_private_database(database_server, url)
+
+
+@pytest.mark.parametrize("workload", sorted(WORKLOADS))
+async def test_killed_connections_give_503_never_500_and_the_service_recovers(
+    private_database: str, workload: str
+) -> None:
+    await _truncate(private_database)
+    settings = make_settings(private_database, **OUTAGE_SETTINGS)
+    app = create_app(settings)
+    tally = await _run_and_check(
+        app, settings, WORKLOADS[workload], terminate_backends(private_database)
+    )
+    # The disruption must have been felt, or the test proves nothing.
+    assert tally.statuses[503] > 0, tally.statuses
+
+
+# --- a real stop and start of PostgreSQL ----------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def embedded_server() -> AsyncIterator[tuple[Any, str]]:
+    """A private pgserver PostgreSQL in a temporary directory (its own postmaster, which this
+    test may stop and start), with the migrations applied."""
+    import pgserver
+
+    pgdata = Path(tempfile.mkdtemp(prefix="metering-outage-"))
+    try:
+        server: Any = await asyncio.to_thread(pgserver.get_server, pgdata, cleanup_mode="delete")
+    except Exception as exc:  # pragma: no cover - depends on the machine
+        shutil.rmtree(pgdata, ignore_errors=True)
+        pytest.skip(f"embedded PostgreSQL (pgserver) cannot start here: {exc!r}")
+    try:
+        url = create_migrated_database(str(server.get_uri()))
+        yield server, url
+    finally:
+        await asyncio.to_thread(server.cleanup)
+        shutil.rmtree(pgdata, ignore_errors=True)
+
+
+def restart_server(server: Any, down_seconds: float = 1.5) -> Callable[[], Awaitable[None]]:
+    """Disruption: stop PostgreSQL (fast shutdown: sessions are terminated), keep it down for a
+    while (connections are refused), then start it again with the same options."""
+    import pgserver
+
+    def pg_ctl(*args: str) -> None:
+        pgserver.pg_ctl(["-w", *args], pgdata=server.pgdata, user=server.system_user)
+
+    async def disrupt() -> None:
+        await asyncio.to_thread(pg_ctl, "-m", "fast", "stop")
+        await asyncio.sleep(down_seconds)
+        # `restart` reuses the options the server was started with (postmaster.opts).
+        await asyncio.to_thread(pg_ctl, "-l", str(server.log), "restart")
+
+    return disrupt
+
+
+async def test_postgres_restart_gives_503_never_500_and_the_service_recovers() -> None:
+    async with embedded_server() as (server, url):
+        settings = make_settings(url, **OUTAGE_SETTINGS)
+        app = create_app(settings)
+        tally = await _run_and_check(app, settings, TenantWorkload, restart_server(server))
+        assert tally.statuses[503] > 0, tally.statuses
+
+
+# --- a database that is not there at all ----------------------------------------------------
+
+
+async def test_unreachable_database_is_503_quickly_and_readyz_says_so() -> None:
+    # Nothing listens on port 1: every connection attempt is refused.
+    settings = make_settings("postgresql://nobody@127.0.0.1:1/nothing", **OUTAGE_SETTINGS)
+    async with in_loop_client(create_app(settings)) as client:
+        response = await asyncio.wait_for(
+            client.get("/v1/tenants", headers={"Authorization": "Bearer mk_x_y"}), 30
+        )
+        assert response.status_code == 503, response.text
+        assert response.headers["content-type"].startswith("application/problem+json")
+        assert response.json()["code"] == "database_unavailable"
+        assert response.headers["retry-after"] == "1"
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert (await client.get("/healthz")).status_code == 200
+
+
+# --- the mapping itself, for errors a test cannot easily provoke ---------------------------
+
+
+def _wrapped_asyncpg_error(error: Exception) -> DBAPIError:
+    """What SQLAlchemy raises for an asyncpg error: a DBAPIError whose .orig is the dialect's
+    DB-API adapter error, caused by asyncpg's exception (as observed with SQLAlchemy 2.1)."""
+    dbapi = asyncpg_dialect.import_dbapi()
+    adapted = dbapi.Error(str(error))
+    adapted.sqlstate = getattr(error, "sqlstate", None)
+    adapted.__cause__ = error
+    wrapped = DBAPIError.instance(None, None, adapted, dbapi.Error)
+    assert isinstance(wrapped, DBAPIError)
+    return wrapped
+
+
+ERRORS: dict[str, Callable[[], BaseException]] = {
+    # PostgreSQL is starting up or shutting down (57P03): the window around a restart.
+    "starting up": lambda: _wrapped_asyncpg_error(
+        asyncpg.exceptions.CannotConnectNowError("the database system is starting up")
+    ),
+    # 53300: max_connections reached.
+    "too many connections": lambda: _wrapped_asyncpg_error(
+        asyncpg.exceptions.TooManyConnectionsError("sorry, too many clients already")
+    ),
+    # 57P01 raised by asyncpg directly (code using the driver connection, e.g. ingestion).
+    "admin shutdown, unwrapped": lambda: asyncpg.exceptions.AdminShutdownError(
+        "terminating connection due to administrator command"
+    ),
+    "connection closed, unwrapped": lambda: asyncpg.exceptions.ConnectionDoesNotExistError(
+        "connection was closed in the middle of operation"
+    ),
+    "refused": lambda: ConnectionRefusedError(111, "Connect call failed"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ERRORS))
+async def test_database_connection_errors_map_to_503(name: str) -> None:
+    @get("/boom", sync_to_thread=False)
+    def boom() -> None:
+        raise ERRORS[name]()
+
+    app = Litestar([boom], exception_handlers=EXCEPTION_HANDLERS)
+    async with AsyncTestClient(app=app) as client:
+        response = await client.get("/boom")
+    assert response.status_code == 503, response.text
+    assert msgspec.json.decode(response.content)["code"] == "database_unavailable"
+    assert response.headers["retry-after"] == "1"
+
+
+async def test_other_database_errors_stay_500() -> None:
+    """A programming error must not hide behind 'retry later'."""
+
+    @get("/boom", sync_to_thread=False)
+    def boom() -> None:
+        raise _wrapped_asyncpg_error(
+            asyncpg.exceptions.UndefinedTableError('relation "nope" does not exist')
+        )
+
+    app = Litestar([boom], exception_handlers=EXCEPTION_HANDLERS)
+    async with AsyncTestClient(app=app) as client:
+        response = await client.get("/boom")
+    assert response.status_code == 500
+    assert response.json()["code"] == "internal_error"
