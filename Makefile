@@ -46,8 +46,10 @@ lock: ## Re-pin requirements.lock from pyproject.toml
 	$(BIN)/python -m pip install --quiet pip-tools
 	$(BIN)/pip-compile --quiet --extra dev --strip-extras -o requirements.lock pyproject.toml
 
-bench-ingest: $(STAMP) ## Ingestion benchmark: P1 batch over HTTP vs direct SQL, P2 single (wrk), RSS
-	$(BIN)/python -m bench.ingest
+bench: bench-ingest bench-usage bench-invoice bench-retention ## Every benchmark (long: seeds 10M events twice)
+
+bench-ingest: $(STAMP) ## Ingestion benchmark: P1 batch over HTTP vs direct SQL, P2 single (wrk), RSS (ARGS="--batches 100")
+	$(BIN)/python -m bench.ingest $(ARGS)
 
 bench-usage: $(STAMP) ## Usage query benchmark: month by model p50/p95 vs a raw scan, 10M events (ARGS="--events 2000000")
 	$(BIN)/python -m bench.usage $(ARGS)

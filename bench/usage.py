@@ -76,7 +76,7 @@ async def timed(run: Callable[[], Awaitable[Any]], runs: int, warmup: int = 2) -
 
 def line(name: str, samples: list[float]) -> str:
     return (
-        f"  {name:<52} p50 {percentile(samples, 50):9.1f}  p95 {percentile(samples, 95):9.1f}"
+        f"  {name:<56} p50 {percentile(samples, 50):9.1f}  p95 {percentile(samples, 95):9.1f}"
         f"  max {max(samples):9.1f}  (n={len(samples)})"
     )
 

@@ -160,6 +160,9 @@ _CONNECTION_ERROR_NAMES = frozenset(
         "CrashShutdownError",
         "ConnectionFailureError",
         "TooManyConnectionsError",
+        # asyncpg, when the server ends an idle pooled connection and the next query races the
+        # close: "cannot switch to state …; another operation is in progress".
+        "InternalClientError",
     }
 )
 

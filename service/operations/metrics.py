@@ -3,7 +3,7 @@
 `serve` runs uvicorn with worker processes and Prometheus scrapes whichever one answers, so
 each worker writes its samples to files in PROMETHEUS_MULTIPROC_DIR (prometheus-client's
 multiprocess mode) and the scrape aggregates all of them. The variable must be set before the
-workers import prometheus_client: `serve` calls `prepare_multiprocess_dir` before it starts
+workers import prometheus_client: `serve` calls `prepare_metrics_for_workers` before it starts
 them. Without the variable (tests, a single process) the default in-memory registry is used."""
 
 from __future__ import annotations

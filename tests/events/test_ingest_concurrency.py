@@ -16,9 +16,11 @@ import asyncpg
 import httpx
 import pytest
 
+from service.app import create_app
 from service.paths import PROJECT_ROOT
-from tests.conftest import TEST_SECRET
-from tests.events.conftest import Client, EventFactory
+from tests.conftest import TEST_SECRET, make_settings
+from tests.events.conftest import EventFactory
+from tests.support.in_loop import in_loop_client
 
 pytestmark = pytest.mark.usefixtures("seeded")
 CLIENTS = 50
@@ -38,24 +40,27 @@ async def _check_rounds(pg_pool: asyncpg.Pool, rounds: int, value: int) -> None:
 
 
 async def test_one_key_from_many_clients_in_one_process(
-    client: Client, ingest_key: dict[str, str], event: EventFactory, pg_pool: asyncpg.Pool
+    database_url: str, ingest_key: dict[str, str], event: EventFactory, pg_pool: asyncpg.Pool
 ) -> None:
-    for round_no in range(ROUNDS):
-        body = event(idempotency_key=f"round-{round_no}", value="7")
-        single = [client.post("/v1/events", json=body, headers=ingest_key) for _ in range(40)]
-        batch = [
-            client.post("/v1/events/batch", json={"events": [body]}, headers=ingest_key)
-            for _ in range(CLIENTS - 40)
-        ]
-        responses = await asyncio.gather(*single, *batch)
-        assert all(r.status_code < 500 for r in responses), [r.text for r in responses]
-        statuses = [r.json()["status"] for r in responses[:40]]
-        statuses += [r.json()["results"][0]["status"] for r in responses[40:]]
-        assert statuses.count("accepted") == 1, statuses
-        assert statuses.count("duplicate") == CLIENTS - 1
-        ids = {r.json()["id"] for r in responses[:40]}
-        ids |= {r.json()["results"][0]["id"] for r in responses[40:]}
-        assert len(ids) == 1
+    # Requests must really overlap: an ASGI client on this loop (AsyncTestClient serialises).
+    app = create_app(make_settings(database_url))
+    async with in_loop_client(app) as client:
+        for round_no in range(ROUNDS):
+            body = event(idempotency_key=f"round-{round_no}", value="7")
+            single = [client.post("/v1/events", json=body, headers=ingest_key) for _ in range(40)]
+            batch = [
+                client.post("/v1/events/batch", json={"events": [body]}, headers=ingest_key)
+                for _ in range(CLIENTS - 40)
+            ]
+            responses = await asyncio.gather(*single, *batch)
+            assert all(r.status_code < 500 for r in responses), [r.text for r in responses]
+            statuses = [r.json()["status"] for r in responses[:40]]
+            statuses += [r.json()["results"][0]["status"] for r in responses[40:]]
+            assert statuses.count("accepted") == 1, statuses
+            assert statuses.count("duplicate") == CLIENTS - 1
+            ids = {r.json()["id"] for r in responses[:40]}
+            ids |= {r.json()["results"][0]["id"] for r in responses[40:]}
+            assert len(ids) == 1
     await _check_rounds(pg_pool, ROUNDS, 7)
 
 

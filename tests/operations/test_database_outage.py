@@ -14,6 +14,8 @@ import contextlib
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -133,9 +135,135 @@ class ApiKeyWorkload:
         assert self.acknowledged <= stored
 
 
+class IngestWorkload:
+    """Post usage events, single and in batches of three, retrying every 503 with the same
+    idempotency keys (what a gateway does). Afterwards every acknowledged event must be stored
+    exactly once and counted once in the rollups: no loss, no double count."""
+
+    name = "ingest"
+    TENANT = "outage"
+    METER = "outage_calls"
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self.headers = headers
+        self.acknowledged: dict[str, int] = {}  # idempotency key -> value
+        self.started = datetime.now(UTC)
+        self._ready = asyncio.Lock()
+        self._prepared = False
+
+    async def _prepare(self, client: Client, tally: Tally) -> None:
+        async with self._ready:
+            if self._prepared:
+                return
+            await retry_until_answered(
+                tally,
+                "POST /v1/tenants",
+                lambda: client.post(
+                    "/v1/tenants", json={"id": self.TENANT, "name": "Outage"}, headers=self.headers
+                ),
+                allowed=frozenset({201, 409}),
+            )
+            meter = {
+                "event_name": self.METER,
+                "name": "Calls",
+                "aggregation": "sum",
+                "currency": "USD",
+            }
+            await retry_until_answered(
+                tally,
+                "POST /v1/meters",
+                lambda: client.post("/v1/meters", json=meter, headers=self.headers),
+                allowed=frozenset({201, 409}),
+            )
+            self._prepared = True
+
+    def _event(self, key: str, value: int) -> dict[str, Any]:
+        return {
+            "tenant_id": self.TENANT,
+            "event_name": self.METER,
+            "idempotency_key": key,
+            "timestamp": (datetime.now(UTC) - timedelta(seconds=30)).isoformat(),
+            "value": str(value),
+        }
+
+    async def step(self, client: Client, tally: Tally, client_no: int, step_no: int) -> None:
+        await self._prepare(client, tally)
+        value = client_no + 1
+        if step_no % 2 == 0:
+            key = f"c{client_no}-s{step_no}"
+            body = self._event(key, value)  # built once: a retry re-sends the same payload
+            answer = await retry_until_answered(
+                tally,
+                f"POST /v1/events ({key})",
+                lambda: client.post("/v1/events", json=body, headers=self.headers),
+                allowed=frozenset({202}),
+            )
+            if answer.status_code == 202:
+                self.acknowledged[key] = value
+            return
+        keys = [f"c{client_no}-s{step_no}-{i}" for i in range(3)]
+        batch = {"events": [self._event(k, value) for k in keys]}
+        answer = await retry_until_answered(
+            tally,
+            f"POST /v1/events/batch ({keys[0]}…)",
+            lambda: client.post("/v1/events/batch", json=batch, headers=self.headers),
+            allowed=frozenset({200}),
+        )
+        if answer.status_code == 200:
+            for result in answer.json()["results"]:
+                if result["status"] not in ("accepted", "duplicate"):
+                    tally.violations.append(f"batch event refused: {result}")
+                    continue
+                self.acknowledged[keys[result["index"]]] = value
+
+    async def verify(self, client: Client, tally: Tally) -> None:
+        assert self.acknowledged, "the workload never got an event through"
+        stored: list[str] = []
+        cursor = None
+        while True:
+            params: dict[str, Any] = {"tenant_id": self.TENANT, "limit": 1000}
+            if cursor:
+                params["cursor"] = cursor
+            page = await call(
+                tally,
+                "GET /v1/events",
+                lambda params=params: client.get("/v1/events", params=params, headers=self.headers),  # type: ignore[misc]
+                allowed=frozenset({200}),
+            )
+            body = page.json()
+            stored += [item["idempotency_key"] for item in body["items"]]
+            cursor = body["next_cursor"]
+            if not cursor:
+                break
+        # Exactly once: every acknowledged event is stored, none twice. (An attempt whose
+        # answer was lost is retried until answered, so nothing stored goes unacknowledged.)
+        assert sorted(stored) == sorted(self.acknowledged)
+        start = self.started.replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+        usage = await call(
+            tally,
+            "GET /v1/usage",
+            lambda: client.get(
+                "/v1/usage",
+                params={
+                    "tenant_id": self.TENANT,
+                    "meter": self.METER,
+                    "from": start.isoformat(),
+                    "to": (start + timedelta(hours=3)).isoformat(),
+                },
+                headers=self.headers,
+            ),
+            allowed=frozenset({200}),
+        )
+        rows = usage.json()["rows"]
+        assert len(rows) == 1, rows
+        assert Decimal(rows[0]["sum"]) == sum(self.acknowledged.values())
+        assert rows[0]["count"] == len(self.acknowledged)
+
+
 WORKLOADS: dict[str, Callable[[dict[str, str]], Workload]] = {
     "tenants": TenantWorkload,
     "api-keys": ApiKeyWorkload,
+    "ingest": IngestWorkload,
 }
 
 
@@ -144,7 +272,10 @@ async def _truncate(database_url: str) -> None:
 
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
-        await connection.execute("TRUNCATE tenants, api_keys RESTART IDENTITY CASCADE")
+        await connection.execute(
+            "TRUNCATE tenants, api_keys, meters, events, rollups, model_rollups "
+            "RESTART IDENTITY CASCADE"
+        )
     finally:
         await connection.close()
 
@@ -229,11 +360,14 @@ def restart_server(server: Any, down_seconds: float = 1.5) -> Callable[[], Await
     return disrupt
 
 
-async def test_postgres_restart_gives_503_never_500_and_the_service_recovers() -> None:
+@pytest.mark.parametrize("workload", ["tenants", "ingest"])
+async def test_postgres_restart_gives_503_never_500_and_the_service_recovers(
+    workload: str,
+) -> None:
     async with embedded_server() as (server, url):
         settings = make_settings(url, **OUTAGE_SETTINGS)
         app = create_app(settings)
-        tally = await _run_and_check(app, settings, TenantWorkload, restart_server(server))
+        tally = await _run_and_check(app, settings, WORKLOADS[workload], restart_server(server))
         assert tally.statuses[503] > 0, tally.statuses
 
 

@@ -45,19 +45,21 @@ def served(database_url: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         MULTIPROC_ENV: str(metrics_dir),
     }
     command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1"]
-    process = subprocess.Popen(
-        [*command, "--port", str(port), "--workers", str(WORKERS)],
-        cwd=PROJECT_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    log = tmp_path / "serve.log"  # a file, not a pipe: a full pipe would stall the server
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [*command, "--port", str(port), "--workers", str(WORKERS)],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log_file,
+        )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             if process.poll() is not None:
-                raise AssertionError(f"serve exited: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]
+                raise AssertionError(f"serve exited: {log.read_text()[-2000:]}")
             try:
                 if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
                     break
