@@ -42,7 +42,8 @@ class Settings:
     batch_max_events: int = 1000
     late_arrival_days: int = 35
     future_tolerance_seconds: int = 300
-    group_commit_window_ms: float = 2.0
+    # Measured with wrk at 64 connections on 2 cores: 1 ms gave ~5,200 req/s, 2 ms ~4,700.
+    group_commit_window_ms: float = 1.0
     group_commit_max_events: int = 512
     # Retention
     retention_days: int = 400
