@@ -26,7 +26,7 @@ from service.common.metrics import INGEST_BATCH_SIZE, INGEST_COMMIT_LATENCY, ING
 from service.events.group_commit import GroupCommitter
 from service.events.reference import ReferenceCache
 from service.events.repository import EventRow, StoredKey, mark_meters_used, store_events
-from service.events.schemas import BatchOut, BatchResult, EventAck, EventError, EventIn
+from service.events.schemas import BatchIn, BatchOut, BatchResult, EventAck, EventError, EventIn
 from service.events.validation import Limits, Rejection, decode_error, validate_event
 from service.settings import Settings
 from service.tenants.auth import Principal
@@ -36,6 +36,35 @@ MAX_STORE_ATTEMPTS = 3
 
 class RawBatch(msgspec.Struct):
     events: list[msgspec.Raw]
+
+
+_WHOLE_BATCH = msgspec.json.Decoder(BatchIn)
+_RAW_BATCH = msgspec.json.Decoder(RawBatch)
+_ONE_EVENT = msgspec.json.Decoder(EventIn)
+
+
+def _decode_batch(body: bytes) -> list[EventIn | Rejection]:
+    """Decode a batch body. Well-formed batches (the usual case) decode in one pass; when any
+    event is malformed, each is decoded on its own so the others still go through."""
+    try:
+        return list(_WHOLE_BATCH.decode(body).events)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        pass
+    try:
+        envelope = _RAW_BATCH.decode(body)
+    except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        rejection = decode_error(exc)
+        raise InvalidInput(
+            f'the body must be {{"events": [...]}}: {rejection.message}',
+            errors=[FieldError(field=rejection.field or "events", message=rejection.message)],
+        ) from exc
+    items: list[EventIn | Rejection] = []
+    for raw in envelope.events:
+        try:
+            items.append(_ONE_EVENT.decode(raw))
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            items.append(decode_error(exc))
+    return items
 
 
 class IdempotencyConflict(Conflict):
@@ -195,15 +224,8 @@ class Ingestor:
     # -- batches -------------------------------------------------------------------------
 
     async def ingest_batch(self, body: bytes, principal: Principal) -> BatchOut:
-        try:
-            envelope = msgspec.json.decode(body, type=RawBatch)
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-            rejection = decode_error(exc)
-            raise InvalidInput(
-                f'the body must be {{"events": [...]}}: {rejection.message}',
-                errors=[FieldError(field=rejection.field or "events", message=rejection.message)],
-            ) from exc
-        count = len(envelope.events)
+        items = _decode_batch(body)
+        count = len(items)
         limit = self.settings.batch_max_events
         if count > limit:
             raise BatchTooLarge(
@@ -213,17 +235,15 @@ class Ingestor:
         INGEST_BATCH_SIZE.observe(count)
         results: list[BatchResult | None] = [None] * count
         decoded: list[tuple[int, EventIn, str]] = []
-        for index, raw in enumerate(envelope.events):
-            try:
-                event = msgspec.json.decode(raw, type=EventIn)
-            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
-                results[index] = _invalid(index, decode_error(exc))
+        for index, item in enumerate(items):
+            if isinstance(item, Rejection):
+                results[index] = _invalid(index, item)
                 continue
-            tenant_id = _tenant_of(event, principal)
+            tenant_id = _tenant_of(item, principal)
             if tenant_id is None:
                 results[index] = _invalid(index, _missing_tenant())
                 continue
-            decoded.append((index, event, tenant_id))
+            decoded.append((index, item, tenant_id))
         tenants = await self.reference.tenants({t for _, _, t in decoded})
         meters = await self.reference.meters()
         limits = self._limits()
