@@ -38,3 +38,20 @@ def test_database_url_forms() -> None:
     assert async_url("postgres://u@h/db").drivername == "postgresql+asyncpg"
     with pytest.raises(DatabaseUrlError):
         async_url("mysql://u@h/db")
+
+
+def test_worker_garbage_collector_tuning() -> None:
+    import gc
+
+    from service.app import tune_garbage_collector
+
+    before = gc.get_threshold()
+    try:
+        tune_garbage_collector(0)
+        assert gc.get_threshold() == before
+        tune_garbage_collector(20_000)
+        assert gc.get_threshold()[0] == 20_000
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

@@ -135,6 +135,7 @@ class Ingestor:
             self._store_group,
             window_seconds=settings.group_commit_window_ms / 1000,
             max_items=settings.group_commit_max_events,
+            flushers=settings.group_commit_flushers,
         )
 
     def _limits(self) -> Limits:
