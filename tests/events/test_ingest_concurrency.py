@@ -113,6 +113,18 @@ def two_servers(database_url: str) -> Iterator[list[str]]:
             process.wait(timeout=30)
 
 
+async def _post_until_answered(http: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+    """What a gateway does when a connection drops before the answer (a keep-alive connection
+    closed by the server as it was reused): send the same request, same idempotency key,
+    again."""
+    for _ in range(5):
+        try:
+            return await http.post(url, **kwargs)
+        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+            continue
+    return await http.post(url, **kwargs)
+
+
 async def test_one_key_from_many_clients_across_two_processes(
     two_servers: list[str], ingest_key: dict[str, str], event: EventFactory, pg_pool: asyncpg.Pool
 ) -> None:
@@ -124,19 +136,18 @@ async def test_one_key_from_many_clients_across_two_processes(
             for i in range(CLIENTS):
                 base = two_servers[i % 2]
                 if i % 5 == 0:
-                    calls.append(
-                        http.post(
-                            f"{base}/v1/events/batch", json={"events": [body]}, headers=ingest_key
-                        )
-                    )
+                    url, payload = f"{base}/v1/events/batch", {"events": [body]}
                 else:
-                    calls.append(http.post(f"{base}/v1/events", json=body, headers=ingest_key))
+                    url, payload = f"{base}/v1/events", body
+                calls.append(_post_until_answered(http, url, json=payload, headers=ingest_key))
             responses = await asyncio.gather(*calls)
             assert all(r.status_code < 500 for r in responses), [r.text for r in responses]
             statuses = [
                 r.json()["results"][0]["status"] if i % 5 == 0 else r.json()["status"]
                 for i, r in enumerate(responses)
             ]
-            assert statuses.count("accepted") == 1, statuses
-            assert statuses.count("duplicate") == CLIENTS - 1
+            # A resent request whose first attempt was stored answers "duplicate", so the one
+            # "accepted" may go unseen; what was stored is checked below, round by round.
+            assert statuses.count("accepted") <= 1, statuses
+            assert statuses.count("accepted") + statuses.count("duplicate") == CLIENTS, statuses
     await _check_rounds(pg_pool, ROUNDS, 3)
