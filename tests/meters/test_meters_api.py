@@ -7,6 +7,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import Keys
+from tests.support.pagination import walk_pages
 
 Client = AsyncTestClient[Litestar]
 TOKENS = {
@@ -253,20 +254,7 @@ async def test_meter_list_is_paginated_and_filters_by_status(client: Client, key
     await client.post("/v1/meters/e9/archive", headers=keys.admin)
 
     async def walk(**query: Any) -> list[str]:
-        seen: list[str] = []
-        cursor = None
-        while True:
-            params: dict[str, Any] = {"limit": 2, **query}
-            if cursor:
-                params["cursor"] = cursor
-            response = await client.get("/v1/meters", params=params, headers=keys.admin)
-            assert response.status_code == 200, response.text
-            page = response.json()
-            assert len(page["items"]) <= 2
-            seen += [m["event_name"] for m in page["items"]]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return seen
+        return await walk_pages(client, "/v1/meters", keys.admin, "event_name", **query)
 
     assert await walk() == names
     assert await walk(status="active") == ["a.calls", "b_tokens", "d"]

@@ -14,6 +14,7 @@ from service.meters.pricing import resolve_price
 from service.meters.schemas import PriceCreate
 from service.meters.service import PriceService, next_price_boundary
 from tests.conftest import Keys
+from tests.support.pagination import walk_pages
 
 Client = AsyncTestClient[Litestar]
 JAN = "2026-01-01T00:00:00Z"
@@ -393,20 +394,7 @@ async def test_price_list_is_paginated_and_filtered(client: Client, keys: Keys) 
     calls = await create_price(client, keys, meter="calls")
 
     async def walk(**query: Any) -> list[str]:
-        seen: list[str] = []
-        cursor = None
-        while True:
-            params: dict[str, Any] = {"limit": 2, **query}
-            if cursor:
-                params["cursor"] = cursor
-            response = await client.get("/v1/prices", params=params, headers=keys.admin)
-            assert response.status_code == 200, response.text
-            page = response.json()
-            assert len(page["items"]) <= 2
-            seen += [p["id"] for p in page["items"]]
-            cursor = page["next_cursor"]
-            if cursor is None:
-                return seen
+        return await walk_pages(client, "/v1/prices", keys.admin, "id", **query)
 
     assert await walk() == [*ids, acme["id"], other["id"], calls["id"]]
     assert await walk(meter="tokens") == [*ids, acme["id"], other["id"]]

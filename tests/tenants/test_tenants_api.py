@@ -6,6 +6,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from tests.conftest import Keys
+from tests.support.pagination import walk_pages
 
 Client = AsyncTestClient[Litestar]
 ACME = {"id": "acme", "name": "Acme Inc", "currency": "USD", "timezone": "Europe/Berlin"}
@@ -81,18 +82,7 @@ async def test_unknown_tenant_is_404(client: Client, keys: Keys) -> None:
 async def test_tenant_list_is_paginated(client: Client, keys: Keys) -> None:
     for i in range(5):
         await create_tenant(client, keys, id=f"t{i}", name=f"T{i}")
-    seen: list[str] = []
-    cursor = None
-    while True:
-        params: dict[str, Any] = {"limit": 2}
-        if cursor:
-            params["cursor"] = cursor
-        page = (await client.get("/v1/tenants", params=params, headers=keys.admin)).json()
-        assert len(page["items"]) <= 2
-        seen += [t["id"] for t in page["items"]]
-        cursor = page["next_cursor"]
-        if cursor is None:
-            break
+    seen = await walk_pages(client, "/v1/tenants", keys.admin, "id")
     assert seen == ["t0", "t1", "t2", "t3", "t4"]
     bad = await client.get("/v1/tenants", params={"cursor": "garbage!"}, headers=keys.admin)
     assert bad.status_code == 422
