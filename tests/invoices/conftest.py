@@ -144,12 +144,6 @@ def brief(line: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def assert_problem(response: Any, status: int, code: str) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    assert response.json()["code"] == code, response.json()
-
-
 @pytest.fixture
 async def billing(keys: Keys) -> dict[str, str]:
     return await keys.make("billing", name="finance")

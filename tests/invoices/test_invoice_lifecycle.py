@@ -17,7 +17,6 @@ from tests.invoices.conftest import (
     Client,
     Record,
     Usage,
-    assert_problem,
     create_meter,
     create_price,
     create_tenant,
@@ -25,6 +24,7 @@ from tests.invoices.conftest import (
     finalized,
     preview,
 )
+from tests.support.problems import assert_problem
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from tests.invoices.conftest import (
     Client,
     Record,
     Usage,
-    assert_problem,
     brief,
     create_meter,
     create_price,
@@ -25,6 +24,7 @@ from tests.invoices.conftest import (
     finalized,
     preview,
 )
+from tests.support.problems import assert_problem
 
 TOKENS = "Tokens — model=gpt-4o (per 1000000 tokens)"
 JUL = ("2026-07-01T00:00:00Z", "2026-08-01T00:00:00Z")

@@ -8,6 +8,7 @@ from litestar.testing import AsyncTestClient
 
 from tests.conftest import Keys
 from tests.support.pagination import walk_pages
+from tests.support.problems import assert_problem
 
 Client = AsyncTestClient[Litestar]
 TOKENS = {
@@ -23,17 +24,6 @@ async def create_meter(client: Client, keys: Keys, **fields: Any) -> dict[str, A
     response = await client.post("/v1/meters", json={**TOKENS, **fields}, headers=keys.admin)
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
-
-
-def assert_problem(response: Any, status: int, code: str, field: str | None = None) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    problem = response.json()
-    assert problem["code"] == code, problem
-    if field is not None:
-        assert field in problem["detail"] or any(
-            field in e["field"] for e in problem.get("errors") or []
-        ), problem
 
 
 async def test_create_get_and_defaults(client: Client, keys: Keys) -> None:

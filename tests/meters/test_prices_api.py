@@ -15,6 +15,7 @@ from service.meters.schemas import PriceCreate
 from service.meters.service import PriceService, next_price_boundary
 from tests.conftest import Keys
 from tests.support.pagination import walk_pages
+from tests.support.problems import assert_problem
 
 Client = AsyncTestClient[Litestar]
 JAN = "2026-01-01T00:00:00Z"
@@ -50,17 +51,6 @@ async def create_price(client: Client, keys: Keys, **fields: Any) -> dict[str, A
     response = await post_price(client, keys, **fields)
     assert response.status_code == 201, response.text
     return response.json()  # type: ignore[no-any-return]
-
-
-def assert_problem(response: Any, status: int, code: str, field: str | None = None) -> None:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    problem = response.json()
-    assert problem["code"] == code, problem
-    if field is not None:
-        assert field in problem["detail"] or any(
-            field in e["field"] for e in problem.get("errors") or []
-        ), problem
 
 
 # Pure helpers ----------------------------------------------------------------------------
