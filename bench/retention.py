@@ -6,11 +6,11 @@ job deleting them with the service's batch size and pause (--batch-size, --pause
 and checks that exactly the expired events went. The database is dropped at the end (--keep
 keeps it).
 
-With --with-ingest, the P1 ingest load of the ingestion benchmark's direct path (batches of
-1000 events stored with the service's own ingest SQL, events and rollups in one transaction,
-through asyncpg on 4 connections, not the HTTP API) runs alone, then during the purge, then
-alone again, and its rate is printed for each: what the purge costs writers of the same tables.
-The load runs in this process, on the purge's event loop.
+With --with-ingest, the ingestion benchmark's P1 load runs throughout: the service
+(`python -m service serve`, --workers processes) takes batches of 1000 new events over HTTP
+from the P1 client, which runs in a process of its own on --ingest-connections keep-alive
+connections. Its rate is measured alone for --ingest-seconds, then during the purge, then alone
+again. The purge runs in this process, on its own connection, as the CronJob would.
 
     make bench-retention ARGS="--events 1000000 --with-ingest"
     BENCH_DATABASE_URL=postgresql://postgres@127.0.0.1:5432/postgres \
@@ -23,27 +23,37 @@ import argparse
 import asyncio
 import hashlib
 import itertools
+import json
+import multiprocessing
+import os
+import random
 import sys
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from multiprocessing.sharedctypes import Synchronized
+from multiprocessing.synchronize import Event
 from typing import Any
 
 import asyncpg
+import msgspec
 from sqlalchemy.engine import make_url
 
-from bench.common import bench_server_url, fresh_database
+from bench import ingest
+from bench.common import bench_server_url, fresh_database, running_service
 from service.common.logging import configure_logging
 from service.db.url import asyncpg_dsn
-from service.events.repository import EventRow, store_events
 from service.retention.schemas import RetentionReport
 from service.retention.service import run_retention
 from service.settings import Settings
 
 EVENT_COLUMNS = ["tenant_id", "meter_id", "idempotency_key", "payload_hash", "value", "ts", "model"]
-LIVE_TENANTS = [f"live-{index}" for index in range(4)]
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-3-70b")
+# The P1 client reuses a few encoded batches, putting a fresh number into every idempotency key
+# in place of this mark (as many bytes as the number, so the length does not change).
+KEY_MARK = b"@@@@@@@@@@"
+BATCH_TEMPLATES = 8
 
 
 def event_records(
@@ -71,7 +81,7 @@ async def seed(url: str, args: argparse.Namespace, now: datetime) -> list[str]:
     try:
         await connection.executemany(
             "INSERT INTO tenants (id, name, currency, timezone) VALUES ($1, $1, 'USD', 'UTC')",
-            [(tenant,) for tenant in [*tenants, *LIVE_TENANTS]],
+            [(tenant,) for tenant in tenants],
         )
         cutoff = now - timedelta(days=args.retention_days)
         started = time.perf_counter()
@@ -88,153 +98,237 @@ async def seed(url: str, args: argparse.Namespace, now: datetime) -> list[str]:
         )
         # As in steady state, where autovacuum has seen the table.
         await connection.execute("VACUUM ANALYZE events")
+        # Write the seeded pages out now, not in a checkpoint during the measurements.
+        await connection.execute("CHECKPOINT")
     finally:
         await connection.close()
     return tenants
 
 
-class IngestLoad:
-    """The P1 direct ingest load: `workers` connections, each storing batches of `batch` new
-    events (events and their rollups, one transaction per batch, the service's ingest SQL) for
-    the live tenants, as fast as they can."""
+def _post_until_stopped(
+    port: int, key: str, connections: int, accepted: Synchronized[int], stop: Event
+) -> None:
+    """The P1 client (run in a process of its own): post batches of 1000 new events until
+    `stop` is set, adding the events acknowledged to `accepted`."""
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    mark = KEY_MARK.decode()
+    templates = [
+        json.dumps(
+            {"events": [ingest.make_event(rng, f"p1-{mark}-{i}", now) for i in range(1000)]}
+        ).encode()
+        for _ in range(BATCH_TEMPLATES)
+    ]
+    head = ingest.batch_request_head(key)
+    decoder = msgspec.json.Decoder(ingest.BatchCounts)
+    numbers = itertools.count()
 
-    def __init__(self, url: str, workers: int, batch: int) -> None:
-        self.url = url
-        self.workers = workers
-        self.batch = batch
-        self.inserted = 0
-        self._keys = itertools.count()
-        self._stop = asyncio.Event()
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def start(self) -> None:
-        self._stop.clear()
-        connections = [await asyncpg.connect(asyncpg_dsn(self.url)) for _ in range(self.workers)]
-        self._tasks = [asyncio.create_task(self._write(connection)) for connection in connections]
-
-    async def stop(self) -> None:
-        self._stop.set()
-        await asyncio.gather(*self._tasks)
-
-    def _rows(self) -> list[EventRow]:
-        now = datetime.now(UTC)
-        payload_hash = hashlib.sha256(b"live").digest()
-        rows = []
-        for _ in range(self.batch):
-            n = next(self._keys)
-            rows.append(
-                EventRow(
-                    tenant_id=LIVE_TENANTS[n % len(LIVE_TENANTS)],
-                    meter_id=1 + n % 3,
-                    idempotency_key=f"live-{n}",
-                    payload_hash=payload_hash,
-                    value=Decimal(n % 5000),
-                    ts=now - timedelta(seconds=n % 3600),
-                    org_id=None,
-                    project_id=f"proj{n % 20}",
-                    api_key_id=f"key{n % 50}",
-                    user_id=f"user{n % 1000}",
-                    model=MODELS[n % len(MODELS)],
-                    dimensions_json="{}",
-                    metadata_json=None,
-                )
-            )
-        return rows
-
-    async def _write(self, connection: Any) -> None:
+    async def worker() -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            while not self._stop.is_set():
-                rows = self._rows()
-                async with connection.transaction():
-                    await store_events(connection, rows)
-                self.inserted += len(rows)
+            while not stop.is_set():
+                number = next(numbers)
+                body = templates[number % BATCH_TEMPLATES].replace(KEY_MARK, b"%010d" % number)
+                stored = await ingest.post_batch(
+                    reader, writer, ingest.batch_request(head, body), decoder
+                )
+                if stored != 1000:
+                    raise RuntimeError(f"batch {number}: {stored} of 1000 events accepted")
+                with accepted.get_lock():
+                    accepted.value += stored
         finally:
-            await connection.close()
+            writer.close()
 
-    async def rate_while(self, seconds: float) -> float:
-        """Events/s stored over the next `seconds`, the load running alone."""
-        await self.start()
-        before = self.inserted
-        await asyncio.sleep(seconds)
-        inserted = self.inserted - before
-        await self.stop()
-        return inserted / seconds
+    async def post_all() -> None:
+        await asyncio.gather(*(worker() for _ in range(connections)))
+
+    asyncio.run(post_all())
+
+
+class IngestLoad:
+    """The ingestion benchmark's P1 load against a running service, from another process."""
+
+    def __init__(self, port: int, key: str, connections: int) -> None:
+        context = multiprocessing.get_context("spawn")
+        self.accepted: Synchronized[int] = context.Value("q", 0)
+        self.stop_event = context.Event()
+        self.process = context.Process(
+            target=_post_until_stopped,
+            args=(port, key, connections, self.accepted, self.stop_event),
+            daemon=True,
+        )
+
+    def start(self) -> None:
+        self.process.start()
+
+    def sample(self) -> tuple[float, int]:
+        """(now, events acknowledged so far)."""
+        return time.perf_counter(), self.accepted.value
+
+    def rate_over(self, seconds: float) -> float:
+        started, before = self.sample()
+        time.sleep(seconds)
+        ended, after = self.sample()
+        return (after - before) / (ended - started)
+
+    def stop(self) -> int:
+        """Stop posting; the events acknowledged in all."""
+        self.stop_event.set()
+        self.process.join(timeout=60)
+        if self.process.exitcode != 0:
+            sys.exit(f"FAILED: the P1 client stopped with exit code {self.process.exitcode}")
+        return self.accepted.value
 
 
 async def purge(url: str, args: argparse.Namespace, now: datetime) -> tuple[RetentionReport, float]:
     settings = Settings(
         database_url=url,
         json_logs=False,
-        log_level="WARNING",
+        log_level="INFO",
         retention_days=args.retention_days,
         retention_batch_size=args.batch_size,
         retention_pause_seconds=args.pause,
     )
+    # INFO: the job's own progress lines (every 10 s) show how a long purge goes.
     configure_logging(settings)
     started = time.perf_counter()
     report = await run_retention(settings, url, now=now)
     return report, time.perf_counter() - started
 
 
-async def bench(url: str, args: argparse.Namespace) -> None:
-    now = datetime.now(UTC)
-    tenants = await seed(url, args, now)
-    load = IngestLoad(url, args.ingest_workers, args.ingest_batch) if args.with_ingest else None
-    alone_before = alone_after = during = 0.0
-    if load is not None:
-        alone_before = await load.rate_while(args.ingest_seconds)
-        await load.start()
-    inserted_before = load.inserted if load else 0
-    print(f"purge: batches of {args.batch_size:,}, pause {args.pause} s between full batches")
-    report, seconds = await purge(url, args, now)
-    if load is not None:
-        during = (load.inserted - inserted_before) / seconds
-        await load.stop()
-        alone_after = await load.rate_while(args.ingest_seconds)
+class Stored(msgspec.Struct):
+    expired_left: int
+    newer_kept: int
+    live_events: int
+    live_rolled_up: int
 
-    pauses = sum(tenant.rows // args.batch_size for tenant in report.tenants) * args.pause
+
+async def stored(url: str, tenants: list[str], cutoff: datetime) -> Stored:
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        return Stored(
+            expired_left=await connection.fetchval(
+                "SELECT count(*) FROM events WHERE tenant_id = ANY($1) AND ts < $2",
+                tenants,
+                cutoff,
+            ),
+            newer_kept=await connection.fetchval(
+                "SELECT count(*) FROM events WHERE tenant_id = ANY($1)", tenants
+            ),
+            live_events=await connection.fetchval(
+                "SELECT count(*) FROM events WHERE tenant_id = ANY($1)", ingest.TENANTS
+            ),
+            live_rolled_up=int(
+                await connection.fetchval(
+                    "SELECT coalesce(sum(count), 0) FROM rollups WHERE tenant_id = ANY($1)",
+                    ingest.TENANTS,
+                )
+            ),
+        )
+    finally:
+        await connection.close()
+
+
+async def wal_position(url: str) -> int:
+    """The server's current WAL position, in bytes."""
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        return int(await connection.fetchval("SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')"))
+    finally:
+        await connection.close()
+
+
+def run_with_ingest(
+    url: str, args: argparse.Namespace, now: datetime
+) -> tuple[RetentionReport, float, dict[str, float], int]:
+    """The purge while the P1 load runs; the load's rates alone before, during and alone
+    after, and the events it had acknowledged in all."""
+    key, _ = asyncio.run(ingest.seed(url))
+    env = {
+        "METERING_SECRET_KEY": ingest.SECRET,
+        "METERING_DB_POOL_SIZE": str(max(Settings().db_pool_size, args.ingest_connections + 4)),
+    }
+    with running_service(url, args.port, args.workers, **env):
+        load = IngestLoad(args.port, key, args.ingest_connections)
+        load.start()
+        time.sleep(args.warmup)
+        rates = {"before": load.rate_over(args.ingest_seconds)}
+        started, before = load.sample()
+        report, seconds = asyncio.run(purge(url, args, now))
+        ended, after = load.sample()
+        rates["during"] = (after - before) / (ended - started)
+        rates["after"] = load.rate_over(args.ingest_seconds)
+        acknowledged = load.stop()
+    return report, seconds, rates, acknowledged
+
+
+def main() -> None:
+    args = parse_args()
+    with fresh_database(bench_server_url(), keep=args.keep) as url:
+        parsed = make_url(url)
+        print(f"retention benchmark: database {parsed.database} on {parsed.host}:{parsed.port}")
+        now = datetime.now(UTC)
+        tenants = asyncio.run(seed(url, args, now))
+        print(
+            f"purge: batches of at most {args.batch_size:,}, a pause of {args.pause} s after "
+            f"every {args.batch_size:,} rows"
+        )
+        rates: dict[str, float] = {}
+        acknowledged = wal_bytes = 0
+        if args.with_ingest:
+            report, seconds, rates, acknowledged = run_with_ingest(url, args, now)
+        else:
+            wal_before = asyncio.run(wal_position(url))
+            report, seconds = asyncio.run(purge(url, args, now))
+            wal_bytes = asyncio.run(wal_position(url)) - wal_before
+        result = asyncio.run(stored(url, tenants, now - timedelta(days=args.retention_days)))
+
+    deleted_rate = report.rows / seconds
+    pauses = report.rows // args.batch_size * args.pause
     print(
         f"deleted {report.rows:,} rows in {report.batches:,} batches, {seconds:.2f} s: "
-        f"{report.rows / seconds:,.0f} rows/s (wall clock, pauses included)"
+        f"{deleted_rate:,.0f} rows/s (wall clock, pauses included)"
     )
     if pauses:
         print(
             f"  {report.rows / max(seconds - pauses, 1e-9):,.0f} rows/s while deleting "
             f"(~{pauses:.1f} s of pauses left out)"
         )
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        cutoff = now - timedelta(days=args.retention_days)
-        left = await connection.fetchval(
-            "SELECT count(*) FROM events WHERE tenant_id = ANY($1) AND ts < $2", tenants, cutoff
-        )
-        kept = await connection.fetchval(
-            "SELECT count(*) FROM events WHERE tenant_id = ANY($1)", tenants
-        )
-        live_events = await connection.fetchval(
-            "SELECT count(*) FROM events WHERE tenant_id = ANY($1)", LIVE_TENANTS
-        )
-        live_rolled = await connection.fetchval(
-            "SELECT coalesce(sum(count), 0) FROM rollups WHERE tenant_id = ANY($1)", LIVE_TENANTS
-        )
-    finally:
-        await connection.close()
-    print(
-        f"check: {left:,} expired events left, {kept:,} newer events kept (expected {args.fresh:,})"
-    )
-    if load is not None:
-        alone = (alone_before + alone_after) / 2
+    if not args.with_ingest:
         print(
-            f"P1 ingest load ({args.ingest_workers} connections x batches of {args.ingest_batch}, "
-            "service ingest SQL via asyncpg, not HTTP):\n"
-            f"  alone, {args.ingest_seconds:g} s before the purge: {alone_before:,.0f} events/s\n"
-            f"  during the purge:              {during:,.0f} events/s "
-            f"({during / alone:.0%} of the mean of before and after)\n"
-            f"  alone, {args.ingest_seconds:g} s after the purge:  {alone_after:,.0f} events/s"
+            f"WAL written: {wal_bytes / 1e6:,.0f} MB, {wal_bytes / max(report.rows, 1):.0f} bytes "
+            "per deleted event"
         )
-    if load is not None:
-        print(f"check: {live_events:,} events stored by the load, rollups count {live_rolled:,}")
-    if left or kept != args.fresh or report.rows != args.events or live_events != live_rolled:
+    print(
+        f"check: {result.expired_left:,} expired events left, {result.newer_kept:,} newer events "
+        f"kept (expected {args.fresh:,})"
+    )
+    failed = (
+        result.expired_left != 0 or result.newer_kept != args.fresh or report.rows != args.events
+    )
+    if args.with_ingest:
+        alone = (rates["before"] + rates["after"]) / 2
+        kept = rates["during"] / alone
+        print(
+            f"P1 ingest over HTTP ({args.workers} service workers, {args.ingest_connections} "
+            "connections x batches of 1000):\n"
+            f"  alone, {args.ingest_seconds:g} s before the purge: "
+            f"{rates['before']:,.0f} events/s\n"
+            f"  during the purge:              {rates['during']:,.0f} events/s "
+            f"({kept:.0%} of the mean of before and after, "
+            f"{rates['during'] / rates['before']:.0%} of before)\n"
+            f"  alone, {args.ingest_seconds:g} s after the purge:  {rates['after']:,.0f} events/s"
+        )
+        print(
+            f"check: {acknowledged:,} events acknowledged, {result.live_events:,} stored, "
+            f"rollups count {result.live_rolled_up:,}"
+        )
+        failed |= not acknowledged == result.live_events == result.live_rolled_up
+        print(
+            f"goals: >= 100,000 rows/s deleted: {'met' if deleted_rate >= 100_000 else 'NOT met'}; "
+            f"ingest keeps >= 80 %: {'met' if kept >= 0.8 else 'NOT met'}"
+        )
+    if failed:
         sys.exit("FAILED: retention did not delete exactly the expired events")
 
 
@@ -248,22 +342,18 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=defaults.retention_batch_size)
     parser.add_argument("--pause", type=float, default=defaults.retention_pause_seconds)
     parser.add_argument("--with-ingest", action="store_true", help="measure a concurrent load")
-    parser.add_argument("--ingest-workers", type=int, default=4)
-    parser.add_argument("--ingest-batch", type=int, default=1000)
-    parser.add_argument("--ingest-seconds", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--ingest-connections", type=int, default=4)
+    parser.add_argument("--ingest-seconds", type=float, default=30.0)
+    parser.add_argument(
+        "--warmup", type=float, default=15.0, help="seconds of load before measuring"
+    )
+    parser.add_argument("--port", type=int, default=8792)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     args = parser.parse_args()
     if args.fresh is None:
         args.fresh = args.events // 10
     return args
-
-
-def main() -> None:
-    args = parse_args()
-    with fresh_database(bench_server_url(), keep=args.keep) as url:
-        parsed = make_url(url)
-        print(f"retention benchmark: database {parsed.database} on {parsed.host}:{parsed.port}")
-        asyncio.run(bench(url, args))
 
 
 if __name__ == "__main__":
