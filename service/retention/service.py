@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,6 +40,14 @@ log = structlog.get_logger("service.retention")
 FIRST_RUN_DELAY_SECONDS = 30.0
 # A long purge logs its progress this often.
 PROGRESS_LOG_SECONDS = 10.0
+# The purge moves through event time in windows of about this many events (all tenants
+# together): some 2,000 pages of the events table, which stay in shared buffers while every
+# tenant's batches in the window go over them. The window's length adapts to the events'
+# density, within these bounds.
+WINDOW_TARGET_ROWS = 100_000
+FIRST_WINDOW = timedelta(days=1)
+MIN_WINDOW = timedelta(seconds=1)
+MAX_WINDOW = timedelta(days=3660)
 
 TenantCallback = Callable[[TenantRetention], None]
 
@@ -60,8 +69,32 @@ def retention_refusal(days: int, settings: Settings, what: str) -> str | None:
     )
 
 
+@dataclass
+class _Cursor:
+    """Where the purge of one tenant stands."""
+
+    result: TenantRetention
+    # The time of the tenant's oldest expired event not yet deleted; None once none is left.
+    next_ts: datetime | None
+
+
+def next_window(window: timedelta, rows: int) -> timedelta:
+    """The next window: scaled so that it holds about WINDOW_TARGET_ROWS events if the coming
+    events are as dense as the `rows` just deleted, by at most 4x either way."""
+    factor = 4.0 if rows == 0 else min(4.0, max(0.25, WINDOW_TARGET_ROWS / rows))
+    return min(MAX_WINDOW, max(MIN_WINDOW, window * factor))
+
+
 class RetentionJob:
-    """One pass over the tenants, on a repository whose connection the caller owns."""
+    """One pass over the tenants, on a repository whose connection the caller owns.
+
+    The purge walks forward through event time one window at a time, and within a window
+    deletes the expired events of every tenant before it moves on. Ingestion lays the events of
+    all tenants out on disk in time order, interleaved, so a window is a stretch of the table's
+    pages: each page is written while it is in memory, once per checkpoint. Going tenant after
+    tenant over a long backlog wrote every page again for each tenant, each time with a full-page
+    image in the WAL: deleting 5M events of 4 tenants (rows then locked before deletion) wrote
+    599 bytes of WAL per event that way, and 263 window by window."""
 
     def __init__(
         self,
@@ -75,22 +108,40 @@ class RetentionJob:
         self.repository = repository
         self.now = now
         self.on_tenant = on_tenant
+        self._started = time.perf_counter()
+        self._rows = self._batches = self._since_pause = 0
+        self._next_progress_log = self._started + PROGRESS_LOG_SECONDS
 
     async def run(self, *, dry_run: bool, tenant_id: str | None = None) -> RetentionReport:
-        started = time.perf_counter()
+        self._started = time.perf_counter()
+        self._next_progress_log = self._started + PROGRESS_LOG_SECONDS
         tenants = await self.repository.tenants(tenant_id)
         if tenant_id is not None and not tenants:
             raise RetentionError(f"unknown tenant {tenant_id!r}")
         report = RetentionReport(dry_run=dry_run)
+        to_purge = []
         for tenant in tenants:
-            result = await self._apply(tenant, dry_run=dry_run)
+            result = self._prepare(tenant)
             report.tenants.append(result)
-            if self.on_tenant is not None:
-                self.on_tenant(result)
-        report.seconds = time.perf_counter() - started
+            if result.error is not None:
+                self._finish(result)
+            elif dry_run:
+                result.rows = await self.repository.count_expired(tenant.tenant_id, result.cutoff)
+                log.info(
+                    "retention.dry_run",
+                    tenant_id=tenant.tenant_id,
+                    cutoff=result.cutoff.isoformat(),
+                    rows=result.rows,
+                )
+                self._finish(result)
+            else:
+                to_purge.append(result)
+        if to_purge:
+            await self._purge(to_purge)
+        report.seconds = time.perf_counter() - self._started
         return report
 
-    async def _apply(self, tenant: TenantRetentionSetting, *, dry_run: bool) -> TenantRetention:
+    def _prepare(self, tenant: TenantRetentionSetting) -> TenantRetention:
         days = tenant.retention_days or self.settings.retention_days
         result = TenantRetention(
             tenant_id=tenant.tenant_id,
@@ -103,60 +154,98 @@ class RetentionJob:
         if refusal is not None:
             log.error("retention.refused", tenant_id=tenant.tenant_id, reason=refusal)
             result.error = refusal
-            return result
-        if dry_run:
-            result.rows = await self.repository.count_expired(tenant.tenant_id, result.cutoff)
-            log.info(
-                "retention.dry_run",
-                tenant_id=tenant.tenant_id,
-                cutoff=result.cutoff.isoformat(),
-                rows=result.rows,
-            )
-            return result
-        await self._purge(result)
         return result
 
-    async def _purge(self, result: TenantRetention) -> None:
-        """Delete the tenant's expired events batch by batch until none is left."""
-        batch_size = self.settings.retention_batch_size
-        pause = self.settings.retention_pause_seconds
-        started = time.perf_counter()
-        next_progress_log = started + PROGRESS_LOG_SECONDS
-        after = BEFORE_ANY_EVENT
-        while True:
-            batch = await self.repository.delete_batch(
-                result.tenant_id, result.cutoff, after, batch_size
+    async def _purge(self, results: list[TenantRetention]) -> None:
+        """Delete these tenants' expired events, window by window, until none is left."""
+        cursors = []
+        for result in results:
+            oldest = await self.repository.oldest_expired(
+                result.tenant_id, result.cutoff, BEFORE_ANY_EVENT
             )
-            if batch.rows == 0 or batch.last_ts is None:
+            if oldest is None:
+                self._finish(result, purged=True)
+            else:
+                cursors.append(_Cursor(result, oldest))
+        window = FIRST_WINDOW
+        while cursors:
+            start = min(cursor.next_ts for cursor in cursors if cursor.next_ts is not None)
+            end = start + window
+            rows = 0
+            for cursor in cursors:
+                if cursor.next_ts is not None and cursor.next_ts < end:
+                    rows += await self._purge_window(cursor, end)
+            cursors = [cursor for cursor in cursors if cursor.next_ts is not None]
+            window = next_window(window, rows)
+
+    async def _purge_window(self, cursor: _Cursor, end: datetime) -> int:
+        """Delete the tenant's expired events before `end`, in batches; move its cursor on."""
+        result = cursor.result
+        batch_size = self.settings.retention_batch_size
+        upper = min(end, result.cutoff)
+        after = cursor.next_ts or BEFORE_ANY_EVENT
+        deleted = 0
+        while True:
+            batch = await self.repository.delete_batch(result.tenant_id, upper, after, batch_size)
+            if batch.rows:
+                deleted += batch.rows
+                await self._account(result, batch.rows)
+            # A short batch: nothing is left before `upper` (but rows another run holds).
+            if batch.rows < batch_size or batch.last_ts is None:
                 break
             after = batch.last_ts
-            result.rows += batch.rows
-            result.batches += 1
-            RETENTION_DELETED.inc(batch.rows)
-            RETENTION_BATCHES.inc()
-            now = time.perf_counter()
-            if now >= next_progress_log:
-                next_progress_log = now + PROGRESS_LOG_SECONDS
-                log.info("retention.progress", **_progress(result, now - started))
-            # A short batch means the tenant is (nearly) done: no need to give way first.
-            if batch.rows >= batch_size and pause > 0:
-                await asyncio.sleep(pause)
-        result.seconds = time.perf_counter() - started
-        log.info(
-            "retention.tenant_done",
-            cutoff=result.cutoff.isoformat(),
-            **_progress(result, result.seconds),
-        )
+        if upper >= result.cutoff:
+            cursor.next_ts = None
+        else:
+            cursor.next_ts = await self.repository.oldest_expired(
+                result.tenant_id, result.cutoff, upper
+            )
+        if cursor.next_ts is None:
+            self._finish(result, purged=True)
+        return deleted
 
+    async def _account(self, result: TenantRetention, rows: int) -> None:
+        """Count a batch; log progress now and then; after every `retention_batch_size` rows
+        deleted, pause so that ingestion gets the database for a moment."""
+        result.rows += rows
+        result.batches += 1
+        self._rows += rows
+        self._batches += 1
+        RETENTION_DELETED.inc(rows)
+        RETENTION_BATCHES.inc()
+        now = time.perf_counter()
+        if now >= self._next_progress_log:
+            self._next_progress_log = now + PROGRESS_LOG_SECONDS
+            seconds = now - self._started
+            log.info(
+                "retention.progress",
+                batches=self._batches,
+                rows=self._rows,
+                seconds=round(seconds, 3),
+                rows_per_second=round(self._rows / seconds),
+            )
+        self._since_pause += rows
+        pause = self.settings.retention_pause_seconds
+        if self._since_pause >= self.settings.retention_batch_size and pause > 0:
+            self._since_pause = 0
+            await asyncio.sleep(pause)
 
-def _progress(result: TenantRetention, seconds: float) -> dict[str, Any]:
-    return {
-        "tenant_id": result.tenant_id,
-        "batches": result.batches,
-        "rows": result.rows,
-        "seconds": round(seconds, 3),
-        "rows_per_second": round(result.rows / seconds) if seconds > 0 else None,
-    }
+    def _finish(self, result: TenantRetention, *, purged: bool = False) -> None:
+        """A tenant is done: report it. `seconds` counts from the start of the run."""
+        result.seconds = time.perf_counter() - self._started
+        if purged:
+            # One line per tenant that had anything to delete; the rest only at debug level,
+            # so an hourly run over many tenants does not flood the log.
+            (log.info if result.rows else log.debug)(
+                "retention.tenant_done",
+                tenant_id=result.tenant_id,
+                cutoff=result.cutoff.isoformat(),
+                batches=result.batches,
+                rows=result.rows,
+                seconds=round(result.seconds, 3),
+            )
+        if self.on_tenant is not None:
+            self.on_tenant(result)
 
 
 async def run_retention(
@@ -173,8 +262,8 @@ async def run_retention(
 
     A real run first takes the retention advisory lock on that connection and keeps it to the
     end; when another process holds it, the run does nothing and reports `skipped`. A dry run
-    only counts, so it takes no lock. `lock=False` is for tests of concurrent runs (SKIP LOCKED
-    alone keeps them correct)."""
+    only counts, so it takes no lock. `lock=False` is for tests of concurrent runs (row locks
+    alone keep them correct: a row is deleted once, by one of them)."""
     refusal = retention_refusal(settings.retention_days, settings, "METERING_RETENTION_DAYS")
     if refusal is not None:
         raise RetentionError(refusal)
