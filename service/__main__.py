@@ -154,7 +154,7 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
     from datetime import datetime
 
     from service.common.errors import ServiceError
-    from service.db.session import create_engine
+    from service.db.session import create_maintenance_engine
     from service.events.rebuild import rebuild_tenant_rollups
 
     settings = _settings()
@@ -166,7 +166,7 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
         raise click.BadParameter(f"not an RFC 3339 time: {exc}") from exc
 
     async def run() -> None:
-        engine = create_engine(settings, url)
+        engine = create_maintenance_engine(settings, url)
         try:
             report = await rebuild_tenant_rollups(engine, settings, tenant_id, start_at, end_at)
         finally:

@@ -36,6 +36,19 @@ class Settings:
     json_logs: bool = True
     db_pool_size: int = 10
     db_pool_timeout_seconds: float = 5.0
+    # Bounds on one statement of a request, so a stuck database gives a 503 instead of a hang.
+    # The server cancels a statement after statement_timeout (and a lock wait after
+    # lock_timeout); the client gives up after command_timeout even when the server does not
+    # answer at all (frozen, network gone). 0 disables each.
+    db_statement_timeout_seconds: float = 5.0
+    db_lock_timeout_seconds: float = 3.0
+    db_command_timeout_seconds: float = 6.0
+    # Rollup rebuilds run for as long as their range needs: no statement timeout by default.
+    # Retention and migrations open their own connections (retention: bounded batches;
+    # migrations: alembic/env.py sets a lock_timeout) and are not affected by the above.
+    db_maintenance_statement_timeout_seconds: float = 0.0
+    # /readyz answers 503 when the database has not answered its check within this.
+    readiness_timeout_seconds: float = 2.0
     max_body_bytes: int = 2_000_000
     api_key_cache_seconds: float = 5.0
     # Tenants and meters as seen by ingestion are refreshed this often.
@@ -90,6 +103,16 @@ class Settings:
             raise SettingsError("METERING_BATCH_MAX_EVENTS must be between 1 and 100000")
         if self.workers < 1:
             raise SettingsError("METERING_WORKERS must be at least 1")
+        for name in (
+            "db_statement_timeout_seconds",
+            "db_lock_timeout_seconds",
+            "db_command_timeout_seconds",
+            "db_maintenance_statement_timeout_seconds",
+        ):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"METERING_{name.upper()} must be 0 (off) or positive")
+        if self.readiness_timeout_seconds <= 0:
+            raise SettingsError("METERING_READINESS_TIMEOUT_SECONDS must be positive")
 
     @property
     def uses_embedded_database(self) -> bool:

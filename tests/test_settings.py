@@ -55,3 +55,30 @@ def test_worker_garbage_collector_tuning() -> None:
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+def test_request_connections_carry_statement_lock_and_command_timeouts() -> None:
+    from service.db.session import connect_args
+
+    settings = Settings.from_env(
+        {
+            "METERING_DB_STATEMENT_TIMEOUT_SECONDS": "2.5",
+            "METERING_DB_LOCK_TIMEOUT_SECONDS": "1",
+            "METERING_DB_COMMAND_TIMEOUT_SECONDS": "3",
+        }
+    )
+    args = connect_args(settings)
+    assert args["server_settings"]["statement_timeout"] == "2500"
+    assert args["server_settings"]["lock_timeout"] == "1000"
+    assert args["command_timeout"] == 3.0
+    defaults = connect_args(Settings())
+    assert defaults["server_settings"]["statement_timeout"] == "5000"
+    assert defaults["command_timeout"] == 6.0
+    # Maintenance (rollup rebuilds): no statement limit unless asked for.
+    unbounded = connect_args(Settings(), statement_timeout=0, command_timeout=0)
+    assert unbounded["server_settings"]["statement_timeout"] == "0"
+    assert unbounded["command_timeout"] is None
+    with pytest.raises(SettingsError, match="METERING_DB_LOCK_TIMEOUT_SECONDS"):
+        Settings.from_env({"METERING_DB_LOCK_TIMEOUT_SECONDS": "-1"})
+    with pytest.raises(SettingsError, match="METERING_READINESS_TIMEOUT_SECONDS"):
+        Settings.from_env({"METERING_READINESS_TIMEOUT_SECONDS": "0"})

@@ -146,8 +146,10 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
 
 # SQLSTATE classes meaning "the database cannot serve us right now": 08 connection exception,
 # 53 insufficient resources (too many connections, out of memory, disk full), 57P operator
-# intervention (admin or crash shutdown, "the database system is starting up", ...).
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+# intervention (admin or crash shutdown, "the database system is starting up", ...); and our
+# own time bounds (service/db/session.py): 57014 statement_timeout, 55P03 lock_timeout. The
+# driver's client-side command_timeout raises TimeoutError, an OSError, handled below.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "57014", "55P03")
 # Class 22, data exception: the database refused a value the request carried (a NUL character
 # in text, a number out of range, ...). The request is at fault, not the service.
 _INVALID_DATA_SQLSTATES = ("22",)
