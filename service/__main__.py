@@ -4,20 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from service.settings import Settings
+from service.settings import MAKE_A_SECRET, Settings, SettingsError
 
 if TYPE_CHECKING:
     from service.tenants.schemas import ApiKeyCreated
 
 
-def _settings() -> Settings:
-    return Settings.from_env()
+def _settings(*, uses_secret: bool = False) -> Settings:
+    """The settings from the environment; a bad one ends the command with its message.
+    `uses_secret`: the command hashes API keys, so a placeholder secret is refused outside
+    development (see Settings.require_real_secret)."""
+    try:
+        settings = Settings.from_env()
+        if uses_secret:
+            settings.require_real_secret()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if uses_secret and settings.uses_placeholder_secret:
+        click.echo(
+            f"Warning: METERING_SECRET_KEY is a default or placeholder, accepted because this is "
+            f"{settings.environment} (METERING_ENV); production refuses it. Make one with: "
+            f"{MAKE_A_SECRET}",
+            err=True,
+        )
+    return settings
+
+
+def service_command(*args: str) -> str:
+    """How to run `python -m service …` with this very interpreter (a bare `python` may be the
+    system one, without the service's dependencies)."""
+    return " ".join([shlex.quote(sys.executable), "-m", "service", *args])
 
 
 def resolve_database_url(settings: Settings) -> str:
@@ -44,7 +67,7 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
     """Serve the HTTP API."""
     import uvicorn
 
-    settings = _settings()
+    settings = _settings(uses_secret=True)
     url = resolve_database_url(settings)
     if migrate:
         from service.db.migrations import upgrade_to_head
@@ -62,7 +85,8 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
     click.echo(
         f"Serving on http://{host}:{port} with {workers} worker(s); API docs at "
         f"http://{host}:{port}/docs\n"
-        "First admin key: python -m service keys create --scope admin --name bootstrap",
+        "First admin key: "
+        + service_command("keys", "create", "--scope", "admin", "--name", "bootstrap"),
         err=True,
     )
     try:
@@ -112,7 +136,7 @@ def create_key(scopes: tuple[str, ...], name: str, tenant_id: str | None) -> Non
     """Create an API key and print it once, alone on the last line of stdout."""
     from service.common.errors import ServiceError
 
-    settings = _settings()
+    settings = _settings(uses_secret=True)
     url = resolve_database_url(settings)
     try:
         created = asyncio.run(_create_key(settings, url, list(scopes), name, tenant_id))

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from service.db.url import DatabaseUrlError, async_url
-from service.settings import Settings, SettingsError
+from service.settings import DEV_SECRET, Settings, SettingsError
 
 
 def test_settings_read_from_the_given_environment_only() -> None:
@@ -82,3 +82,38 @@ def test_request_connections_carry_statement_lock_and_command_timeouts() -> None
         Settings.from_env({"METERING_DB_LOCK_TIMEOUT_SECONDS": "-1"})
     with pytest.raises(SettingsError, match="METERING_READINESS_TIMEOUT_SECONDS"):
         Settings.from_env({"METERING_READINESS_TIMEOUT_SECONDS": "0"})
+
+
+def test_the_environment_follows_the_database_unless_set() -> None:
+    assert Settings.from_env({}).environment == "development"
+    assert Settings.from_env({"DATABASE_URL": "postgresql://h/db"}).environment == "production"
+    assert (
+        Settings.from_env(
+            {"DATABASE_URL": "postgresql://h/db", "METERING_ENV": "development"}
+        ).environment
+        == "development"
+    )
+    assert Settings.from_env({"METERING_ENV": "production"}).environment == "production"
+    with pytest.raises(SettingsError, match="METERING_ENV"):
+        Settings.from_env({"METERING_ENV": "staging"})
+
+
+@pytest.mark.parametrize(
+    "secret", [DEV_SECRET, "", "REPLACE_ME", "REPLACE_ME_with_a_long_random_value"]
+)
+def test_production_refuses_a_default_or_placeholder_secret(secret: str) -> None:
+    settings = Settings.from_env(
+        {"DATABASE_URL": "postgresql://h/db", "METERING_SECRET_KEY": secret}
+    )
+    with pytest.raises(SettingsError) as refused:
+        settings.require_real_secret()
+    message = str(refused.value)
+    assert "METERING_SECRET_KEY" in message
+    assert 'python -c "import secrets; print(secrets.token_urlsafe(32))"' in message
+
+
+def test_development_and_real_secrets_are_accepted() -> None:
+    Settings.from_env({}).require_real_secret()  # embedded database: development
+    Settings.from_env(
+        {"DATABASE_URL": "postgresql://h/db", "METERING_SECRET_KEY": "x" * 43}
+    ).require_real_secret()

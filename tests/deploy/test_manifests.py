@@ -24,6 +24,7 @@ import yaml
 ALLOWED_ENV_VARS = frozenset(
     {
         "DATABASE_URL",
+        "METERING_ENV",
         "METERING_SECRET_KEY",
         "METERING_WORKERS",
         "METERING_LOG_LEVEL",
@@ -455,6 +456,9 @@ def test_settings_come_from_the_configmap_and_secret(k8s_docs: list[Doc]) -> Non
     assert not secret_keys & set(configmap["data"]), "a setting is in both"
     # The CronJob does retention; the in-service loop must be off in every replica.
     assert configmap["data"]["METERING_RETENTION_INTERVAL_SECONDS"] == "0"
+    # Production: the API refuses the secret.yaml placeholder instead of hashing keys with it.
+    assert configmap["data"]["METERING_ENV"] == "production"
+    assert str((secret.get("stringData") or {})["METERING_SECRET_KEY"]).startswith("REPLACE_ME")
     assert all(isinstance(value, str) for value in configmap["data"].values())
     for workload in k8s_docs:
         for container in containers(workload):
