@@ -41,10 +41,15 @@ format: $(STAMP) ## Apply ruff formatting and fixes
 openapi: $(STAMP) ## Regenerate openapi/openapi.json from the code
 	$(BIN)/python -m service openapi --output openapi/openapi.json
 
-lock: ## Re-pin requirements.lock from pyproject.toml
+# A lock names packages and versions only: never the package indexes or wheel directories of
+# the machine that compiled it (pip's own configuration supplies those where it runs).
+PIP_COMPILE := $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links
+
+lock: ## Re-pin requirements.lock (dev, make install) and requirements-runtime.lock (the image)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet pip-tools
-	$(BIN)/pip-compile --quiet --extra dev --strip-extras -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev --extra embedded -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) -o requirements-runtime.lock pyproject.toml
 
 bench: bench-ingest bench-usage bench-invoice bench-retention ## Every benchmark (long: seeds 10M events twice)
 

@@ -47,6 +47,11 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+# The image installs the runtime lock; `make install` the full one (dev and embedded extras).
+RUNTIME_LOCK = "requirements-runtime.lock"
+DEV_ONLY_PACKAGES = frozenset(
+    {"pytest", "pytest-asyncio", "mypy", "ruff", "schemathesis", "hypothesis", "pgserver"}
+)
 
 Doc = dict[str, Any]
 
@@ -333,10 +338,12 @@ def dockerfile_problems(text: str) -> list[str]:
 
     copies = " ".join(args for keyword, args in instructions if keyword == "COPY")
     runs = [args for keyword, args in instructions if keyword == "RUN"]
-    if "requirements.lock" not in copies:
-        problems.append("requirements.lock is not copied into the build")
-    if not any("pip install" in run and "requirements.lock" in run for run in runs):
-        problems.append("dependencies are not installed from requirements.lock")
+    if RUNTIME_LOCK not in copies:
+        problems.append(f"{RUNTIME_LOCK} is not copied into the build")
+    if not any("pip install" in run and RUNTIME_LOCK in run for run in runs):
+        problems.append(f"dependencies are not installed from {RUNTIME_LOCK}")
+    if re.search(r"\brequirements\.lock\b", copies):
+        problems.append("the development lock (test and lint tools) is copied into the image")
     if not any(re.search(r"pip install --no-deps \.(\s|$)", run) for run in runs):
         problems.append("the package is not installed with pip install --no-deps .")
     final_copies = [args for keyword, args in final if keyword == "COPY"]
@@ -378,6 +385,36 @@ def test_compose_runs_postgres_then_migrate_then_api(compose: Doc) -> None:
 
 def test_dockerfile(dockerfile_text: str) -> None:
     assert dockerfile_problems(dockerfile_text) == []
+
+
+def locked_packages(path: Path) -> set[str]:
+    return {
+        line.split("==")[0].strip().lower()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if "==" in line and not line.startswith((" ", "#"))
+    }
+
+
+def test_the_image_lock_holds_runtime_dependencies_only() -> None:
+    runtime = locked_packages(ROOT / RUNTIME_LOCK)
+    full = locked_packages(ROOT / "requirements.lock")
+    assert {"litestar", "sqlalchemy", "asyncpg", "alembic", "uvicorn"} <= runtime
+    assert not runtime & DEV_ONLY_PACKAGES, sorted(runtime & DEV_ONLY_PACKAGES)
+    # make install still gets everything, including the embedded PostgreSQL of make run.
+    assert full >= DEV_ONLY_PACKAGES
+    assert runtime <= full
+    assert RUNTIME_LOCK in (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", RUNTIME_LOCK])
+def test_locks_name_packages_not_the_machine_that_compiled_them(lock: str) -> None:
+    """No --index-url / --extra-index-url / --find-links: those are where one machine found
+    the wheels (file:///opt/...), meaningless or wrong anywhere else."""
+    text = (ROOT / lock).read_text(encoding="utf-8")
+    options = [line for line in text.splitlines() if line.startswith("-")]
+    assert options == [], options
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "--no-emit-index-url" in makefile and "--no-emit-find-links" in makefile
 
 
 def test_deployment(k8s_docs: list[Doc]) -> None:
@@ -683,8 +720,8 @@ def test_dockerfile_check_catches_a_broken_dockerfile() -> None:
         "non-root USER",
         "EXPOSE 8000",
         "curl/wget",
-        "requirements.lock is not copied",
-        "installed from requirements.lock",
+        "requirements-runtime.lock is not copied",
+        "installed from requirements-runtime.lock",
         "--no-deps",
         "copies nothing from the builder",
         "does not copy alembic.ini",
@@ -698,3 +735,7 @@ def test_dockerfile_check_catches_a_broken_dockerfile() -> None:
         "\nEXPOSE 8000", "\nUSER root\nEXPOSE 8000"
     )
     assert "runtime stage does not switch to a non-root USER" in dockerfile_problems(root_again)
+    with_dev_lock = DOCKERFILE.read_text(encoding="utf-8").replace(
+        "COPY requirements-runtime.lock ./", "COPY requirements-runtime.lock requirements.lock ./"
+    )
+    assert any("development lock" in p for p in dockerfile_problems(with_dev_lock))
