@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format openapi lock bench bench-ingest bench-usage bench-invoice bench-retention clean
+.PHONY: help install run stop test lint format openapi lock bench bench-ingest bench-usage bench-invoice bench-retention clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -25,6 +25,9 @@ run: $(STAMP) ## Serve the API on :8000 (embedded PostgreSQL under .data/ unless
 	$(BIN)/python -m service migrate
 	@echo "Get the first admin key (in another terminal): $(BIN)/python -m service keys create --scope admin --name bootstrap"
 	$(BIN)/python -m service serve
+
+stop: $(STAMP) ## Stop the embedded PostgreSQL that make run started (its data under .data/ stays)
+	$(BIN)/python -m service db stop
 
 test: $(STAMP) ## Run the whole test suite (TEST_DATABASE_URL, else Docker, else embedded PostgreSQL)
 	$(BIN)/python -m pytest
@@ -65,5 +68,6 @@ bench-invoice: $(STAMP) ## Invoice benchmark: preview p50/p95 for a tenant-month
 bench-retention: $(STAMP) ## Retention benchmark: delete N expired events (ARGS="--events 1000000 --with-ingest")
 	$(BIN)/python -m bench.retention $(ARGS)
 
-clean: ## Remove the venv and local data (stops nothing: the embedded server dies with its files)
+clean: ## Stop the embedded PostgreSQL, then remove the venv and local data
+	-[ -x $(BIN)/python ] && $(BIN)/python -m service db stop
 	rm -rf $(VENV) .data

@@ -47,10 +47,13 @@ def resolve_database_url(settings: Settings) -> str:
     """DATABASE_URL when given, else the embedded PostgreSQL under the data dir."""
     if settings.database_url:
         return settings.database_url
-    from service.db.embedded import start_embedded_postgres
+    from service.db.embedded import EmbeddedPostgresError, start_embedded_postgres
 
     click.echo(f"No DATABASE_URL: using the embedded PostgreSQL in {settings.data_dir}/", err=True)
-    return start_embedded_postgres(settings.data_dir)
+    try:
+        return start_embedded_postgres(settings.data_dir)
+    except EmbeddedPostgresError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group()
@@ -114,6 +117,33 @@ def migrate() -> None:
     url = resolve_database_url(_settings())
     upgrade_to_head(url)
     click.echo("Migrations applied: database at head.", err=True)
+
+
+@cli.group()
+def db() -> None:
+    """The embedded PostgreSQL (used when DATABASE_URL is empty)."""
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL under METERING_DATA_DIR (it keeps running after `serve`
+    ends, shared by every command); its data stays, and the next command starts it again."""
+    from service.db.embedded import EmbeddedPostgresError, pgdata_of, stop_embedded_postgres
+
+    settings = _settings()
+    if settings.database_url:
+        raise click.ClickException(
+            "DATABASE_URL is set: that server is not the embedded one; stop it where it runs"
+        )
+    try:
+        stopped = stop_embedded_postgres(settings.data_dir)
+    except EmbeddedPostgresError as exc:
+        raise click.ClickException(str(exc)) from exc
+    where = pgdata_of(settings.data_dir)
+    if stopped:
+        click.echo(f"Stopped the embedded PostgreSQL in {where}.")
+    else:
+        click.echo(f"No embedded PostgreSQL is running in {where}.")
 
 
 @cli.group()
