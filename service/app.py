@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         from service.retention.service import start_retention_loop, stop_retention_loop
 
-        # Scheduled retention (DESIGN §6); None when METERING_RETENTION_INTERVAL_SECONDS is 0.
+        # Scheduled retention; None when METERING_RETENTION_INTERVAL_SECONDS is 0.
         retention = start_retention_loop(settings, database_url)
         try:
             yield

@@ -16,7 +16,7 @@ Checks adjusted (not dropped):
   fails on any other refusal of schema-valid input (400, 405, 413, 415, ...).
 
 One check is excluded for one operation: negative_data_rejection on POST /v1/events/batch.
-A batch is accepted as a whole and validated event by event (DESIGN §10): an invalid event is
+A batch is accepted as a whole and validated event by event (the API contract): an invalid event is
 reported in `results` with status "invalid" while the valid ones are stored, so a batch
 holding a malformed event rightly answers 200. The batch envelope itself (not an object, no
 `events`, too many events) is still rejected, and the check still runs on POST /v1/events.

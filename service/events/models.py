@@ -10,8 +10,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
 
-# Attribution fields every event may carry (DESIGN §1). In rollups an absent value is stored
-# as '' (the API refuses empty strings), so the rollup key can be a plain unique constraint.
+# Attribution fields every event may carry (free-form ids the caller owns). In rollups an absent
+# value is stored as '' (the API refuses empty strings), so the rollup key can be a plain unique
+# constraint.
 ATTRIBUTION_FIELDS = ("org_id", "project_id", "api_key_id", "user_id", "model")
 # Rollup bucket width. Every real UTC offset is a multiple of 15 minutes, so windows that start
 # at local midnight in any IANA zone are unions of whole buckets.

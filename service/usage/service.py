@@ -1,4 +1,4 @@
-"""Usage queries (DESIGN §4): validate the query, cut [from, to) into windows of the zone, read
+"""Usage queries: validate the query, cut [from, to) into windows of the zone, read
 the rollups, shape the answer. Equal, always, to the same aggregation over the raw events."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Static checks of deploy/: the Dockerfile, docker-compose.yml and the Kubernetes manifests.
 
 No database, no Docker daemon, no cluster, and nothing imported from `service`: the files are
-parsed and compared with what the service expects (DESIGN §6, §8). Each check is a function
+parsed and compared with what the service expects (retention by CronJob, probes, settings;
+see docs/architecture.md). Each check is a function
 that returns a list of problems, so the same checks are also run against deliberately broken
 in-memory manifests to show that they can fail.
 """
