@@ -271,7 +271,8 @@ def retention_run(dry_run: bool, tenant_id: str | None) -> None:
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     url = resolve_database_url(settings)
-    configure_logging(settings)
+    # stdout is the report below; the job's JSON log lines go to stderr.
+    configure_logging(settings, stream=sys.stderr)
 
     def echo_tenant(result: TenantRetention) -> None:
         what = "would delete" if dry_run else "deleted"

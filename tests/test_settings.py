@@ -117,3 +117,23 @@ def test_development_and_real_secrets_are_accepted() -> None:
     Settings.from_env(
         {"DATABASE_URL": "postgresql://h/db", "METERING_SECRET_KEY": "x" * 43}
     ).require_real_secret()
+
+
+def test_json_logs_go_to_stdout(capsys: pytest.CaptureFixture[str]) -> None:
+    """Containers' log collectors read stdout; deploy/README.md says so."""
+    import json
+
+    import structlog
+
+    from service.common.logging import configure_logging
+
+    saved = structlog.get_config()
+    try:
+        configure_logging(Settings(json_logs=True, log_level="INFO"))
+        structlog.get_logger("test").info("hello", n=1)
+    finally:
+        structlog.configure(**saved)
+    captured = capsys.readouterr()
+    assert captured.err == ""
+    line = json.loads(captured.out.strip().splitlines()[-1])
+    assert (line["event"], line["n"], line["level"]) == ("hello", 1, "info")
