@@ -39,6 +39,11 @@ SUBCOMMANDS = frozenset({"serve", "migrate", "retention"})
 HTTP_PORT = 8000
 READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
+METRICS_PATH = "/metrics"
+# Seconds a pod keeps serving after it was told to stop, before uvicorn gets SIGTERM; the grace
+# period must cover it plus the drain of in-flight requests and the app's shutdown.
+MIN_PRESTOP_SECONDS = 5
+MIN_DRAIN_SECONDS = 15
 IMAGE = "metering-service:latest"
 APP_LABEL = "metering"
 COMPOSE_DATABASE_URL = "postgresql://metering:metering@postgres:5432/metering"
@@ -213,6 +218,65 @@ def deployment_problems(deployment: Doc) -> list[str]:
     selector = deployment["spec"]["selector"].get("matchLabels", {})
     if not selector or any(template_labels.get(k) != v for k, v in selector.items()):
         problems.append(f"selector {selector} does not match the pod labels {template_labels}")
+    return problems
+
+
+def prestop_seconds(container: Doc) -> int | None:
+    """The pause of a preStop hook: `sleep N` (exec) or Kubernetes' own sleep action."""
+    pre_stop = (container.get("lifecycle") or {}).get("preStop") or {}
+    if "sleep" in pre_stop:
+        return int(pre_stop["sleep"].get("seconds", 0))
+    command = argv((pre_stop.get("exec") or {}).get("command"))
+    if len(command) == 2 and command[0].rsplit("/", 1)[-1] == "sleep":
+        return int(command[1])
+    return None
+
+
+def lifecycle_problems(deployment: Doc) -> list[str]:
+    """Starting, stopping and being scraped: startupProbe, preStop drain with a grace period
+    that covers it, Prometheus annotations."""
+    (container,) = pod_spec(deployment).get("containers", [])
+    problems = probe_problems(container, "startupProbe", LIVENESS_PATH)
+    pause = prestop_seconds(container)
+    grace = pod_spec(deployment).get("terminationGracePeriodSeconds", 30)
+    if pause is None or pause < MIN_PRESTOP_SECONDS:
+        problems.append(f"no preStop pause of at least {MIN_PRESTOP_SECONDS} s to drain")
+    elif grace < pause + MIN_DRAIN_SECONDS:
+        problems.append(
+            f"terminationGracePeriodSeconds {grace} leaves less than {MIN_DRAIN_SECONDS} s "
+            f"after the {pause} s preStop pause to finish requests"
+        )
+    annotations = deployment["spec"]["template"].get("metadata", {}).get("annotations") or {}
+    expected = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/path": METRICS_PATH,
+    }
+    for key, value in expected.items():
+        if annotations.get(key) != value:
+            problems.append(f"pod annotation {key} is {annotations.get(key)!r}, not {value!r}")
+    return problems
+
+
+def pdb_problems(pdb: Doc, deployment: Doc, hpa: Doc) -> list[str]:
+    problems: list[str] = []
+    if pdb.get("apiVersion") != "policy/v1":
+        problems.append(f"PodDisruptionBudget apiVersion is {pdb.get('apiVersion')!r}")
+    spec = pdb.get("spec") or {}
+    selector = (spec.get("selector") or {}).get("matchLabels") or {}
+    pod_labels = deployment["spec"]["template"]["metadata"].get("labels", {})
+    if not selector or any(pod_labels.get(k) != v for k, v in selector.items()):
+        problems.append(f"PDB selector {selector} does not select the API pods {pod_labels}")
+    minimum = hpa["spec"]["minReplicas"]
+    if "minAvailable" in spec:
+        if not isinstance(spec["minAvailable"], int) or not 1 <= spec["minAvailable"] < minimum:
+            # Equal to the HPA minimum, no eviction is ever allowed: drains hang.
+            problems.append(
+                f"minAvailable {spec['minAvailable']!r} must be 1..{minimum - 1} "
+                f"(the HPA minimum is {minimum})"
+            )
+    elif spec.get("maxUnavailable") not in (1, "1"):
+        problems.append("the PDB sets neither minAvailable nor maxUnavailable: 1")
     return problems
 
 
@@ -424,6 +488,17 @@ def test_deployment(k8s_docs: list[Doc]) -> None:
     assert deployment_problems(deployment) == []
 
 
+def test_deployment_starts_drains_and_is_scraped(k8s_docs: list[Doc]) -> None:
+    assert lifecycle_problems(only(k8s_docs, "Deployment")) == []
+
+
+def test_a_disruption_budget_keeps_one_api_pod(k8s_docs: list[Doc]) -> None:
+    pdb = only(k8s_docs, "PodDisruptionBudget")
+    deployment = only(k8s_docs, "Deployment")
+    assert pdb_problems(pdb, deployment, only(k8s_docs, "HorizontalPodAutoscaler")) == []
+    assert pdb["metadata"]["labels"]["app"] == APP_LABEL
+
+
 def test_service_targets_the_deployment_on_8000(k8s_docs: list[Doc]) -> None:
     service = only(k8s_docs, "Service")
     deployment = only(k8s_docs, "Deployment")
@@ -621,6 +696,30 @@ def _not_the_cli(doc: Doc) -> None:
 
 def _selector_mismatch(doc: Doc) -> None:
     doc["spec"]["selector"]["matchLabels"] = {"app": "other"}
+
+
+def test_lifecycle_and_pdb_checks_can_fail(k8s_docs: list[Doc]) -> None:
+    deployment = only(k8s_docs, "Deployment")
+    hpa = only(k8s_docs, "HorizontalPodAutoscaler")
+    pdb = only(k8s_docs, "PodDisruptionBudget")
+
+    broken = copy.deepcopy(deployment)
+    container = broken["spec"]["template"]["spec"]["containers"][0]
+    del container["startupProbe"]
+    broken["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 12
+    broken["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "9090"
+    problems = lifecycle_problems(broken)
+    for expected in ("startupProbe path", "terminationGracePeriodSeconds 12", "prometheus.io/port"):
+        assert any(expected in problem for problem in problems), (expected, problems)
+    del container["lifecycle"]
+    assert any("preStop" in problem for problem in lifecycle_problems(broken))
+
+    too_strict = copy.deepcopy(pdb)
+    too_strict["spec"]["minAvailable"] = hpa["spec"]["minReplicas"]
+    too_strict["spec"]["selector"]["matchLabels"] = {"app": "other"}
+    problems = pdb_problems(too_strict, deployment, hpa)
+    assert any("minAvailable" in problem for problem in problems), problems
+    assert any("does not select" in problem for problem in problems), problems
 
 
 def test_the_in_memory_deployment_baseline_is_good() -> None:
