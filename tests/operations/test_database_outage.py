@@ -479,10 +479,14 @@ async def test_a_frozen_database_gives_503_within_the_timeouts_and_readyz_says_s
         db_statement_timeout_seconds=1.0,
         db_command_timeout_seconds=1.5,
         readiness_timeout_seconds=1.0,
+        # Warm caches: ingestion goes straight to its group commit, reads straight to the query.
+        api_key_cache_seconds=300.0,
+        reference_cache_seconds=300.0,
     )
     admin = await create_key(settings, "admin")
     try:
         async with in_loop_client(create_app(settings)) as client:
+            event = await _prepare_ingest(client, admin)
             assert (await client.get("/readyz")).status_code == 200
             assert (await client.get("/v1/tenants", headers=admin)).status_code == 200
             proxy.stall()
@@ -496,9 +500,16 @@ async def test_a_frozen_database_gives_503_within_the_timeouts_and_readyz_says_s
             assert ready.status_code == 503, ready.text
             assert ready.headers["retry-after"] == "1"
             assert ready_seconds < 2.0, f"/readyz answered after {ready_seconds:.1f} s"
-            answers = await asyncio.gather(
-                *(timed(client.get("/v1/tenants", headers=admin)) for _ in range(8))
-            )
+            reads = [timed(client.get("/v1/tenants", headers=admin)) for _ in range(4)]
+            writes = [
+                timed(
+                    client.post(
+                        "/v1/events", json={**event, "idempotency_key": f"f{n}"}, headers=admin
+                    )
+                )
+                for n in range(4)
+            ]
+            answers = await asyncio.gather(*reads, *writes)
             for response, _ in answers:
                 _assert_database_unavailable(response)
             slowest = max(seconds for _, seconds in answers)
@@ -511,6 +522,8 @@ async def test_a_frozen_database_gives_503_within_the_timeouts_and_readyz_says_s
             await wait_until_ready(client)
             again = await client.get("/v1/tenants", headers=admin)
             assert again.status_code == 200, again.text
+            stored = await client.post("/v1/events", json=event, headers=admin)
+            assert stored.status_code == 202, stored.text
     finally:
         await proxy.close()
 
