@@ -10,6 +10,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
+from service.meters.models import instant_in_range
 
 
 class Invoice(Base):
@@ -18,6 +19,8 @@ class Invoice(Base):
     __tablename__ = "invoices"
     __table_args__ = (
         CheckConstraint("status IN ('finalized', 'void')", name="status"),
+        CheckConstraint(instant_in_range("period_start"), name="period_start_range"),
+        CheckConstraint(instant_in_range("period_end"), name="period_end_range"),
         # One live invoice per tenant, period and currency; a voided one frees the slot.
         Index(
             "uq_invoices_tenant_id_period_currency_finalized",
