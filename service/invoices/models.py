@@ -5,7 +5,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, Numeric, String, Text, text
+from sqlalchemy import CheckConstraint, Index, Numeric, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -30,13 +30,15 @@ class Invoice(Base):
             unique=True,
             postgresql_where=text("status = 'finalized'"),
         ),
-        Index("uq_invoices_tenant_id_number", "tenant_id", "number", unique=True),
+        # Numbers are unique across the platform: finance and customers quote them alone.
+        UniqueConstraint("number"),
         Index("ix_invoices_id", "id"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    number: Mapped[str] = mapped_column(String(40))
+    # The whole tenant id (at most 64 characters), '-', the counter (at most 19 digits).
+    number: Mapped[str] = mapped_column(String(96))
     status: Mapped[str] = mapped_column(String(16))
     period: Mapped[str] = mapped_column(String(7))
     period_start: Mapped[datetime]

@@ -77,8 +77,6 @@ from service.tenants.models import Tenant
 from service.tenants.repository import TenantRepository
 
 PERIOD_PATTERN = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
-# invoices.number is VARCHAR(40): prefix, '-', at least six digits.
-NUMBER_PREFIX_LENGTH = 32
 
 
 def parse_period(period: str) -> tuple[int, int]:
@@ -159,8 +157,11 @@ def invoice_bounds(
 
 
 def invoice_number(tenant_id: str, counter: int) -> str:
-    """`ACME-000012`: the tenant id in upper case, then the tenant's counter."""
-    return f"{tenant_id.upper()[:NUMBER_PREFIX_LENGTH]}-{counter:06d}"
+    """`ACME-000012`: the whole tenant id in upper case, '-', then the tenant's counter.
+
+    Unique across tenants: ids are lowercase slugs, so upper-casing keeps them distinct, and
+    the counter is all digits, so the last '-' always separates the id from the counter."""
+    return f"{tenant_id.upper()}-{counter:06d}"
 
 
 def encode_document(invoice: InvoiceOut) -> str:
