@@ -96,21 +96,21 @@ def invoice_period(period: str, timezone: str) -> tuple[datetime, datetime]:
     unless it is YYYY-MM and both instants lie between 2000-01-01T00:00:00Z and
     9000-01-01T00:00:00Z (the range every stored billing instant is in)."""
     year, month = parse_period(period)
+    out_of_range = InvalidInput(
+        f"period '{period}' in {timezone} must lie between {EARLIEST_INSTANT.isoformat()} "
+        f"and {LATEST_INSTANT.isoformat()}",
+        errors=[FieldError(field="period", message="out of range")],
+    )
+    # The years first: near year 1 or 9999 the conversion to UTC could overflow.
+    if not EARLIEST_INSTANT.year <= year < LATEST_INSTANT.year:
+        raise out_of_range
     zone = ZoneInfo(timezone)
     following = (year + 1, 1) if month == 12 else (year, month + 1)
-    # The years first: near year 1 or 9999 the conversion to UTC could overflow.
-    in_range = EARLIEST_INSTANT.year <= year < LATEST_INSTANT.year
-    if in_range:
-        local_start = datetime(year, month, 1, tzinfo=zone)
-        local_end = datetime(*following, 1, tzinfo=zone)
-        in_range = local_start >= EARLIEST_INSTANT and local_end <= LATEST_INSTANT
-    if not in_range:
-        raise InvalidInput(
-            f"period '{period}' in {timezone} must lie between "
-            f"{EARLIEST_INSTANT.isoformat()} and {LATEST_INSTANT.isoformat()}",
-            errors=[FieldError(field="period", message="out of range")],
-        )
-    return local_start.astimezone(UTC), local_end.astimezone(UTC)
+    start = datetime(year, month, 1, tzinfo=zone).astimezone(UTC)
+    end = datetime(*following, 1, tzinfo=zone).astimezone(UTC)
+    if not (start >= EARLIEST_INSTANT and end <= LATEST_INSTANT):
+        raise out_of_range
+    return start, end
 
 
 def _neighbour(period: str, step: int) -> str:
