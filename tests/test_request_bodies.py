@@ -3,6 +3,7 @@ every route before the database, with a 422 naming the field in our own words.""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
@@ -102,3 +103,34 @@ async def test_instants_are_rfc3339_strings_never_unix_numbers(
 ) -> None:
     response = await client.post(path, json=body, headers=keys.admin)
     assert_problem(response, 422, "validation_error", field)
+
+
+def _cursor(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+FORGED_CURSORS = {
+    "nested 3000 deep": _cursor(b"[" * 3000 + b"]" * 3000),
+    "NUL in a value": _cursor(b'["ac\\u0000me"]'),
+    "huge number": _cursor(b"[" + b"9" * 30 + b"]"),
+    "object": _cursor(b'[{"a": 1}]'),
+    "not base64": "%%%",
+}
+LIST_ROUTES = [
+    ("/v1/tenants", {}),
+    ("/v1/api-keys", {}),
+    ("/v1/meters", {}),
+    ("/v1/prices", {}),
+    ("/v1/invoices", {"tenant_id": "acme"}),
+    ("/v1/events", {"tenant_id": "acme"}),
+]
+
+
+@pytest.mark.parametrize("name", sorted(FORGED_CURSORS))
+@pytest.mark.parametrize(("path", "query"), LIST_ROUTES, ids=[r[0] for r in LIST_ROUTES])
+async def test_forged_cursors_are_refused_naming_cursor(
+    client: Client, keys: Keys, world: None, path: str, query: dict[str, str], name: str
+) -> None:
+    params = {**query, "cursor": FORGED_CURSORS[name]}
+    response = await client.get(path, params=params, headers=keys.admin)
+    assert_problem(response, 422, "validation_error", "cursor")
