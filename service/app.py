@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from service.common.errors import EXCEPTION_HANDLERS
 from service.common.logging import configure_logging
 from service.common.openapi_contract import complete_openapi
+from service.common.query_parameters import check_query_parameters
 from service.common.request_body import ServiceRequest
 from service.db.embedded import start_embedded_postgres
 from service.db.session import create_engine, create_sessionmaker
@@ -121,6 +122,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
         },
         exception_handlers=EXCEPTION_HANDLERS,
         request_class=ServiceRequest,
+        before_request=check_query_parameters,
         lifespan=[lifespan, metrics_lifespan],
         middleware=rate_limit_middleware(settings),
         request_max_body_size=settings.max_body_bytes,

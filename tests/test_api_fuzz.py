@@ -54,9 +54,9 @@ schema = schemathesis.openapi.from_path(SPEC)
 schema.config.update(base_url=f"http://{asgi.HOST}")
 # The admin key is sent with every request (below), so schemathesis must not generate or
 # mutate Authorization itself; its ignored_auth check still probes every operation without it.
-# Unknown query parameters are ignored by the API, as by most HTTP APIs: not negative data.
+# Unknown query parameters are refused (422 naming them), so they are negative data.
 schema.config.generation.update(
-    max_examples=MAX_EXAMPLES, with_security_parameters=False, allow_extra_parameters=True
+    max_examples=MAX_EXAMPLES, with_security_parameters=False, allow_extra_parameters=False
 )
 schema.config.checks.negative_data_rejection.expected_statuses = NEGATIVE_REJECTED
 schema.config.checks.positive_data_acceptance.expected_statuses = POSITIVE_ACCEPTED

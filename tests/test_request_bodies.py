@@ -82,6 +82,14 @@ async def test_nul_characters_are_refused_naming_the_field(
         assert driver_words not in detail
 
 
+async def test_nul_characters_in_query_values_are_refused(
+    client: Client, keys: Keys, world: None
+) -> None:
+    response = await client.get("/v1/prices", params={"meter": f"tok{NUL}ens"}, headers=keys.admin)
+    assert_problem(response, 422, "validation_error", "meter")
+    assert "UTF8" not in response.text
+
+
 @pytest.mark.parametrize(
     ("path", "body", "field"),
     [
