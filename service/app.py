@@ -18,6 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from service.common.errors import EXCEPTION_HANDLERS
 from service.common.logging import configure_logging
 from service.common.openapi_contract import complete_openapi
+from service.common.query_parameters import check_query_parameters
+from service.common.request_body import ServiceRequest
 from service.db.embedded import start_embedded_postgres
 from service.db.session import create_engine, create_sessionmaker
 from service.events.endpoints import EventController
@@ -119,6 +121,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "expected_heads": Provide(provide_heads, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=ServiceRequest,
+        before_request=check_query_parameters,
         lifespan=[lifespan, metrics_lifespan],
         middleware=rate_limit_middleware(settings),
         request_max_body_size=settings.max_body_bytes,

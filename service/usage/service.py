@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import to_plain_string
+from service.common.timezones import zone_named
 from service.events.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
 from service.events.service import driver_connection
 from service.tenants.auth import Principal
-from service.tenants.service import validate_timezone
 from service.usage import repository
 from service.usage.repository import MeterRecord, UsageAggregate
 from service.usage.schemas import MetersUsageOut, MeterUsage, UsageOut, UsageQuery, UsageRow
@@ -68,12 +68,14 @@ class UsageService:
             raise _invalid("tenant_id", "tenant_id is required (this API key is not bound)")
         principal.ensure_tenant(tenant_id)
         start, end, size, group_by, filters = _parse(query)
+        # Checked before the database: a bad name is the caller's mistake, whatever happens next.
+        asked_zone = zone_named(query.timezone) if query.timezone else None
         # Autocommit: three reads, each consistent on its own (the aggregate is one statement).
         async with driver_connection(self.engine) as connection:
             tenant_zone = await repository.tenant_timezone(connection, tenant_id)
             if tenant_zone is None:
                 raise NotFound(f"tenant '{tenant_id}' does not exist")
-            zone = validate_timezone(query.timezone or tenant_zone)
+            zone = asked_zone or zone_named(tenant_zone)
             meters = await repository.meters(connection, query.meter)
             if query.meter is not None and not meters:
                 raise _invalid("meter", f"no meter has event_name '{query.meter}'")

@@ -575,10 +575,19 @@ ERRORS: dict[str, Callable[[], BaseException]] = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(ERRORS))
+async def _refused_by_the_driver() -> None:
+    """asyncpg connecting to a port nobody listens on: its ConnectionRefusedError comes out
+    unwrapped, raised inside asyncpg (as when the pool opens a connection to a stopped
+    database)."""
+    await asyncpg.connect(host="127.0.0.1", port=1, user="nobody", database="none", timeout=5)
+
+
+@pytest.mark.parametrize("name", [*sorted(ERRORS), "refused"])
 async def test_database_connection_errors_map_to_503(name: str) -> None:
-    @get("/boom", sync_to_thread=False)
-    def boom() -> None:
+    @get("/boom")
+    async def boom() -> None:
+        if name == "refused":
+            await _refused_by_the_driver()
         raise ERRORS[name]()
 
     app = Litestar([boom], exception_handlers=EXCEPTION_HANDLERS)
@@ -603,3 +612,69 @@ async def test_other_database_errors_stay_500() -> None:
         response = await client.get("/boom")
     assert response.status_code == 500
     assert response.json()["code"] == "internal_error"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(36, "File name too long"),  # what zoneinfo raised for a 256-character zone
+        ConnectionRefusedError(111, "Connect call failed"),  # e.g. from an HTTP call
+        ValueError("bad value"),
+    ],
+    ids=["file name too long", "refused elsewhere", "caused by an OSError"],
+)
+async def test_errors_raised_outside_the_database_driver_are_not_outages(
+    error: Exception,
+) -> None:
+    """Only the database failing may answer 503 database_unavailable: an OSError (or an error
+    caused by one) raised by our own code or another library is a 500 to fix."""
+
+    @get("/boom", sync_to_thread=False)
+    def boom() -> None:
+        if isinstance(error, ValueError):
+            raise error from OSError(2, "No such file or directory")
+        raise error
+
+    app = Litestar([boom], exception_handlers=EXCEPTION_HANDLERS)
+    async with AsyncTestClient(app=app) as client:
+        response = await client.get("/boom")
+    assert response.status_code == 500, response.text
+    assert response.json()["code"] == "internal_error"
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (
+            asyncpg.exceptions.CharacterNotInRepertoireError(
+                'invalid byte sequence for encoding "UTF8": 0x00'
+            ),
+            "NUL",
+        ),
+        (
+            asyncpg.exceptions.DatetimeFieldOverflowError("date/time field value out of range"),
+            "date",
+        ),
+        (asyncpg.exceptions.DataError("cannot encode Decimal value"), "store"),
+    ],
+    ids=["NUL", "date", "driver's own data error"],
+)
+async def test_values_the_database_refuses_are_422_in_our_words(
+    error: Exception, words: str
+) -> None:
+    """The fallback for a value no check caught before the database: 422, without the
+    driver's or PostgreSQL's message."""
+
+    @get("/boom", sync_to_thread=False)
+    def boom() -> None:
+        raise _wrapped_asyncpg_error(error)
+
+    app = Litestar([boom], exception_handlers=EXCEPTION_HANDLERS)
+    async with AsyncTestClient(app=app) as client:
+        response = await client.get("/boom")
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "validation_error"
+    assert words in problem["detail"]
+    for driver_words in ("UTF8", "0x00", "cannot encode", "out of range", "date/time field"):
+        assert driver_words not in problem["detail"], problem
