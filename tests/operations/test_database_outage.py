@@ -27,7 +27,6 @@ import pytest
 from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
-from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from service.app import create_app
@@ -471,8 +470,7 @@ async def test_a_frozen_database_gives_503_within_the_timeouts_and_readyz_says_s
     and the service serves again once the database answers. Before the bounds existed, the
     requests and /readyz hung for as long as the database did."""
     await _truncate(private_database)
-    server = make_url(private_database)
-    proxy = await StallingProxy(server.host or "127.0.0.1", server.port or 5432).start()
+    proxy = await StallingProxy(private_database).start()
     settings = make_settings(
         proxy.url(private_database),
         **OUTAGE_SETTINGS,

@@ -174,8 +174,18 @@ class StallingProxy:
 
     It runs on the test's event loop, so use it with tests.support.in_loop.in_loop_client."""
 
-    def __init__(self, upstream_host: str, upstream_port: int) -> None:
-        self.upstream = (upstream_host, upstream_port)
+    def __init__(self, database_url: str) -> None:
+        # TCP (host, port), or the Unix socket of a server reached through one (the embedded
+        # PostgreSQL: `?host=/path/to/dir`, its socket is .s.PGSQL.<port> in that folder).
+        from sqlalchemy.engine import make_url
+
+        url = make_url(database_url)
+        socket_dir = url.query.get("host") or (
+            url.host if (url.host or "").startswith("/") else None
+        )
+        port = int(url.query.get("port") or url.port or 5432)  # type: ignore[arg-type]
+        self.upstream_socket = f"{socket_dir}/.s.PGSQL.{port}" if socket_dir else None
+        self.upstream = (url.host or "127.0.0.1", port)
         self._flowing = asyncio.Event()
         self._flowing.set()
         self._server: asyncio.Server | None = None
@@ -192,7 +202,9 @@ class StallingProxy:
         """database_url, pointing at this proxy instead."""
         from sqlalchemy.engine import make_url
 
-        proxied = make_url(database_url).set(host="127.0.0.1", port=self.port)
+        url = make_url(database_url)
+        query = {k: v for k, v in url.query.items() if k not in ("host", "port")}
+        proxied = url.set(host="127.0.0.1", port=self.port, query=query)
         return proxied.render_as_string(hide_password=False)
 
     def stall(self) -> None:
@@ -214,7 +226,10 @@ class StallingProxy:
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:
-            up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+            if self.upstream_socket is not None:
+                up_reader, up_writer = await asyncio.open_unix_connection(self.upstream_socket)
+            else:
+                up_reader, up_writer = await asyncio.open_connection(*self.upstream)
         except OSError:
             writer.close()
             return
