@@ -19,7 +19,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import MONEY_CONTEXT, currency_exponent, is_currency, to_plain_string
 from service.common.schemas import Page, decode_cursor, encode_cursor
-from service.events.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
 from service.meters.errors import DimensionRemoval, MeterExists, MeterHasEvents, PriceOverlap
 from service.meters.models import Meter, Price
 from service.meters.pricing import PriceRule, Tier, prices_conflict, prices_overlap, validate_tiers
@@ -34,6 +33,7 @@ from service.meters.schemas import (
     TierIn,
     TierOut,
 )
+from service.rollups.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
 from service.tenants.auth import Principal
 from service.tenants.repository import TenantRepository
 

@@ -1,4 +1,4 @@
-"""Usage queries (DESIGN §4): validate the query, cut [from, to) into windows of the zone, read
+"""Usage queries: validate the query, cut [from, to) into windows of the zone, read
 the rollups, shape the answer. Equal, always, to the same aggregation over the raw events."""
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import to_plain_string
-from service.events.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
 from service.events.service import driver_connection
+from service.rollups.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
+from service.rollups.query import Cell, RollupQuery, read_cells
 from service.tenants.auth import Principal
 from service.tenants.service import validate_timezone
 from service.usage import repository
-from service.usage.repository import MeterRecord, UsageAggregate
+from service.usage.repository import MeterRecord
 from service.usage.schemas import MetersUsageOut, MeterUsage, UsageOut, UsageQuery, UsageRow
 from service.usage.windows import (
     BUCKET,
@@ -82,14 +83,14 @@ class UsageService:
                 boundaries = window_boundaries(start, end, size, zone)
             except WindowError as exc:
                 raise _invalid(exc.field, exc.message) from exc
-            cells = await repository.aggregate_usage(
-                connection,
+            rollup_query = RollupQuery(
                 tenant_id=tenant_id,
                 meter_ids=[m.id for m in meters],
-                boundaries=boundaries,
+                edges=boundaries,
                 group_by=group_by,
                 filters=filters,
             )
+            (cells,) = await read_cells(connection, [rollup_query])
         local = [b.astimezone(zone) for b in boundaries]
         return MetersUsageOut(
             tenant_id=tenant_id,
@@ -211,11 +212,11 @@ def _check_keys(
 
 def _blocks(
     meters: Sequence[MeterRecord],
-    cells: Sequence[UsageAggregate],
+    cells: Sequence[Cell],
     boundaries: Sequence[datetime],
     group_by: Sequence[str],
 ) -> list[MeterUsage]:
-    by_meter: dict[int, list[UsageAggregate]] = defaultdict(list)
+    by_meter: dict[int, list[Cell]] = defaultdict(list)
     for cell in cells:
         by_meter[cell.meter_id].append(cell)
     blocks = []
@@ -238,7 +239,7 @@ def _blocks(
 
 def _row(
     aggregation: str,
-    cell: UsageAggregate,
+    cell: Cell,
     boundaries: Sequence[datetime],
     group_by: Sequence[str],
 ) -> UsageRow:
@@ -246,8 +247,8 @@ def _row(
     last = None if cell.last is None else to_plain_string(cell.last)
     value = {"sum": total, "count": str(cell.count), "last": last}[aggregation]
     return UsageRow(
-        window_start=boundaries[cell.window - 1],
-        window_end=boundaries[cell.window],
+        window_start=boundaries[cell.window],
+        window_end=boundaries[cell.window + 1],
         group=dict(zip(group_by, cell.group, strict=True)),
         value=value,
         sum=total,

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from service.events.models import BUCKET_MINUTES
+from service.rollups.models import BUCKET_MINUTES
 
 BUCKET = timedelta(minutes=BUCKET_MINUTES)
 EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
