@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.errors import InvalidInput, NotFound
-from service.events.service import driver_transaction
+from service.db.connections import driver_transaction
 from service.rollups.models import BUCKET_MINUTES
 from service.rollups.upkeep import rebuild_rollups
 from service.settings import Settings

@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import to_plain_string
-from service.events.service import driver_connection
+from service.db.connections import driver_connection
 from service.rollups.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
 from service.rollups.query import Cell, RollupQuery, read_cells
 from service.tenants.auth import Principal
