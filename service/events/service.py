@@ -12,6 +12,7 @@ import asyncpg
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.common.auth import Principal
 from service.common.errors import (
     Conflict,
     FieldError,
@@ -28,7 +29,6 @@ from service.events.repository import EventRow, StoredKey, mark_meters_used, sto
 from service.events.schemas import BatchIn, BatchOut, BatchResult, EventAck, EventError, EventIn
 from service.events.validation import Limits, Rejection, decode_error, validate_event
 from service.settings import Settings
-from service.tenants.auth import Principal
 
 MAX_STORE_ATTEMPTS = 3
 

@@ -16,8 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.invoices.models import Invoice, InvoiceCounter
 from service.invoices.rating import MeterInfo
 from service.meters.models import Meter, Price
-from service.meters.pricing import PriceRule
-from service.meters.service import to_price_rule
+from service.meters.pricing import PriceRule, to_price_rule
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,8 +39,9 @@ import msgspec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
-from service.common.money import round_money, to_plain_string
+from service.common.money import render_amount, render_quantity, round_money, to_plain_string
 from service.common.schemas import Page, decode_cursor, encode_cursor
 from service.db.connections import session_driver
 from service.invoices.errors import (
@@ -67,10 +68,8 @@ from service.invoices.repository import (
 )
 from service.invoices.schemas import InvoiceLineOut, InvoiceOut, InvoiceStatus
 from service.meters.pricing import AmbiguousPriceError, price_boundaries
-from service.meters.service import render_amount, render_quantity
 from service.rollups.query import ALL_AGGREGATES, SUM_AND_COUNT, RollupQuery, read_cells
 from service.settings import Settings
-from service.tenants.auth import Principal
 from service.tenants.models import Tenant
 from service.tenants.repository import TenantRepository
 

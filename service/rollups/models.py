@@ -3,13 +3,14 @@ keyed by, and how wide a bucket is."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 from decimal import Decimal
 
 from sqlalchemy import BigInteger, Numeric, String
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.common.time import QUARTER_HOUR, QUARTER_HOUR_MINUTES
 from service.db.base import Base
 
 # Attribution fields every event may carry besides its meter's dimensions. In rollups an absent
@@ -18,10 +19,11 @@ from service.db.base import Base
 ATTRIBUTION_FIELDS = ("org_id", "project_id", "api_key_id", "user_id", "model")
 # The only attribution field the coarse model rollups keep (besides the meter's dimensions).
 MODEL_ROLLUP_FIELDS = frozenset({"model"})
-# Rollup bucket width. Every real UTC offset is a multiple of 15 minutes, so windows that start
-# at local midnight in any IANA zone are unions of whole buckets.
-BUCKET_MINUTES = 15
-BUCKET = timedelta(minutes=BUCKET_MINUTES)
+# Rollup bucket width: the quarter-hour grid of service.common.time, which also checks that
+# the instants splitting usage lie on it. Every real UTC offset is a multiple of 15 minutes, so
+# windows that start at local midnight in any IANA zone are unions of whole buckets.
+BUCKET_MINUTES = QUARTER_HOUR_MINUTES
+BUCKET = QUARTER_HOUR
 
 
 class Rollup(Base):

@@ -6,7 +6,7 @@ from litestar import Controller, Request, get
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.tenants.auth import Scope, current_principal, requires
+from service.common.auth import Scope, current_principal, requires
 from service.usage.schemas import MetersUsageOut, UsageOut, UsageQuery
 from service.usage.service import UsageService
 from service.usage.windows import WindowSize

@@ -11,21 +11,20 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import to_plain_string
+from service.common.time import QUARTER_HOUR, floor_to_quarter_hour, is_on_quarter_hour
 from service.db.connections import driver_connection
 from service.rollups.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
 from service.rollups.query import Cell, RollupQuery, read_cells
-from service.tenants.auth import Principal
 from service.tenants.service import validate_timezone
 from service.usage import repository
 from service.usage.repository import MeterRecord
 from service.usage.schemas import MetersUsageOut, MeterUsage, UsageOut, UsageQuery, UsageRow
 from service.usage.windows import (
-    BUCKET,
     WindowError,
     WindowSize,
-    is_bucket_aligned,
     window_boundaries,
 )
 
@@ -169,12 +168,12 @@ def _instant(raw: str, field: str, errors: list[FieldError]) -> datetime | None:
     try:
         instant = instant.astimezone(UTC)
     except OverflowError:
-        instant = EARLIEST - BUCKET
+        instant = EARLIEST - QUARTER_HOUR
     if not EARLIEST <= instant <= LATEST:
         # A day of margin: local times of any zone stay inside the calendar.
         errors.append(FieldError(field=field, message="must be between years 1 and 9999"))
         return None
-    if not is_bucket_aligned(instant):
+    if not is_on_quarter_hour(instant):
         errors.append(
             FieldError(
                 field=field,
@@ -187,9 +186,7 @@ def _instant(raw: str, field: str, errors: list[FieldError]) -> datetime | None:
 
 
 def _floor_hint(instant: datetime) -> str:
-    minute = instant.minute - instant.minute % BUCKET_MINUTES
-    floored = instant.replace(minute=minute, second=0, microsecond=0)
-    return floored.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return floor_to_quarter_hour(instant).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_keys(
