@@ -21,7 +21,15 @@ from service.rollups.query import Cell, RollupQuery, read_cells
 from service.tenants.service import validate_timezone
 from service.usage import repository
 from service.usage.repository import MeterRecord
-from service.usage.schemas import MetersUsageOut, MeterUsage, UsageOut, UsageQuery, UsageRow
+from service.usage.schemas import (
+    MAX_LIMIT,
+    MetersUsageOut,
+    MeterUsage,
+    UsageOrder,
+    UsageOut,
+    UsageQuery,
+    UsageRow,
+)
 from service.usage.windows import (
     WindowError,
     WindowSize,
@@ -55,7 +63,10 @@ class UsageService:
             window_size=answer.window_size,
             timezone=answer.timezone,
             group_by=answer.group_by,
+            order_by=answer.order_by,
+            limit=answer.limit,
             rows=block.rows,
+            truncated=block.truncated,
         )
 
     async def summary(self, principal: Principal, query: UsageQuery) -> MetersUsageOut:
@@ -68,6 +79,7 @@ class UsageService:
             raise _invalid("tenant_id", "tenant_id is required (this API key is not bound)")
         principal.ensure_tenant(tenant_id)
         start, end, size, group_by, filters = _parse(query)
+        order, limit = _parse_top(query)
         # Autocommit: three reads, each consistent on its own (the aggregate is one statement).
         async with driver_connection(self.engine) as connection:
             tenant_zone = await repository.tenant_timezone(connection, tenant_id)
@@ -91,6 +103,9 @@ class UsageService:
             )
             (cells,) = await read_cells(connection, [rollup_query])
         local = [b.astimezone(zone) for b in boundaries]
+        blocks = _blocks(meters, cells, local, group_by)
+        if order is not None or limit is not None:
+            blocks = [_top(block, order, limit) for block in blocks]
         return MetersUsageOut(
             tenant_id=tenant_id,
             start=local[0],
@@ -98,7 +113,10 @@ class UsageService:
             window_size=None if size is None else size.value,
             timezone=zone.key,
             group_by=group_by,
-            meters=_blocks(meters, cells, local, group_by),
+            order_by=None if order is None else order.value,
+            limit=limit,
+            meters=blocks,
+            truncated=any(block.truncated for block in blocks),
         )
 
 
@@ -143,6 +161,30 @@ def _parse(
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
     assert start is not None and end is not None
     return start, end, size, group_by, filters
+
+
+def _parse_top(query: UsageQuery) -> tuple[UsageOrder | None, int | None]:
+    """`order_by` and `limit`. A limit without order_by keeps the first rows in the usual
+    order (window, then group values)."""
+    errors: list[FieldError] = []
+    order: UsageOrder | None = None
+    if query.order_by:
+        try:
+            order = UsageOrder(query.order_by)
+        except ValueError:
+            errors.append(
+                FieldError(
+                    field="order_by",
+                    message=f"order_by is value or -value (descending), got '{query.order_by}'",
+                )
+            )
+    if query.limit is not None and not 1 <= query.limit <= MAX_LIMIT:
+        errors.append(
+            FieldError(field="limit", message=f"limit is 1 to {MAX_LIMIT}, got {query.limit}")
+        )
+    if errors:
+        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+    return order, query.limit
 
 
 def _split(values: Sequence[str]) -> list[str]:
@@ -253,6 +295,26 @@ def _row(
         last=last,
         avg=average(cell.sum, cell.count),
     )
+
+
+def _top(block: MeterUsage, order: UsageOrder | None, limit: int | None) -> MeterUsage:
+    """The block's rows by value (`order`; rows without a value last, ties in the usual order),
+    then the first `limit` of them; `truncated` when rows were left out."""
+    rows = block.rows
+    if order is not None:
+        descending = order is UsageOrder.VALUE_DESCENDING
+
+        def by_value(row: UsageRow) -> tuple[bool, Decimal]:
+            if row.value is None:
+                return True, Decimal(0)
+            value = Decimal(row.value)
+            return False, -value if descending else value
+
+        rows = sorted(rows, key=by_value)  # stable: ties keep the usual order
+    truncated = limit is not None and len(rows) > limit
+    if limit is not None:
+        rows = rows[:limit]
+    return msgspec.structs.replace(block, rows=rows, truncated=truncated)
 
 
 def average(total: Decimal, count: int) -> str:
