@@ -79,7 +79,9 @@ class UsageService:
             raise _invalid("tenant_id", "tenant_id is required (this API key is not bound)")
         principal.ensure_tenant(tenant_id)
         start, end, size, group_by, filters = _parse(query)
-        order, limit = _parse_top(query)
+        # Checked by _parse: a limit without order_by keeps the first rows in the usual order.
+        order = UsageOrder(query.order_by) if query.order_by else None
+        limit = query.limit
         # Autocommit: three reads, each consistent on its own (the aggregate is one statement).
         async with driver_connection(self.engine) as connection:
             tenant_zone = await repository.tenant_timezone(connection, tenant_id)
@@ -157,20 +159,18 @@ def _parse(
         filters.setdefault(key, [])
         if value not in filters[key]:
             filters[key].append(value)
+    _check_top(query, errors)
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
     assert start is not None and end is not None
     return start, end, size, group_by, filters
 
 
-def _parse_top(query: UsageQuery) -> tuple[UsageOrder | None, int | None]:
-    """`order_by` and `limit`. A limit without order_by keeps the first rows in the usual
-    order (window, then group values)."""
-    errors: list[FieldError] = []
-    order: UsageOrder | None = None
+def _check_top(query: UsageQuery, errors: list[FieldError]) -> None:
+    """`order_by` is value or -value; `limit` is 1 to MAX_LIMIT."""
     if query.order_by:
         try:
-            order = UsageOrder(query.order_by)
+            UsageOrder(query.order_by)
         except ValueError:
             errors.append(
                 FieldError(
@@ -182,9 +182,6 @@ def _parse_top(query: UsageQuery) -> tuple[UsageOrder | None, int | None]:
         errors.append(
             FieldError(field="limit", message=f"limit is 1 to {MAX_LIMIT}, got {query.limit}")
         )
-    if errors:
-        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
-    return order, query.limit
 
 
 def _split(values: Sequence[str]) -> list[str]:
