@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format openapi lock bench bench-ingest bench-usage bench-invoice bench-retention clean
+.PHONY: help install run stop test lint format openapi lock bench bench-ingest bench-usage bench-invoice bench-retention clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -26,6 +26,9 @@ run: $(STAMP) ## Serve the API on :8000 (embedded PostgreSQL under .data/ unless
 	@echo "Get the first admin key (in another terminal): $(BIN)/python -m service keys create --scope admin --name bootstrap"
 	$(BIN)/python -m service serve
 
+stop: $(STAMP) ## Stop the embedded PostgreSQL that make run started (its data under .data/ stays)
+	$(BIN)/python -m service db stop
+
 test: $(STAMP) ## Run the whole test suite (TEST_DATABASE_URL, else Docker, else embedded PostgreSQL)
 	$(BIN)/python -m pytest
 
@@ -41,10 +44,15 @@ format: $(STAMP) ## Apply ruff formatting and fixes
 openapi: $(STAMP) ## Regenerate openapi/openapi.json from the code
 	$(BIN)/python -m service openapi --output openapi/openapi.json
 
-lock: ## Re-pin requirements.lock from pyproject.toml
+# A lock names packages and versions only: never the package indexes or wheel directories of
+# the machine that compiled it (pip's own configuration supplies those where it runs).
+PIP_COMPILE := $(BIN)/pip-compile --quiet --strip-extras --no-emit-index-url --no-emit-find-links
+
+lock: ## Re-pin requirements.lock (dev, make install) and requirements-runtime.lock (the image)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet pip-tools
-	$(BIN)/pip-compile --quiet --extra dev --strip-extras -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev --extra embedded -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) -o requirements-runtime.lock pyproject.toml
 
 bench: bench-ingest bench-usage bench-invoice bench-retention ## Every benchmark (long: seeds 10M events twice)
 
@@ -60,5 +68,6 @@ bench-invoice: $(STAMP) ## Invoice benchmark: preview p50/p95 for a tenant-month
 bench-retention: $(STAMP) ## Retention benchmark: delete N expired events (ARGS="--events 1000000 --with-ingest")
 	$(BIN)/python -m bench.retention $(ARGS)
 
-clean: ## Remove the venv and local data (stops nothing: the embedded server dies with its files)
+clean: ## Stop the embedded PostgreSQL, then remove the venv and local data
+	-[ -x $(BIN)/python ] && $(BIN)/python -m service db stop
 	rm -rf $(VENV) .data

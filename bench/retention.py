@@ -1,4 +1,4 @@
-"""Retention benchmark (make bench-retention): batched deletes of expired raw events (DESIGN §6).
+"""Retention benchmark (make bench-retention): batched deletes of expired raw events.
 
 Seeds N expired raw events (COPY) into a fresh database, migrated to head, on the server of
 BENCH_DATABASE_URL, else DATABASE_URL, else the embedded PostgreSQL; then times the retention

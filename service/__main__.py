@@ -4,30 +4,56 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
 
-from service.settings import Settings
+from service.settings import MAKE_A_SECRET, Settings, SettingsError
 
 if TYPE_CHECKING:
     from service.tenants.schemas import ApiKeyCreated
 
 
-def _settings() -> Settings:
-    return Settings.from_env()
+def _settings(*, uses_secret: bool = False) -> Settings:
+    """The settings from the environment; a bad one ends the command with its message.
+    `uses_secret`: the command hashes API keys, so a placeholder secret is refused outside
+    development (see Settings.require_real_secret)."""
+    try:
+        settings = Settings.from_env()
+        if uses_secret:
+            settings.require_real_secret()
+    except SettingsError as exc:
+        raise click.ClickException(str(exc)) from exc
+    if uses_secret and settings.uses_placeholder_secret:
+        click.echo(
+            f"Warning: METERING_SECRET_KEY is a default or placeholder, accepted because this is "
+            f"{settings.environment} (METERING_ENV); production refuses it. Make one with: "
+            f"{MAKE_A_SECRET}",
+            err=True,
+        )
+    return settings
+
+
+def service_command(*args: str) -> str:
+    """How to run `python -m service …` with this very interpreter (a bare `python` may be the
+    system one, without the service's dependencies)."""
+    return " ".join([shlex.quote(sys.executable), "-m", "service", *args])
 
 
 def resolve_database_url(settings: Settings) -> str:
     """DATABASE_URL when given, else the embedded PostgreSQL under the data dir."""
     if settings.database_url:
         return settings.database_url
-    from service.db.embedded import start_embedded_postgres
+    from service.db.embedded import EmbeddedPostgresError, start_embedded_postgres
 
     click.echo(f"No DATABASE_URL: using the embedded PostgreSQL in {settings.data_dir}/", err=True)
-    return start_embedded_postgres(settings.data_dir)
+    try:
+        return start_embedded_postgres(settings.data_dir)
+    except EmbeddedPostgresError as exc:
+        raise click.ClickException(str(exc)) from exc
 
 
 @click.group()
@@ -44,7 +70,7 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
     """Serve the HTTP API."""
     import uvicorn
 
-    settings = _settings()
+    settings = _settings(uses_secret=True)
     url = resolve_database_url(settings)
     if migrate:
         from service.db.migrations import upgrade_to_head
@@ -62,7 +88,8 @@ def serve(host: str | None, port: int | None, workers: int | None, migrate: bool
     click.echo(
         f"Serving on http://{host}:{port} with {workers} worker(s); API docs at "
         f"http://{host}:{port}/docs\n"
-        "First admin key: python -m service keys create --scope admin --name bootstrap",
+        "First admin key: "
+        + service_command("keys", "create", "--scope", "admin", "--name", "bootstrap"),
         err=True,
     )
     try:
@@ -93,6 +120,33 @@ def migrate() -> None:
 
 
 @cli.group()
+def db() -> None:
+    """The embedded PostgreSQL (used when DATABASE_URL is empty)."""
+
+
+@db.command("stop")
+def db_stop() -> None:
+    """Stop the embedded PostgreSQL under METERING_DATA_DIR (it keeps running after `serve`
+    ends, shared by every command); its data stays, and the next command starts it again."""
+    from service.db.embedded import EmbeddedPostgresError, pgdata_of, stop_embedded_postgres
+
+    settings = _settings()
+    if settings.database_url:
+        raise click.ClickException(
+            "DATABASE_URL is set: that server is not the embedded one; stop it where it runs"
+        )
+    try:
+        stopped = stop_embedded_postgres(settings.data_dir)
+    except EmbeddedPostgresError as exc:
+        raise click.ClickException(str(exc)) from exc
+    where = pgdata_of(settings.data_dir)
+    if stopped:
+        click.echo(f"Stopped the embedded PostgreSQL in {where}.")
+    else:
+        click.echo(f"No embedded PostgreSQL is running in {where}.")
+
+
+@cli.group()
 def keys() -> None:
     """Manage API keys."""
 
@@ -112,7 +166,7 @@ def create_key(scopes: tuple[str, ...], name: str, tenant_id: str | None) -> Non
     """Create an API key and print it once, alone on the last line of stdout."""
     from service.common.errors import ServiceError
 
-    settings = _settings()
+    settings = _settings(uses_secret=True)
     url = resolve_database_url(settings)
     try:
         created = asyncio.run(_create_key(settings, url, list(scopes), name, tenant_id))
@@ -154,7 +208,7 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
     from datetime import datetime
 
     from service.common.errors import ServiceError
-    from service.db.session import create_engine
+    from service.db.session import create_maintenance_engine
     from service.rollups.rebuild import rebuild_tenant_rollups
 
     settings = _settings()
@@ -166,7 +220,7 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
         raise click.BadParameter(f"not an RFC 3339 time: {exc}") from exc
 
     async def run() -> None:
-        engine = create_engine(settings, url)
+        engine = create_maintenance_engine(settings, url)
         try:
             report = await rebuild_tenant_rollups(engine, settings, tenant_id, start_at, end_at)
         finally:
@@ -217,7 +271,8 @@ def retention_run(dry_run: bool, tenant_id: str | None) -> None:
     except SettingsError as exc:
         raise click.ClickException(str(exc)) from exc
     url = resolve_database_url(settings)
-    configure_logging(settings)
+    # stdout is the report below; the job's JSON log lines go to stderr.
+    configure_logging(settings, stream=sys.stderr)
 
     def echo_tenant(result: TenantRetention) -> None:
         what = "would delete" if dry_run else "deleted"

@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import gc
+import importlib.util
 from collections.abc import AsyncGenerator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.common.errors import EXCEPTION_HANDLERS
 from service.common.logging import configure_logging
 from service.common.openapi_contract import complete_openapi
+from service.common.query_parameters import check_query_parameters
+from service.common.request_body import ServiceRequest
 from service.db.connections import request_transaction
 from service.db.embedded import start_embedded_postgres
 from service.db.session import create_engine, create_sessionmaker
@@ -37,6 +42,8 @@ from service.tenants.endpoints import ApiKeyController, TenantController
 from service.usage.endpoints import UsageController
 
 API_VERSION = "1.0.0"
+DOCS_PATH = "/docs"
+DOCS_ASSETS_PATH = f"{DOCS_PATH}/assets"
 
 
 def _route_handlers() -> list[Any]:
@@ -51,6 +58,7 @@ def _route_handlers() -> list[Any]:
         UsageController,
         TenantInvoiceController,
         InvoiceController,
+        docs_assets_router(),
     ]
 
 
@@ -94,7 +102,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         from service.retention.service import start_retention_loop, stop_retention_loop
 
-        # Scheduled retention (DESIGN §6); None when METERING_RETENTION_INTERVAL_SECONDS is 0.
+        # Scheduled retention; None when METERING_RETENTION_INTERVAL_SECONDS is 0.
         retention = start_retention_loop(settings, database_url)
         try:
             yield
@@ -113,6 +121,8 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "expected_heads": Provide(provide_heads, sync_to_thread=False),
         },
         exception_handlers=EXCEPTION_HANDLERS,
+        request_class=ServiceRequest,
+        before_request=check_query_parameters,
         lifespan=[lifespan, metrics_lifespan],
         middleware=rate_limit_middleware(settings),
         request_max_body_size=settings.max_body_bytes,
@@ -126,13 +136,22 @@ def create_app(settings: Settings | None = None) -> Litestar:
 
 
 def openapi_config() -> OpenAPIConfig:
+    # Swagger UI's scripts, styles and icon come from the service itself (docs_assets_router),
+    # not from Litestar's default CDN, so /docs works offline and behind egress firewalls.
+    swagger = SwaggerRenderPlugin(
+        path="/",
+        js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-bundle.js",
+        css_url=f"{DOCS_ASSETS_PATH}/swagger-ui.css",
+        standalone_preset_js_url=f"{DOCS_ASSETS_PATH}/swagger-ui-standalone-preset.js",
+        favicon=f"<link rel='icon' type='image/png' href='{DOCS_ASSETS_PATH}/favicon-32x32.png'>",
+    )
     return OpenAPIConfig(
         title="Metering and billing API",
         version=API_VERSION,
         description="Usage events in, exact invoices out. Authenticate with "
         "`Authorization: Bearer <api key>`.",
-        path="/docs",
-        render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+        path=DOCS_PATH,
+        render_plugins=[swagger, JsonRenderPlugin(path="/openapi.json")],
         components=Components(
             security_schemes={
                 "BearerKey": SecurityScheme(type="http", scheme="bearer", description="API key")
@@ -140,6 +159,25 @@ def openapi_config() -> OpenAPIConfig:
         ),
         security=[{"BearerKey": []}],
         use_handler_docstrings=True,
+    )
+
+
+def swagger_ui_dist() -> Path:
+    """The Swagger UI distribution (JS, CSS, icons) that the flask-swagger-ui package ships in
+    its dist/ folder, kept current with Swagger UI's releases. Located without importing the
+    package: its __init__ imports Flask, which the service never uses."""
+    spec = importlib.util.find_spec("flask_swagger_ui")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("flask-swagger-ui is not installed: run `make install`")
+    return Path(next(iter(spec.submodule_search_locations))) / "dist"
+
+
+def docs_assets_router() -> Router:
+    return create_static_files_router(
+        path=DOCS_ASSETS_PATH,
+        directories=[swagger_ui_dist()],
+        name="docs_assets",
+        include_in_schema=False,
     )
 
 

@@ -10,6 +10,12 @@ from typing import Any
 
 ENV_PREFIX = "METERING_"
 DEV_SECRET = "dev-only-secret-change-me"
+# Secrets nobody chose: the development default, deploy/docker-compose.yml's default and the
+# REPLACE_ME… placeholder of deploy/k8s/secret.yaml. Anyone can read them here.
+PLACEHOLDER_SECRETS = frozenset({DEV_SECRET, "compose-dev-secret-change-me", ""})
+PLACEHOLDER_PREFIX = "REPLACE_ME"
+MAKE_A_SECRET = 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+ENVIRONMENTS = ("development", "production")
 
 
 class SettingsError(ValueError):
@@ -26,6 +32,9 @@ class Settings:
     # "use the embedded PostgreSQL kept under data_dir".
     database_url: str = ""
     data_dir: Path = Path(".data")
+    # development | production. Empty: development with the embedded PostgreSQL (make run),
+    # production with a DATABASE_URL, so a deployment is safe without setting it.
+    env: str = ""
     secret_key: str = DEV_SECRET
     host: str = "127.0.0.1"
     port: int = 8000
@@ -36,6 +45,19 @@ class Settings:
     json_logs: bool = True
     db_pool_size: int = 10
     db_pool_timeout_seconds: float = 5.0
+    # Bounds on one statement of a request, so a stuck database gives a 503 instead of a hang.
+    # The server cancels a statement after statement_timeout (and a lock wait after
+    # lock_timeout); the client gives up after command_timeout even when the server does not
+    # answer at all (frozen, network gone). 0 disables each.
+    db_statement_timeout_seconds: float = 5.0
+    db_lock_timeout_seconds: float = 3.0
+    db_command_timeout_seconds: float = 6.0
+    # Rollup rebuilds run for as long as their range needs: no statement timeout by default.
+    # Retention and migrations open their own connections (retention: bounded batches;
+    # migrations: alembic/env.py sets a lock_timeout) and are not affected by the above.
+    db_maintenance_statement_timeout_seconds: float = 0.0
+    # /readyz answers 503 when the database has not answered its check within this.
+    readiness_timeout_seconds: float = 2.0
     max_body_bytes: int = 2_000_000
     api_key_cache_seconds: float = 5.0
     # Tenants and meters as seen by ingestion are refreshed this often.
@@ -90,6 +112,47 @@ class Settings:
             raise SettingsError("METERING_BATCH_MAX_EVENTS must be between 1 and 100000")
         if self.workers < 1:
             raise SettingsError("METERING_WORKERS must be at least 1")
+        if self.env and self.env not in ENVIRONMENTS:
+            raise SettingsError(
+                f"METERING_ENV={self.env!r} is not one of {', '.join(ENVIRONMENTS)}"
+            )
+        for name in (
+            "db_statement_timeout_seconds",
+            "db_lock_timeout_seconds",
+            "db_command_timeout_seconds",
+            "db_maintenance_statement_timeout_seconds",
+        ):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"METERING_{name.upper()} must be 0 (off) or positive")
+        if self.readiness_timeout_seconds <= 0:
+            raise SettingsError("METERING_READINESS_TIMEOUT_SECONDS must be positive")
+
+    @property
+    def environment(self) -> str:
+        if self.env:
+            return self.env
+        return "development" if self.uses_embedded_database else "production"
+
+    @property
+    def is_development(self) -> bool:
+        return self.environment == "development"
+
+    @property
+    def uses_placeholder_secret(self) -> bool:
+        secret = self.secret_key.strip()
+        return secret in PLACEHOLDER_SECRETS or secret.startswith(PLACEHOLDER_PREFIX)
+
+    def require_real_secret(self) -> None:
+        """Refuse a default or placeholder secret outside development: API keys hashed with a
+        secret anyone can read in this repository can be forged. Called where the secret is
+        used (serving, creating keys), not by commands that never touch it (migrate)."""
+        if self.uses_placeholder_secret and not self.is_development:
+            shown = repr(self.secret_key) if self.secret_key else "empty"
+            raise SettingsError(
+                f"METERING_SECRET_KEY is a default or placeholder ({shown}) and this is "
+                f"{self.environment}; make a secret with\n    {MAKE_A_SECRET}\nand set "
+                "METERING_SECRET_KEY to it (or METERING_ENV=development for a local try-out)"
+            )
 
     @property
     def uses_embedded_database(self) -> bool:

@@ -16,7 +16,7 @@ Checks adjusted (not dropped):
   fails on any other refusal of schema-valid input (400, 405, 413, 415, ...).
 
 One check is excluded for one operation: negative_data_rejection on POST /v1/events/batch.
-A batch is accepted as a whole and validated event by event (DESIGN §10): an invalid event is
+A batch is accepted as a whole and validated event by event (the API contract): an invalid event is
 reported in `results` with status "invalid" while the valid ones are stored, so a batch
 holding a malformed event rightly answers 200. The batch envelope itself (not an object, no
 `events`, too many events) is still rejected, and the check still runs on POST /v1/events.
@@ -25,12 +25,17 @@ Examples per operation are bounded (MAX_EXAMPLES) so CI stays fast."""
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from litestar import Litestar
+from litestar.testing import AsyncTestClient
 from schemathesis.python import asgi
 from schemathesis.specs.openapi.checks import negative_data_rejection
 
@@ -49,9 +54,9 @@ schema = schemathesis.openapi.from_path(SPEC)
 schema.config.update(base_url=f"http://{asgi.HOST}")
 # The admin key is sent with every request (below), so schemathesis must not generate or
 # mutate Authorization itself; its ignored_auth check still probes every operation without it.
-# Unknown query parameters are ignored by the API, as by most HTTP APIs: not negative data.
+# Unknown query parameters are refused (422 naming them), so they are negative data.
 schema.config.generation.update(
-    max_examples=MAX_EXAMPLES, with_security_parameters=False, allow_extra_parameters=True
+    max_examples=MAX_EXAMPLES, with_security_parameters=False, allow_extra_parameters=False
 )
 schema.config.checks.negative_data_rejection.expected_statuses = NEGATIVE_REJECTED
 schema.config.checks.positive_data_acceptance.expected_statuses = POSITIVE_ACCEPTED
@@ -73,3 +78,94 @@ def test_api_conforms_to_its_contract(case: Any, fuzzed_app: Any, keys: Keys) ->
     case.operation.schema.app = case.operation.app = fuzzed_app
     excluded = [negative_data_rejection] if case.operation.label in PER_ITEM_VALIDATION else []
     case.call_and_validate(headers=keys.admin, excluded_checks=excluded)
+
+
+# --- explicit cases: bodies a JSON schema cannot describe ---------------------------------
+
+_PATH_VALUES = {
+    "tenant_id": "acme",
+    "event_name": "tokens",
+    "price_id": "00000000-0000-0000-0000-000000000000",
+}
+
+
+def _body_operations() -> list[tuple[str, str]]:
+    """Every operation of the committed contract that takes a body, paths filled in."""
+    spec = json.loads(SPEC.read_text())
+    found = []
+    for template, item in spec["paths"].items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "requestBody" in operation:
+                path = re.sub(r"\{(\w+)\}", lambda m: _PATH_VALUES[m.group(1)], template)
+                found.append((method.upper(), path))
+    return sorted(found)
+
+
+BODY_OPERATIONS = _body_operations()
+DEEP_ARRAY = b"[" * 1000 + b"]" * 1000
+DEEP_OBJECT = b'{"a":' * 1000 + b"1" + b"}" * 1000
+UNREADABLE_BODIES = {
+    "invalid UTF-8": b'{"name": "\xff", "event_name": "\xfe"}',
+    "invalid UTF-8 in a batch event": b'{"events": [{"event_name": "\xff"}]}',
+    "truncated UTF-8": b'{"name": "caf\xc3"}',
+    "array nested 1000 deep": DEEP_ARRAY,
+    "object nested 1000 deep": DEEP_OBJECT,
+    "nested 1000 deep in a batch event": b'{"events": [{"metadata": ' + DEEP_OBJECT + b"}]}",
+}
+OVERSIZED_NUMBERS = {"1e400": b"1e400", "-1e400": b"-1e400", "10**400": b"1" + b"0" * 400}
+
+
+def test_every_body_operation_is_exercised() -> None:
+    assert len(BODY_OPERATIONS) >= 10, BODY_OPERATIONS
+    assert ("POST", "/v1/events/batch") in BODY_OPERATIONS
+
+
+@pytest.mark.parametrize("name", sorted(UNREADABLE_BODIES))
+@pytest.mark.parametrize(("method", "path"), BODY_OPERATIONS)
+async def test_unreadable_bodies_are_422_on_every_body_operation(
+    client: AsyncTestClient[Litestar], keys: Keys, method: str, path: str, name: str
+) -> None:
+    headers = {**keys.admin, "content-type": "application/json"}
+    response = await client.request(method, path, content=UNREADABLE_BODIES[name], headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] == "validation_error"
+
+
+@pytest.mark.parametrize("number", sorted(OVERSIZED_NUMBERS))
+async def test_oversized_numbers_are_refused_never_5xx(
+    client: AsyncTestClient[Litestar], keys: Keys, number: str
+) -> None:
+    tenant = {"id": "acme", "name": "Acme"}
+    assert (await client.post("/v1/tenants", json=tenant, headers=keys.admin)).status_code == 201
+    meter = {"event_name": "tokens", "name": "Tokens", "aggregation": "sum", "currency": "USD"}
+    assert (await client.post("/v1/meters", json=meter, headers=keys.admin)).status_code == 201
+    big = OVERSIZED_NUMBERS[number]
+    now = datetime.now(UTC).isoformat().encode()
+    event = b'{"tenant_id": "acme", "event_name": "tokens", "idempotency_key": "big", '
+    event += b'"timestamp": "' + now + b'", "value": ' + big + b"}"
+    bodies = [
+        ("POST", "/v1/events", event),
+        ("POST", "/v1/events/batch", b'{"events": [' + event + b"]}"),
+        ("POST", "/v1/prices", b'{"meter": "tokens", "unit_amount": ' + big + b"}"),
+        (
+            "POST",
+            "/v1/prices",
+            b'{"meter": "tokens", "unit_amount": "1", "per_units": ' + big + b"}",
+        ),
+        (
+            "POST",
+            "/v1/prices",
+            b'{"meter": "tokens", "tiers": [{"up_to": ' + big + b', "unit_amount": "1"}, '
+            b'{"unit_amount": ' + big + b"}]}",
+        ),
+        ("POST", "/v1/tenants", b'{"id": "big", "name": "Big", "retention_days": ' + big + b"}"),
+    ]
+    headers = {**keys.admin, "content-type": "application/json"}
+    for method, path, body in bodies:
+        response = await client.request(method, path, content=body, headers=headers)
+        assert response.status_code < 500, (path, body[:80], response.text)
+        if path == "/v1/events/batch":
+            assert response.json()["rejected"] == 1, response.text
+        else:
+            assert response.status_code == 422, (path, body[:80], response.text)

@@ -128,6 +128,10 @@ ROUTES: list[Route] = [
 ]
 
 
+# The probes and /metrics take no key; they are listed for the checks that are not about auth.
+PUBLIC_ROUTES: list[Route] = [route("GET", path) for path in sorted(PUBLIC)]
+
+
 def _pattern(app_path: str) -> re.Pattern[str]:
     """'/v1/tenants/{tenant_id:str}' → a regex matching the concrete paths listed in ROUTES."""
     return re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", app_path) + "/?$")
@@ -196,6 +200,29 @@ async def test_route_scope_matrix(
             if r.tenant_scoped:
                 bound_elsewhere = await keys.make(scope, tenant_id="other")
                 assert await _call(client, r, bound_elsewhere, "acme") == 403
+
+
+@pytest.mark.parametrize("r", ROUTES + PUBLIC_ROUTES, ids=lambda r: f"{r.method} {r.path}")
+async def test_unknown_query_parameters_are_refused_on_every_route(
+    client: AsyncTestClient[Litestar], keys: Keys, tenants: None, r: Route
+) -> None:
+    """Never silently ignored (`groupby` for `group_by` would answer ungrouped totals). With
+    test_every_route_is_in_the_matrix, a new route is covered as soon as it exists."""
+    path = r.path.replace("{tenant}", "acme")
+    query = {
+        k: (v.replace("{tenant}", "acme") if isinstance(v, str) else v) for k, v in r.query.items()
+    }
+    response = await client.request(
+        r.method, path, json=r.body, params={**query, "groupby": "model"}, headers=keys.admin
+    )
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "validation_error"
+    assert [e["field"] for e in problem["errors"]] == ["groupby"]
+    assert "unknown query parameter" in problem["detail"]
+    # The parameters the route declares are not refused.
+    declared = await client.request(r.method, path, json=r.body, params=query, headers=keys.admin)
+    assert "unknown query parameter" not in declared.text, declared.text
 
 
 async def test_revoked_key_is_refused(client: AsyncTestClient[Litestar], keys: Keys) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -146,8 +147,10 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Probl
 
 # SQLSTATE classes meaning "the database cannot serve us right now": 08 connection exception,
 # 53 insufficient resources (too many connections, out of memory, disk full), 57P operator
-# intervention (admin or crash shutdown, "the database system is starting up", ...).
-_UNAVAILABLE_SQLSTATES = ("08", "53", "57P")
+# intervention (admin or crash shutdown, "the database system is starting up", ...); and our
+# own time bounds (service/db/session.py): 57014 statement_timeout, 55P03 lock_timeout. The
+# driver's client-side command_timeout raises TimeoutError, an OSError, handled below.
+_UNAVAILABLE_SQLSTATES = ("08", "53", "57P", "57014", "55P03")
 # Class 22, data exception: the database refused a value the request carried (a NUL character
 # in text, a number out of range, ...). The request is at fault, not the service.
 _INVALID_DATA_SQLSTATES = ("22",)
@@ -188,28 +191,65 @@ def _sqlstate_in(exc: BaseException, classes: tuple[str, ...]) -> bool:
     )
 
 
+# Where database code runs: an OSError raised in one of these packages is the network or the
+# socket failing under the driver (refused, reset, timed out); one raised anywhere else (a
+# zone file name too long for the file system, ...) says nothing about the database.
+_DATABASE_PACKAGES = ("asyncpg", "sqlalchemy")
+
+
+def _raised_by_database_code(exc: BaseException) -> bool:
+    return any(
+        str(frame.f_globals.get("__name__", "")).partition(".")[0] in _DATABASE_PACKAGES
+        for frame, _ in traceback.walk_tb(exc.__traceback__)
+    )
+
+
 def _is_connection_problem(exc: BaseException) -> bool:
     """True when the database is unreachable, restarting or out of connections (→ 503)."""
-    if isinstance(exc, (OSError, OperationalError)):
+    if isinstance(exc, OperationalError):
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
+    if isinstance(exc, OSError):
+        return _raised_by_database_code(exc)
     if any(
-        isinstance(error, OSError) or type(error).__name__ in _CONNECTION_ERROR_NAMES
+        (isinstance(error, OSError) and _raised_by_database_code(error))
+        or type(error).__name__ in _CONNECTION_ERROR_NAMES
         for error in _driver_errors(exc)
     ):
         return True
     return _sqlstate_in(exc, _UNAVAILABLE_SQLSTATES)
 
 
+# What a refused value was, by SQLSTATE, in our words: the driver's message names internals
+# (encodings, column types) and is no help to a caller. Values are checked before the
+# database; this is the fallback for a check that is missing, logged so that it gets added.
+_INVALID_DATA_MESSAGES = {
+    "22001": "a text value is too long",
+    "22003": "a number is out of the supported range",
+    "22007": "a date or time is not valid",
+    "22008": "a date or time is out of the supported range",
+    "22021": "a text value holds a character that cannot be stored (e.g. a NUL character)",
+    "22P05": "a text value holds a character that cannot be stored (e.g. a NUL character)",
+}
+
+
+def _invalid_data_message(exc: BaseException) -> str:
+    for error in _driver_errors(exc):
+        state = getattr(error, "sqlstate", None)
+        if isinstance(state, str) and state in _INVALID_DATA_MESSAGES:
+            return _INVALID_DATA_MESSAGES[state]
+    return "a value is outside what the service can store"
+
+
 def _database_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Problem]:
     if _sqlstate_in(exc, _INVALID_DATA_SQLSTATES):
-        message = str(_driver_errors(exc)[-1]).splitlines()[0][:200]
+        log.warning("value_refused_by_database", path=request.url.path, exc_info=exc)
         return problem_response(
             422,
             "validation_error",
             "Invalid input",
-            f"a value in the request cannot be stored: {message}",
+            f"a value in the request cannot be stored: {_invalid_data_message(exc)}",
         )
     if not _is_connection_problem(exc):
         return _unexpected(request, exc)
@@ -243,7 +283,8 @@ def _out_of_range(request: Request[Any, Any, Any], exc: Exception) -> Response[P
         422,
         "validation_error",
         "Invalid input",
-        f"a date or number in the request is out of the supported range ({exc})",
+        "a date or number in the request is out of the supported range "
+        "(dates: years 0001 to 9999 in UTC)",
     )
 
 

@@ -6,7 +6,9 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Histogram
 
 HTTP_REQUESTS = Counter(
-    "metering_http_requests_total", "HTTP requests", ["method", "route", "status"]
+    "metering_http_requests_total",
+    "HTTP requests, by status answered (499: the client disconnected before the answer)",
+    ["method", "route", "status"],
 )
 HTTP_LATENCY = Histogram(
     "metering_http_request_duration_seconds",

@@ -1,7 +1,7 @@
 """Money arithmetic: ISO 4217 minor units and the one rounding rule invoices use.
 
-Amounts are `Decimal` end to end. Arithmetic runs in `MONEY_CONTEXT` (60 significant digits),
-so a product of a quantity and a unit price with 12 decimal places stays exact; each amount is
+Amounts are `Decimal` end to end. Arithmetic runs in `MONEY_CONTEXT` (200 significant digits),
+wide enough for the largest amounts the API's input bounds allow (below); each amount is
 rounded once, half-up, to the currency's minor units.
 """
 
@@ -181,12 +181,17 @@ CURRENCY_EXPONENTS: dict[str, int] = {
     "ZWG": 2,
 }
 
-# The explicit context for money arithmetic: wide enough that quantity x unit price is exact
-# for any realistic operand, and half-up like the rounding rule, in case a result ever needs
-# rounding to fit. Invalid operations, division by zero and overflow raise instead of producing
-# NaN or Infinity.
+# The explicit context for money arithmetic, half-up like the rounding rule. Its precision
+# covers every amount the inputs allow: a month's quantity is below 10**47 (2**63 events,
+# each below 10**28) with at most 18 decimals, a unit amount below 10**20 with at most 12, so
+# their product has at most 97 digits and is exact; per_units >= 10**-12 leaves a quotient
+# below 10**79, and 200 digits keep over 100 digits after the point, far more than rounding
+# to minor units needs, and room for totals of many such lines. (60 digits made 20-digit
+# prices per 10**-12 units on 10**28-token months an InvalidOperation, blocking the tenant.)
+# Decimal works on the digits an operand has, so everyday amounts cost the same as before.
+# Invalid operations, division by zero and overflow raise instead of producing NaN or Infinity.
 MONEY_CONTEXT = Context(
-    prec=60,
+    prec=200,
     rounding=ROUND_HALF_UP,
     Emin=-999_999,
     Emax=999_999,

@@ -4,7 +4,8 @@ Litestar's generator leaves three gaps that the contract tests (schemathesis) ca
 
 - errors: it documents a 400 with its own ValidationException body on operations that take
   input, and nothing else; this API answers problem+json (service.common.errors) with 422 for
-  invalid input, 401/403 from the scope guards, 404, 409, 413, 429 and 503;
+  invalid input (on every operation: unknown query parameters are refused), 401/403 from the
+  scope guards, 404, 409, 413, 429 and 503;
 - public operations: the document-wide bearer requirement also lands on the probes and
   /metrics, which need no key;
 - closed request bodies: msgspec structs with `forbid_unknown_fields=True` reject unknown
@@ -135,9 +136,8 @@ def _document_errors(operation: Operation, method: str, guarded: bool) -> None:
     if "400" in responses and _is_litestar_validation_400(responses["400"]):
         del responses["400"]  # this API never answers 400: see errors._http_error
     parameters = operation.parameters or []
-    statuses: list[str] = []
-    if parameters or operation.request_body is not None:
-        statuses.append("422")
+    # Every operation refuses query parameters it does not declare (query_parameters.py).
+    statuses: list[str] = ["422"]
     if guarded:
         statuses += ["401", "403", "429", "503"]
     else:

@@ -10,7 +10,8 @@ from typing import Annotated, Any, Generic, TypeVar
 import msgspec
 from litestar.params import Parameter
 
-from service.common.errors import InvalidInput
+from service.common.errors import FieldError, InvalidInput
+from service.common.text import unstorable_reason
 
 T = TypeVar("T")
 
@@ -41,11 +42,26 @@ def encode_cursor(values: list[Any]) -> str:
 
 
 def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    """The values of a cursor made by encode_cursor, or a 422 naming `cursor`. Only what
+    encode_cursor writes is accepted (a flat list of strings and 64-bit integers), so that a
+    forged cursor never reaches a query: nesting, NUL characters, huge numbers."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)
         values = json.loads(base64.urlsafe_b64decode(padded.encode()))
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
-        raise InvalidInput("cursor is not one this API returned") from exc
+    except (binascii.Error, ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise _bad_cursor() from exc
     if not isinstance(values, list) or len(values) != arity:
-        raise InvalidInput("cursor is not one this API returned")
+        raise _bad_cursor()
+    for value in values:
+        if isinstance(value, bool) or not isinstance(value, (str, int)):
+            raise _bad_cursor()
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:
+            raise _bad_cursor()
+        if isinstance(value, str) and unstorable_reason(value) is not None:
+            raise _bad_cursor()
     return values
+
+
+def _bad_cursor() -> InvalidInput:
+    message = "cursor is not one this API returned"
+    return InvalidInput(message, errors=[FieldError(field="cursor", message=message)])

@@ -22,12 +22,19 @@ from service.common.errors import (
     ServiceError,
 )
 from service.common.metrics import INGEST_BATCH_SIZE, INGEST_COMMIT_LATENCY, INGEST_EVENTS
+from service.common.request_body import body_error
 from service.db.connections import driver_connection
 from service.events.group_commit import GroupCommitter
 from service.events.reference import ReferenceCache
 from service.events.repository import EventRow, StoredKey, mark_meters_used, store_events
 from service.events.schemas import BatchIn, BatchOut, BatchResult, EventAck, EventError, EventIn
-from service.events.validation import Limits, Rejection, decode_error, validate_event
+from service.events.validation import (
+    Limits,
+    Rejection,
+    decode_error,
+    text_rejection,
+    validate_event,
+)
 from service.settings import Settings
 
 MAX_STORE_ATTEMPTS = 3
@@ -47,10 +54,18 @@ def _decode_batch(body: bytes) -> list[EventIn | Rejection]:
     event is malformed, each is decoded on its own so the others still go through."""
     try:
         return list(_WHOLE_BATCH.decode(body).events)
-    except (msgspec.ValidationError, msgspec.DecodeError):
+    except UnicodeDecodeError as exc:
+        # Not JSON text at all (JSON is UTF-8): the body as a whole is refused.
+        raise body_error("the body is not valid UTF-8") from exc
+    except (msgspec.ValidationError, msgspec.DecodeError, RecursionError):
         pass
     try:
         envelope = _RAW_BATCH.decode(body)
+    except UnicodeDecodeError as exc:
+        raise body_error("the body is not valid UTF-8") from exc
+    except RecursionError as exc:
+        # Even skipping over an event recurses: the batch cannot be split into its events.
+        raise body_error("the body is nested too deeply") from exc
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         rejection = decode_error(exc)
         raise InvalidInput(
@@ -61,7 +76,9 @@ def _decode_batch(body: bytes) -> list[EventIn | Rejection]:
     for raw in envelope.events:
         try:
             items.append(_ONE_EVENT.decode(raw))
-        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+        except UnicodeDecodeError as exc:
+            raise body_error("the body is not valid UTF-8") from exc
+        except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
             items.append(decode_error(exc))
     return items
 
@@ -111,6 +128,9 @@ class Ingestor:
     # -- single events -------------------------------------------------------------------
 
     async def ingest_one(self, event: EventIn, principal: Principal) -> EventAck:
+        if (unstorable := text_rejection(event)) is not None:
+            INGEST_EVENTS.labels("invalid").inc()
+            raise EventRejected(unstorable)
         tenant_id = _tenant_of(event, principal)
         if tenant_id is None:
             raise EventRejected(_missing_tenant())
@@ -202,6 +222,9 @@ class Ingestor:
         for index, item in enumerate(items):
             if isinstance(item, Rejection):
                 results[index] = _invalid(index, item)
+                continue
+            if (unstorable := text_rejection(item)) is not None:
+                results[index] = _invalid(index, unstorable)
                 continue
             tenant_id = _tenant_of(item, principal)
             if tenant_id is None:

@@ -11,6 +11,7 @@ from decimal import Decimal
 
 import msgspec
 
+from service.common.text import find_unstorable_text
 from service.events.reference import MeterView, TenantView
 from service.events.repository import EventRow
 from service.events.schemas import EventIn
@@ -36,8 +37,10 @@ class Limits:
     future_tolerance: timedelta
 
 
-def decode_error(exc: msgspec.ValidationError | msgspec.DecodeError) -> Rejection:
+def decode_error(exc: msgspec.ValidationError | msgspec.DecodeError | RecursionError) -> Rejection:
     """msgspec says 'Expected `str`, got `int` - at `$.model`': keep the message, name the field."""
+    if isinstance(exc, RecursionError):
+        return Rejection("invalid_event", "the event is nested too deeply")
     text = str(exc)
     match = _PATH.search(text)
     field = match.group(1) if match and match.group(1) else None
@@ -68,6 +71,29 @@ def canonical_hash(event: EventIn, tenant_id: str, ts: datetime) -> bytes:
         event.metadata,
     ]
     return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).digest()
+
+
+def text_rejection(event: EventIn) -> Rejection | None:
+    """An event holding a string PostgreSQL cannot store (a NUL character, a lone surrogate),
+    named by its field. Checked before anything of the event reaches the database, the tenant
+    look-up included."""
+    fields = {
+        "event_name": event.event_name,
+        "idempotency_key": event.idempotency_key,
+        "tenant_id": event.tenant_id,
+        "org_id": event.org_id,
+        "project_id": event.project_id,
+        "api_key_id": event.api_key_id,
+        "user_id": event.user_id,
+        "model": event.model,
+        "dimensions": event.dimensions,
+        "metadata": event.metadata,
+    }
+    found = find_unstorable_text(fields)
+    if found is None:
+        return None
+    field, reason = found
+    return Rejection("invalid_text", f"{field} {reason}", field)
 
 
 def validate_event(

@@ -43,7 +43,8 @@ class TenantInvoiceController(Controller):
         "/",
         summary="Finalize a period's invoices (one per currency)",
         description="201 with the finalized invoices; 409 (invoice_exists) when the period is "
-        "already finalized; 422 (period_not_ended) before the period has ended.",
+        "already finalized; 409 (period_overlaps) when its instants would overlap a finalized "
+        "invoice; 422 (period_not_ended) before the period has ended.",
     )
     async def finalize_invoices(
         self,

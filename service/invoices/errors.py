@@ -23,3 +23,7 @@ class InvoiceAlreadyVoid(Conflict):
 
 class AmbiguousPrices(Conflict):
     code, title = "ambiguous_prices", "Prices tie for the same usage"
+
+
+class PeriodOverlaps(Conflict):
+    code, title = "period_overlaps", "Period overlaps a finalized invoice"

@@ -1,4 +1,6 @@
-"""CSV export of an invoice: a header, then one row per line (RFC 4180, CRLF line ends)."""
+"""CSV export of an invoice (RFC 4180, CRLF line ends): a header, one row per line, then a
+subtotal row and a total row. `row_type` (`line`, `subtotal`, `total`) tells them apart, so
+the line amounts can be summed and checked against the subtotal."""
 
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ CSV_COLUMNS = (
     "unpriced",
     "adjusts_period",
     "price_id",
+    "row_type",
 )
 # A spreadsheet would run a cell starting with one of these as a formula; free text from
 # usage (an unpriced line's model name, say) must not be able to do that.
@@ -69,8 +72,25 @@ def invoice_csv(invoice: InvoiceOut) -> str:
                 "true" if line.unpriced else "false",
                 line.adjusts_period or "",
                 line.price_id or "",
+                "line",
             )
         )
+    for row_type, amount in (("subtotal", invoice.subtotal), ("total", invoice.total)):
+        row = dict.fromkeys(CSV_COLUMNS, "")
+        row.update(
+            invoice_number=invoice.number or "",
+            invoice_id=invoice.id or "",
+            tenant_id=invoice.tenant_id,
+            status=invoice.status,
+            period=invoice.period,
+            currency=invoice.currency,
+            description=row_type.capitalize(),
+            period_start=_instant(invoice.period_start),
+            period_end=_instant(invoice.period_end),
+            amount=amount,
+            row_type=row_type,
+        )
+        writer.writerow(row.values())
     return buffer.getvalue()
 
 

@@ -5,11 +5,12 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, Numeric, String, Text, text
+from sqlalchemy import CheckConstraint, Index, Numeric, String, Text, UniqueConstraint, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
+from service.meters.models import instant_in_range
 
 
 class Invoice(Base):
@@ -18,6 +19,8 @@ class Invoice(Base):
     __tablename__ = "invoices"
     __table_args__ = (
         CheckConstraint("status IN ('finalized', 'void')", name="status"),
+        CheckConstraint(instant_in_range("period_start"), name="period_start_range"),
+        CheckConstraint(instant_in_range("period_end"), name="period_end_range"),
         # One live invoice per tenant, period and currency; a voided one frees the slot.
         Index(
             "uq_invoices_tenant_id_period_currency_finalized",
@@ -27,13 +30,15 @@ class Invoice(Base):
             unique=True,
             postgresql_where=text("status = 'finalized'"),
         ),
-        Index("uq_invoices_tenant_id_number", "tenant_id", "number", unique=True),
+        # Numbers are unique across the platform: finance and customers quote them alone.
+        UniqueConstraint("number"),
         Index("ix_invoices_id", "id"),
     )
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
-    number: Mapped[str] = mapped_column(String(40))
+    # The whole tenant id (at most 64 characters), '-', the counter (at most 19 digits).
+    number: Mapped[str] = mapped_column(String(96))
     status: Mapped[str] = mapped_column(String(16))
     period: Mapped[str] = mapped_column(String(7))
     period_start: Mapped[datetime]

@@ -1,4 +1,4 @@
-"""Invoice documents (DESIGN §10): decimals as strings, instants as RFC 3339 UTC.
+"""Invoice documents, as the API fixes them: decimals as strings, instants as RFC 3339 UTC.
 
 The field order of these structs is the key order of the JSON document, which a finalized
 invoice stores and serves byte for byte.

@@ -50,6 +50,7 @@ from service.invoices.errors import (
     InvoiceExists,
     PeriodAdjustedLater,
     PeriodNotEnded,
+    PeriodOverlaps,
 )
 from service.invoices.models import Invoice
 from service.invoices.rating import (
@@ -67,6 +68,7 @@ from service.invoices.repository import (
     load_pricing,
 )
 from service.invoices.schemas import InvoiceLineOut, InvoiceOut, InvoiceStatus
+from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT
 from service.meters.pricing import AmbiguousPriceError, price_boundaries
 from service.rollups.query import ALL_AGGREGATES, SUM_AND_COUNT, RollupQuery, read_cells
 from service.settings import Settings
@@ -74,8 +76,6 @@ from service.tenants.models import Tenant
 from service.tenants.repository import TenantRepository
 
 PERIOD_PATTERN = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
-# invoices.number is VARCHAR(40): prefix, '-', at least six digits.
-NUMBER_PREFIX_LENGTH = 32
 
 
 def parse_period(period: str) -> tuple[int, int]:
@@ -87,26 +87,80 @@ def parse_period(period: str) -> tuple[int, int]:
     return int(period[:4]), int(period[5:])
 
 
-def period_bounds(period: str, timezone: str) -> tuple[datetime, datetime]:
+def invoice_period(period: str, timezone: str) -> tuple[datetime, datetime]:
     """`[start, end)` of a calendar month in `timezone`, as UTC instants: local midnight of the
-    first day to local midnight of the first day of the next month."""
+    first day to local midnight of the first day of the next month.
+
+    The one check of a requested period, for preview and finalize alike: 422 naming `period`
+    unless it is YYYY-MM and both instants lie between 2000-01-01T00:00:00Z and
+    9000-01-01T00:00:00Z (the range every stored billing instant is in)."""
     year, month = parse_period(period)
+    out_of_range = InvalidInput(
+        f"period '{period}' in {timezone} must lie between {EARLIEST_INSTANT.isoformat()} "
+        f"and {LATEST_INSTANT.isoformat()}",
+        errors=[FieldError(field="period", message="out of range")],
+    )
+    # The years first: near year 1 or 9999 the conversion to UTC could overflow.
+    if not EARLIEST_INSTANT.year <= year < LATEST_INSTANT.year:
+        raise out_of_range
     zone = ZoneInfo(timezone)
     following = (year + 1, 1) if month == 12 else (year, month + 1)
-    try:
-        start = datetime(year, month, 1, tzinfo=zone).astimezone(UTC)
-        end = datetime(*following, 1, tzinfo=zone).astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
-        raise InvalidInput(
-            f"period '{period}' is out of range",
-            errors=[FieldError(field="period", message="out of range")],
-        ) from exc
+    start = datetime(year, month, 1, tzinfo=zone).astimezone(UTC)
+    end = datetime(*following, 1, tzinfo=zone).astimezone(UTC)
+    if not (start >= EARLIEST_INSTANT and end <= LATEST_INSTANT):
+        raise out_of_range
+    return start, end
+
+
+def _neighbour(period: str, step: int) -> str:
+    year, month = parse_period(period)
+    index = year * 12 + month - 1 + step
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def invoice_bounds(
+    period: str, timezone: str, invoices: Sequence[InvoiceSummary]
+) -> tuple[datetime, datetime]:
+    """The instants an invoice of `period` covers, given the tenant's stored invoices.
+
+    A finalized invoice fixes its instants. A period that has one keeps them; otherwise it is
+    the month in today's `timezone`, except that it starts where a finalized invoice of the
+    previous month ends and ends where one of the next month starts, whatever zone those were
+    finalized in. So a time zone change can neither bill usage twice nor leave a gap. Voided
+    invoices fix nothing. Instants that would still overlap a finalized invoice are a 409.
+    """
+    start, end = invoice_period(period, timezone)
+    live = [invoice for invoice in invoices if invoice.status == "finalized"]
+    for invoice in live:
+        if invoice.period == period:
+            return invoice.period_start, invoice.period_end
+        if invoice.period == _neighbour(period, -1):
+            start = invoice.period_end
+        elif invoice.period == _neighbour(period, 1):
+            end = invoice.period_start
+    clashes = sorted(
+        {
+            invoice.period
+            for invoice in live
+            if invoice.period_start < end and start < invoice.period_end
+        }
+        | ({_neighbour(period, -1), _neighbour(period, 1)} if start >= end else set())
+    )
+    if clashes:
+        raise PeriodOverlaps(
+            f"period {period} would cover [{start.isoformat()}, {end.isoformat()}), which "
+            f"overlaps the finalized invoices of {', '.join(clashes)}; void those first",
+            errors=[FieldError(field="period", message="overlaps a finalized invoice")],
+        )
     return start, end
 
 
 def invoice_number(tenant_id: str, counter: int) -> str:
-    """`ACME-000012`: the tenant id in upper case, then the tenant's counter."""
-    return f"{tenant_id.upper()[:NUMBER_PREFIX_LENGTH]}-{counter:06d}"
+    """`ACME-000012`: the whole tenant id in upper case, '-', then the tenant's counter.
+
+    Unique across tenants: ids are lowercase slugs, so upper-casing keeps them distinct, and
+    the counter is all digits, so the last '-' always separates the id from the counter."""
+    return f"{tenant_id.upper()}-{counter:06d}"
 
 
 def encode_document(invoice: InvoiceOut) -> str:
@@ -345,7 +399,10 @@ class InvoiceService:
 
     async def preview(self, tenant_id: str, period: str, principal: Principal) -> list[InvoiceOut]:
         tenant = await self._tenant(tenant_id, principal)
-        start, end = period_bounds(period, tenant.timezone)
+        invoice_period(period, tenant.timezone)  # a 422 before reading anything else
+        start, end = invoice_bounds(
+            period, tenant.timezone, await self.invoices.summaries(tenant.id)
+        )
         return [
             build_document(
                 tenant_id=tenant.id,
@@ -360,20 +417,25 @@ class InvoiceService:
 
     async def finalize(self, tenant_id: str, period: str, principal: Principal) -> list[InvoiceOut]:
         tenant = await self._tenant(tenant_id, principal)
-        start, end = period_bounds(period, tenant.timezone)
-        now = datetime.now(UTC)
-        if end > now:
-            raise PeriodNotEnded(
-                f"period {period} ends at {end.isoformat()} ({tenant.timezone}); it can be "
-                "finalized once it has ended (preview it meanwhile)",
-                errors=[FieldError(field="period", message="not ended")],
-            )
+        invoice_period(period, tenant.timezone)  # the same 422s as preview, before any write
         await self.invoices.lock_tenant(tenant.id)
         existing = await self.invoices.live_numbers_for_period(tenant.id, period)
         if existing:
             raise InvoiceExists(
                 f"period {period} of tenant '{tenant.id}' is already finalized "
                 f"(invoice {', '.join(existing)}); void it to finalize the period again"
+            )
+        # Read under the lock: the neighbouring invoices that fix this period's instants
+        # cannot change until the transaction ends.
+        start, end = invoice_bounds(
+            period, tenant.timezone, await self.invoices.summaries(tenant.id)
+        )
+        now = datetime.now(UTC)
+        if end > now:
+            raise PeriodNotEnded(
+                f"period {period} ends at {end.isoformat()} ({tenant.timezone}); it can be "
+                "finalized once it has ended (preview it meanwhile)",
+                errors=[FieldError(field="period", message="not ended")],
             )
         adjusting = await self.invoices.live_numbers_adjusting(tenant.id, period)
         if adjusting:

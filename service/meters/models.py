@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -10,6 +10,19 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base, TimestampedMixin
+
+# Every instant the service stores for billing (price validity, invoice periods) lies in this
+# range. Outside it asyncpg maps the year 1 and 9999 edges to -infinity / infinity, which come
+# back as naive datetimes and break every comparison with real instants; nothing is billed
+# before 2000 or after 9000.
+EARLIEST_INSTANT = datetime(2000, 1, 1, tzinfo=UTC)
+LATEST_INSTANT = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def instant_in_range(column: str) -> str:
+    """SQL that holds when `column` lies in [EARLIEST_INSTANT, LATEST_INSTANT]."""
+    earliest, latest = EARLIEST_INSTANT.isoformat(), LATEST_INSTANT.isoformat()
+    return f"{column} >= '{earliest}' AND {column} <= '{latest}'"
 
 
 class Meter(TimestampedMixin, Base):
@@ -49,6 +62,11 @@ class Price(Base):
         CheckConstraint("unit_amount >= 0", name="unit_amount_non_negative"),
         CheckConstraint(
             "effective_to IS NULL OR effective_to > effective_from", name="effective_interval"
+        ),
+        CheckConstraint(instant_in_range("effective_from"), name="effective_from_range"),
+        CheckConstraint(
+            f"effective_to IS NULL OR ({instant_in_range('effective_to')})",
+            name="effective_to_range",
         ),
     )
 

@@ -33,7 +33,7 @@ from service.common.time import (
     is_on_quarter_hour,
 )
 from service.meters.errors import DimensionRemoval, MeterExists, MeterHasEvents, PriceOverlap
-from service.meters.models import Meter, Price
+from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT, Meter, Price
 from service.meters.pricing import (
     PriceRule,
     Tier,
@@ -137,13 +137,22 @@ def _rfc3339(instant: datetime) -> str:
 
 
 def price_instant(value: datetime, field: str) -> datetime:
-    """An effective_from/effective_to from a request, in UTC; 422 unless it has an offset and
-    lies on a 15-minute boundary."""
+    """An effective_from/effective_to from a request, in UTC; 422 unless it has an offset,
+    lies in the range the service bills (2000-01-01T00:00:00Z to 9000-01-01T00:00:00Z) and on a
+    15-minute boundary."""
     if value.tzinfo is None or value.utcoffset() is None:
         raise _invalid(
             field,
             "missing time zone offset",
             f"{field} must carry a UTC offset, e.g. '2026-11-01T00:00:00Z'",
+        )
+    # Compared before converting: near year 1 or 9999 the conversion to UTC could overflow.
+    if not EARLIEST_INSTANT <= value <= LATEST_INSTANT:
+        raise _invalid(
+            field,
+            "out of range",
+            f"{field} ({value.isoformat()}) must lie between {_rfc3339(EARLIEST_INSTANT)} and "
+            f"{_rfc3339(LATEST_INSTANT)}",
         )
     utc = value.astimezone(UTC)
     if not is_on_quarter_hour(utc):

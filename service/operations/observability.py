@@ -20,12 +20,15 @@ from service.common.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 if TYPE_CHECKING:
     from litestar import Litestar
-    from litestar.types import ASGIApp, HTTPScope, Message, Receive, Scope, Send
+    from litestar.types import ASGIApp, HTTPScope, Message, Receive, ReceiveMessage, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
 # Routes are the path templates ("/v1/tenants/{tenant_id}"), never raw paths, so the number
 # of label values is bounded by the number of routes; everything unrouted shares one value.
 UNMATCHED_ROUTE = "unmatched"
+# The status recorded (metrics and log, never sent) for a request whose client disconnected
+# before it was answered: nginx's "client closed request", outside the 5xx of server errors.
+CLIENT_CLOSED_REQUEST = 499
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A caller's id is echoed and logged only if it is short and plain; otherwise we make one.
 _ACCEPTABLE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:/+=-]{1,128}$")
@@ -57,10 +60,20 @@ class RequestObservability:
         request_id = request_id_from(scope["headers"])
         header = (REQUEST_ID_HEADER.encode(), request_id.encode())
         status = 500  # what the server answers if the app fails before starting a response
+        responding = False
+        disconnected = False
+
+        async def receive_watching_disconnect() -> ReceiveMessage:
+            nonlocal disconnected
+            message = await receive()
+            if message["type"] == "http.disconnect" and not responding:
+                disconnected = True
+            return message
 
         async def send_with_request_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, responding
             if message["type"] == "http.response.start":
+                responding = True
                 status = message["status"]
                 headers = [h for h in message.get("headers", []) if h[0].lower() != header[0]]
                 message = {**message, "headers": [*headers, header]}
@@ -69,9 +82,12 @@ class RequestObservability:
         started = time.perf_counter()
         with structlog.contextvars.bound_contextvars(request_id=request_id):
             try:
-                await self.app(scope, receive, send_with_request_id)
+                await self.app(scope, receive_watching_disconnect, send_with_request_id)
             finally:
-                self._record(scope, status, time.perf_counter() - started)
+                # A client that left before the request was answered (mid-body, typically):
+                # whatever the app made of the missing body, no server error happened.
+                outcome = CLIENT_CLOSED_REQUEST if disconnected else status
+                self._record(scope, outcome, time.perf_counter() - started)
 
     @staticmethod
     def _record(scope: HTTPScope, status: int, seconds: float) -> None:
@@ -89,7 +105,10 @@ class RequestObservability:
         principal = (scope.get("state") or {}).get("principal")
         if principal is not None:
             fields["api_key_id"] = principal.key_id  # the key's id, never the key
-        access_log.info("request", **fields)
+        if status == CLIENT_CLOSED_REQUEST:
+            access_log.info("client_disconnected", **fields)
+        else:
+            access_log.info("request", **fields)
 
 
 def observe_requests(app: Litestar) -> None:

@@ -1,4 +1,4 @@
-"""Retention (DESIGN §6): delete raw events past their tenant's retention period in bounded
+"""Retention: delete raw events past their tenant's retention period in bounded
 batches, one process at a time.
 
 Only the `events` table is touched: rollups and finalized invoices stay, so no usage query or

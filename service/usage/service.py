@@ -15,10 +15,10 @@ from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import to_plain_string
 from service.common.time import QUARTER_HOUR, floor_to_quarter_hour, is_on_quarter_hour
+from service.common.timezones import zone_named
 from service.db.connections import driver_connection
 from service.rollups.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
 from service.rollups.query import Cell, RollupQuery, read_cells
-from service.tenants.service import validate_timezone
 from service.usage import repository
 from service.usage.repository import MeterRecord
 from service.usage.schemas import (
@@ -82,12 +82,14 @@ class UsageService:
         # Checked by _parse: a limit without order_by keeps the first rows in the usual order.
         order = UsageOrder(query.order_by) if query.order_by else None
         limit = query.limit
+        # Checked before the database: a bad name is the caller's mistake, whatever happens next.
+        asked_zone = zone_named(query.timezone) if query.timezone else None
         # Autocommit: three reads, each consistent on its own (the aggregate is one statement).
         async with driver_connection(self.engine) as connection:
             tenant_zone = await repository.tenant_timezone(connection, tenant_id)
             if tenant_zone is None:
                 raise NotFound(f"tenant '{tenant_id}' does not exist")
-            zone = validate_timezone(query.timezone or tenant_zone)
+            zone = asked_zone or zone_named(tenant_zone)
             meters = await repository.meters(connection, query.meter)
             if query.meter is not None and not meters:
                 raise _invalid("meter", f"no meter has event_name '{query.meter}'")

@@ -1,7 +1,8 @@
 """Static checks of deploy/: the Dockerfile, docker-compose.yml and the Kubernetes manifests.
 
 No database, no Docker daemon, no cluster, and nothing imported from `service`: the files are
-parsed and compared with what the service expects (DESIGN §6, §8). Each check is a function
+parsed and compared with what the service expects (retention by CronJob, probes, settings;
+see docs/architecture.md). Each check is a function
 that returns a list of problems, so the same checks are also run against deliberately broken
 in-memory manifests to show that they can fail.
 """
@@ -12,6 +13,7 @@ import copy
 import json
 import re
 import shlex
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import yaml
 ALLOWED_ENV_VARS = frozenset(
     {
         "DATABASE_URL",
+        "METERING_ENV",
         "METERING_SECRET_KEY",
         "METERING_WORKERS",
         "METERING_LOG_LEVEL",
@@ -37,6 +40,11 @@ SUBCOMMANDS = frozenset({"serve", "migrate", "retention"})
 HTTP_PORT = 8000
 READINESS_PATH = "/readyz"
 LIVENESS_PATH = "/healthz"
+METRICS_PATH = "/metrics"
+# Seconds a pod keeps serving after it was told to stop, before uvicorn gets SIGTERM; the grace
+# period must cover it plus the drain of in-flight requests and the app's shutdown.
+MIN_PRESTOP_SECONDS = 5
+MIN_DRAIN_SECONDS = 15
 IMAGE = "metering-service:latest"
 APP_LABEL = "metering"
 COMPOSE_DATABASE_URL = "postgresql://metering:metering@postgres:5432/metering"
@@ -46,6 +54,11 @@ DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 DOCKERFILE = DEPLOY / "Dockerfile"
 COMPOSE_FILE = DEPLOY / "docker-compose.yml"
+# The image installs the runtime lock; `make install` the full one (dev and embedded extras).
+RUNTIME_LOCK = "requirements-runtime.lock"
+DEV_ONLY_PACKAGES = frozenset(
+    {"pytest", "pytest-asyncio", "mypy", "ruff", "schemathesis", "hypothesis", "pgserver"}
+)
 
 Doc = dict[str, Any]
 
@@ -209,6 +222,65 @@ def deployment_problems(deployment: Doc) -> list[str]:
     return problems
 
 
+def prestop_seconds(container: Doc) -> int | None:
+    """The pause of a preStop hook: `sleep N` (exec) or Kubernetes' own sleep action."""
+    pre_stop = (container.get("lifecycle") or {}).get("preStop") or {}
+    if "sleep" in pre_stop:
+        return int(pre_stop["sleep"].get("seconds", 0))
+    command = argv((pre_stop.get("exec") or {}).get("command"))
+    if len(command) == 2 and command[0].rsplit("/", 1)[-1] == "sleep":
+        return int(command[1])
+    return None
+
+
+def lifecycle_problems(deployment: Doc) -> list[str]:
+    """Starting, stopping and being scraped: startupProbe, preStop drain with a grace period
+    that covers it, Prometheus annotations."""
+    (container,) = pod_spec(deployment).get("containers", [])
+    problems = probe_problems(container, "startupProbe", LIVENESS_PATH)
+    pause = prestop_seconds(container)
+    grace = pod_spec(deployment).get("terminationGracePeriodSeconds", 30)
+    if pause is None or pause < MIN_PRESTOP_SECONDS:
+        problems.append(f"no preStop pause of at least {MIN_PRESTOP_SECONDS} s to drain")
+    elif grace < pause + MIN_DRAIN_SECONDS:
+        problems.append(
+            f"terminationGracePeriodSeconds {grace} leaves less than {MIN_DRAIN_SECONDS} s "
+            f"after the {pause} s preStop pause to finish requests"
+        )
+    annotations = deployment["spec"]["template"].get("metadata", {}).get("annotations") or {}
+    expected = {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(HTTP_PORT),
+        "prometheus.io/path": METRICS_PATH,
+    }
+    for key, value in expected.items():
+        if annotations.get(key) != value:
+            problems.append(f"pod annotation {key} is {annotations.get(key)!r}, not {value!r}")
+    return problems
+
+
+def pdb_problems(pdb: Doc, deployment: Doc, hpa: Doc) -> list[str]:
+    problems: list[str] = []
+    if pdb.get("apiVersion") != "policy/v1":
+        problems.append(f"PodDisruptionBudget apiVersion is {pdb.get('apiVersion')!r}")
+    spec = pdb.get("spec") or {}
+    selector = (spec.get("selector") or {}).get("matchLabels") or {}
+    pod_labels = deployment["spec"]["template"]["metadata"].get("labels", {})
+    if not selector or any(pod_labels.get(k) != v for k, v in selector.items()):
+        problems.append(f"PDB selector {selector} does not select the API pods {pod_labels}")
+    minimum = hpa["spec"]["minReplicas"]
+    if "minAvailable" in spec:
+        if not isinstance(spec["minAvailable"], int) or not 1 <= spec["minAvailable"] < minimum:
+            # Equal to the HPA minimum, no eviction is ever allowed: drains hang.
+            problems.append(
+                f"minAvailable {spec['minAvailable']!r} must be 1..{minimum - 1} "
+                f"(the HPA minimum is {minimum})"
+            )
+    elif spec.get("maxUnavailable") not in (1, "1"):
+        problems.append("the PDB sets neither minAvailable nor maxUnavailable: 1")
+    return problems
+
+
 def env_names(node: Any) -> Iterator[str]:
     """Every environment variable a manifest sets or refers to, wherever it is written.
 
@@ -332,10 +404,12 @@ def dockerfile_problems(text: str) -> list[str]:
 
     copies = " ".join(args for keyword, args in instructions if keyword == "COPY")
     runs = [args for keyword, args in instructions if keyword == "RUN"]
-    if "requirements.lock" not in copies:
-        problems.append("requirements.lock is not copied into the build")
-    if not any("pip install" in run and "requirements.lock" in run for run in runs):
-        problems.append("dependencies are not installed from requirements.lock")
+    if RUNTIME_LOCK not in copies:
+        problems.append(f"{RUNTIME_LOCK} is not copied into the build")
+    if not any("pip install" in run and RUNTIME_LOCK in run for run in runs):
+        problems.append(f"dependencies are not installed from {RUNTIME_LOCK}")
+    if re.search(r"\brequirements\.lock\b", copies):
+        problems.append("the development lock (test and lint tools) is copied into the image")
     if not any(re.search(r"pip install --no-deps \.(\s|$)", run) for run in runs):
         problems.append("the package is not installed with pip install --no-deps .")
     final_copies = [args for keyword, args in final if keyword == "COPY"]
@@ -379,10 +453,61 @@ def test_dockerfile(dockerfile_text: str) -> None:
     assert dockerfile_problems(dockerfile_text) == []
 
 
+def locked_packages(path: Path) -> set[str]:
+    return {
+        line.split("==")[0].strip().lower()
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if "==" in line and not line.startswith((" ", "#"))
+    }
+
+
+def runtime_dependencies() -> set[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    return {
+        re.split(r"[\[<>=!~ ;]", requirement, maxsplit=1)[0].strip().lower()
+        for requirement in project["dependencies"]
+    }
+
+
+def test_the_image_lock_holds_runtime_dependencies_only() -> None:
+    runtime = locked_packages(ROOT / RUNTIME_LOCK)
+    full = locked_packages(ROOT / "requirements.lock")
+    # Every runtime dependency of pyproject.toml is in the image's lock (a dependency added to
+    # pyproject.toml and the full lock only would be missing from the image).
+    assert runtime_dependencies() <= runtime, sorted(runtime_dependencies() - runtime)
+    assert not runtime & DEV_ONLY_PACKAGES, sorted(runtime & DEV_ONLY_PACKAGES)
+    # make install still gets everything, including the embedded PostgreSQL of make run.
+    assert full >= DEV_ONLY_PACKAGES
+    assert runtime <= full
+    assert RUNTIME_LOCK in (DEPLOY / "Dockerfile.dockerignore").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("lock", ["requirements.lock", RUNTIME_LOCK])
+def test_locks_name_packages_not_the_machine_that_compiled_them(lock: str) -> None:
+    """No --index-url / --extra-index-url / --find-links: those are where one machine found
+    the wheels (file:///opt/...), meaningless or wrong anywhere else."""
+    text = (ROOT / lock).read_text(encoding="utf-8")
+    options = [line for line in text.splitlines() if line.startswith("-")]
+    assert options == [], options
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    assert "--no-emit-index-url" in makefile and "--no-emit-find-links" in makefile
+
+
 def test_deployment(k8s_docs: list[Doc]) -> None:
     deployment = only(k8s_docs, "Deployment")
     assert deployment["apiVersion"] == "apps/v1"
     assert deployment_problems(deployment) == []
+
+
+def test_deployment_starts_drains_and_is_scraped(k8s_docs: list[Doc]) -> None:
+    assert lifecycle_problems(only(k8s_docs, "Deployment")) == []
+
+
+def test_a_disruption_budget_keeps_one_api_pod(k8s_docs: list[Doc]) -> None:
+    pdb = only(k8s_docs, "PodDisruptionBudget")
+    deployment = only(k8s_docs, "Deployment")
+    assert pdb_problems(pdb, deployment, only(k8s_docs, "HorizontalPodAutoscaler")) == []
+    assert pdb["metadata"]["labels"]["app"] == APP_LABEL
 
 
 def test_service_targets_the_deployment_on_8000(k8s_docs: list[Doc]) -> None:
@@ -455,6 +580,9 @@ def test_settings_come_from_the_configmap_and_secret(k8s_docs: list[Doc]) -> Non
     assert not secret_keys & set(configmap["data"]), "a setting is in both"
     # The CronJob does retention; the in-service loop must be off in every replica.
     assert configmap["data"]["METERING_RETENTION_INTERVAL_SECONDS"] == "0"
+    # Production: the API refuses the secret.yaml placeholder instead of hashing keys with it.
+    assert configmap["data"]["METERING_ENV"] == "production"
+    assert str((secret.get("stringData") or {})["METERING_SECRET_KEY"]).startswith("REPLACE_ME")
     assert all(isinstance(value, str) for value in configmap["data"].values())
     for workload in k8s_docs:
         for container in containers(workload):
@@ -581,6 +709,30 @@ def _selector_mismatch(doc: Doc) -> None:
     doc["spec"]["selector"]["matchLabels"] = {"app": "other"}
 
 
+def test_lifecycle_and_pdb_checks_can_fail(k8s_docs: list[Doc]) -> None:
+    deployment = only(k8s_docs, "Deployment")
+    hpa = only(k8s_docs, "HorizontalPodAutoscaler")
+    pdb = only(k8s_docs, "PodDisruptionBudget")
+
+    broken = copy.deepcopy(deployment)
+    container = broken["spec"]["template"]["spec"]["containers"][0]
+    del container["startupProbe"]
+    broken["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = 12
+    broken["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] = "9090"
+    problems = lifecycle_problems(broken)
+    for expected in ("startupProbe path", "terminationGracePeriodSeconds 12", "prometheus.io/port"):
+        assert any(expected in problem for problem in problems), (expected, problems)
+    del container["lifecycle"]
+    assert any("preStop" in problem for problem in lifecycle_problems(broken))
+
+    too_strict = copy.deepcopy(pdb)
+    too_strict["spec"]["minAvailable"] = hpa["spec"]["minReplicas"]
+    too_strict["spec"]["selector"]["matchLabels"] = {"app": "other"}
+    problems = pdb_problems(too_strict, deployment, hpa)
+    assert any("minAvailable" in problem for problem in problems), problems
+    assert any("does not select" in problem for problem in problems), problems
+
+
 def test_the_in_memory_deployment_baseline_is_good() -> None:
     assert deployment_problems(copy.deepcopy(GOOD_DEPLOYMENT)) == []
 
@@ -679,8 +831,8 @@ def test_dockerfile_check_catches_a_broken_dockerfile() -> None:
         "non-root USER",
         "EXPOSE 8000",
         "curl/wget",
-        "requirements.lock is not copied",
-        "installed from requirements.lock",
+        "requirements-runtime.lock is not copied",
+        "installed from requirements-runtime.lock",
         "--no-deps",
         "copies nothing from the builder",
         "does not copy alembic.ini",
@@ -694,3 +846,7 @@ def test_dockerfile_check_catches_a_broken_dockerfile() -> None:
         "\nEXPOSE 8000", "\nUSER root\nEXPOSE 8000"
     )
     assert "runtime stage does not switch to a non-root USER" in dockerfile_problems(root_again)
+    with_dev_lock = DOCKERFILE.read_text(encoding="utf-8").replace(
+        "COPY requirements-runtime.lock ./", "COPY requirements-runtime.lock requirements.lock ./"
+    )
+    assert any("development lock" in p for p in dockerfile_problems(with_dev_lock))

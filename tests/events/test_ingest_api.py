@@ -6,10 +6,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 
 from tests.conftest import Keys
 from tests.events.conftest import Client, EventFactory, recent
+from tests.support.problems import assert_problem
 
 pytestmark = pytest.mark.usefixtures("seeded")
 
@@ -63,10 +65,25 @@ INVALID_CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("empty model", {"model": ""}, "invalid_field", "model"),
     ("unknown field", {"colour": "red"}, "unknown_field", "colour"),
     ("missing tenant", {"tenant_id": ...}, "missing_tenant", "tenant_id"),
+    # RFC 3339 with an offset only: a bare number is not read as seconds since 1970.
+    ("Unix timestamp", {"timestamp": 1764547200}, "invalid_field", "timestamp"),
+    # Text PostgreSQL cannot store is refused before the database, naming the field.
+    ("NUL in model", {"model": "gpt\x004o"}, "invalid_text", "model"),
+    ("NUL in tenant_id", {"tenant_id": "ac\x00me"}, "invalid_text", "tenant_id"),
+    ("NUL in idempotency key", {"idempotency_key": "k\x00"}, "invalid_text", "idempotency_key"),
+    ("NUL in dimension", {"dimensions": {"region": "eu\x00"}}, "invalid_text", "dimensions.region"),
+    (
+        "NUL in metadata",
+        {"metadata": {"trace": [{"span": "a\x00"}]}},
+        "invalid_text",
+        "metadata.trace[0].span",
+    ),
 ]
 
 
-SCHEMA_CODES = {"invalid_field", "missing_field", "unknown_field"}
+# Caught while decoding the body of a single event (a 422 validation_error naming the field);
+# in a batch, each is the result of its own event.
+SCHEMA_CODES = {"invalid_field", "missing_field", "unknown_field", "invalid_text"}
 
 
 def _apply(event: EventFactory, overrides: dict[str, Any]) -> dict[str, Any]:
@@ -312,3 +329,49 @@ async def test_list_events_paginates_and_filters(
 
 def test_recent_helper_is_recent() -> None:
     assert datetime.fromisoformat(recent()) < datetime.now(UTC)
+
+
+async def test_batch_with_a_nul_in_one_event_stores_the_others(
+    client: Client, ingest_key: dict[str, str], event: EventFactory, pg_pool: asyncpg.Pool
+) -> None:
+    events = [event(), event(model="gpt\x004o"), event()]
+    answer = await post_batch(client, ingest_key, events)
+    assert (answer["accepted"], answer["rejected"]) == (2, 1)
+    middle = answer["results"][1]
+    assert middle["index"] == 1
+    assert middle["status"] == "invalid"
+    assert middle["error"]["field"] == "model"
+    assert "UTF8" not in middle["error"]["message"]
+    assert await pg_pool.fetchval("SELECT count(*) FROM events") == 2
+
+
+@pytest.mark.parametrize("path", ["/v1/events", "/v1/events/batch"])
+async def test_invalid_utf8_body_is_422(
+    client: Client, ingest_key: dict[str, str], path: str
+) -> None:
+    headers = {**ingest_key, "content-type": "application/json"}
+    event = b'{"event_name": "\xff"}'
+    body = b'{"events": [' + event + b"]}" if path.endswith("batch") else event
+    response = await client.post(path, content=body, headers=headers)
+    assert_problem(response, 422, "validation_error", "body")
+    assert "UTF-8" in response.json()["detail"]
+
+
+async def test_deeply_nested_body_is_422(
+    client: Client, ingest_key: dict[str, str], event: EventFactory, pg_pool: asyncpg.Pool
+) -> None:
+    """Nesting beyond what the decoder recurses into is refused, never a 500. In a batch the
+    events cannot even be told apart, so the batch as a whole is refused."""
+    deep = b'{"k": ' * 5000 + b"1" + b"}" * 5000
+    valid = msgspec.json.encode(event())
+    nested = msgspec.json.encode(event(metadata={})).replace(
+        b'"metadata":{}', b'"metadata":' + deep
+    )
+    headers = {**ingest_key, "content-type": "application/json"}
+    batch = b'{"events": [' + valid + b"," + nested + b"]}"
+    response = await client.post("/v1/events/batch", content=batch, headers=headers)
+    assert_problem(response, 422, "validation_error", "body")
+    single = await client.post("/v1/events", content=nested, headers=headers)
+    assert_problem(single, 422, "validation_error", "body")
+    assert "nested too deeply" in single.json()["detail"]
+    assert await pg_pool.fetchval("SELECT count(*) FROM events") == 0

@@ -6,6 +6,7 @@ import asyncio
 import csv
 import io
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import asyncpg
 import pytest
@@ -190,8 +191,8 @@ async def test_csv_export_has_a_header_and_one_row_per_line(
     assert response.headers["content-type"].startswith("text/csv")
     assert 'filename="ACME-000001.csv"' in response.headers["content-disposition"]
     rows = list(csv.DictReader(io.StringIO(response.text)))
-    assert len(rows) == len(invoice["lines"]) == 2
-    priced, unpriced = rows
+    assert len(rows) == len(invoice["lines"]) + 2 == 4
+    priced, unpriced, _, _ = rows
     assert priced["invoice_number"] == "ACME-000001"
     assert priced["currency"] == "USD"
     assert priced["meter"] == "tokens"
@@ -209,6 +210,29 @@ async def test_csv_export_has_a_header_and_one_row_per_line(
     assert unpriced["match"] == "model=llama, local"
     assert unpriced["description"].startswith("Tokens")
     assert response.text.splitlines()[0].startswith("invoice_number,invoice_id,tenant_id")
+
+
+@pytest.mark.usefixtures("acme")
+async def test_csv_export_ends_with_subtotal_and_total_rows_that_add_up(
+    client: Client, keys: Keys, billing: dict[str, str], record: Record
+) -> None:
+    await create_price(client, keys, "tokens", unit_amount="0.10", match={"model": "llama"})
+    await record("acme", [Usage("tokens", "2026-09-05T00:00:00+00:00", 7, model="llama")])
+    [invoice] = await finalized(client, billing, "acme", "2026-09")
+    response = await client.get(
+        f"/v1/invoices/{invoice['id']}", headers={**billing, "Accept": "text/csv"}
+    )
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert [row["row_type"] for row in rows] == ["line", "line", "subtotal", "total"]
+    lines, (subtotal, total) = rows[:-2], rows[-2:]
+    assert sum(Decimal(row["amount"]) for row in lines) == Decimal(subtotal["amount"])
+    assert (subtotal["amount"], total["amount"]) == (invoice["subtotal"], invoice["total"])
+    assert (subtotal["amount"], total["amount"]) == ("3.70", "3.70")
+    for row in (subtotal, total):
+        assert row["invoice_number"] == invoice["number"] == "ACME-000001"
+        assert (row["currency"], row["period"], row["meter"]) == ("USD", "2026-09", "")
+        assert row["period_start"] == invoice["period_start"]
+    assert (subtotal["description"], total["description"]) == ("Subtotal", "Total")
 
 
 @pytest.mark.usefixtures("acme")
@@ -283,7 +307,7 @@ def test_csv_cells_a_spreadsheet_would_run_as_formulas_are_quoted() -> None:
         finalized_at=None,
         voided_at=None,
     )
-    [row] = list(csv.DictReader(io.StringIO(invoice_csv(invoice))))
+    [row, _, _] = list(csv.DictReader(io.StringIO(invoice_csv(invoice))))
     assert row["description"] == "'=HYPERLINK(1)"
     assert (row["quantity"], row["amount"]) == ("-5", "-10.00")  # numbers stay numbers
     assert row["adjusts_period"] == "2026-08"

@@ -422,7 +422,7 @@ async def test_a_tenant_bound_billing_key_sees_no_other_tenants_contract(
         assert_problem(await client.get("/v1/prices", headers=headers), 403, "forbidden")
 
 
-# The LLM case (DESIGN §5) -----------------------------------------------------------------
+# The LLM case: per-model token prices ------------------------------------------------------
 
 LLM_METERS = ("input_tokens", "output_tokens", "cache_write_tokens", "cache_read_tokens")
 LIST_PRICES = {

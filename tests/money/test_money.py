@@ -184,3 +184,24 @@ def test_round_money_is_half_up_to_minor_units(amount: Decimal, currency: str) -
     assert Fraction(rounded) == _reference_half_up(exact, exponent)
     assert round_money(rounded, currency) == rounded
     assert not (rounded.is_zero() and rounded.is_signed())
+
+
+def test_the_largest_amounts_inputs_allow_round_exactly() -> None:
+    """The widest line the API can produce: a month's sum of 2**63 events just under 10**28
+    with 18 decimal places, times a unit amount just under 10**20 with 12 decimal places, per
+    10**-12 units; and the sum of a million such lines."""
+    with localcontext(MONEY_CONTEXT):
+        quantity = (Decimal(10**28) - Decimal("1e-18")) * 2**63
+        unit_amount = Decimal(10**20) - Decimal("1e-12")
+        amount = quantity * unit_amount / Decimal("1e-12")
+        total = round_money(amount, "KWD") * 10**6
+    exact = Fraction(quantity) * Fraction(unit_amount) * 10**12
+    assert Fraction(round_money(amount, "KWD")) == Fraction(round(exact * 1000), 1000)
+    assert round_money(total, "KWD") == total
+    # A unit price that does not divide evenly still rounds once, half-up, correctly.
+    with localcontext(MONEY_CONTEXT):
+        third = quantity * unit_amount / Decimal("3")
+    expected = Fraction(quantity) * Fraction(unit_amount) / 3
+    assert Fraction(round_money(third, "USD")) == Fraction(
+        math.floor(expected * 100 + Fraction(1, 2)), 100
+    )

@@ -3,9 +3,10 @@
 
 Disruptions: killing every backend of the database during concurrent traffic (what a restart
 or failover does to established connections), a real stop and start of a private embedded
-PostgreSQL, and a database that does not answer at all. Workloads implement
-tests/support/outage.Workload; an ingestion workload (exactly-once under retries) can join
-WORKLOADS and run against the same disruptions."""
+PostgreSQL, a database that does not answer at all, a table locked by someone else for longer
+than the lock and statement timeouts, and a database that freezes (a proxy stops forwarding).
+Workloads implement tests/support/outage.Workload; an ingestion workload (exactly-once under
+retries) can join WORKLOADS and run against the same disruptions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import shutil
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,15 +27,18 @@ import pytest
 from litestar import Litestar, get
 from litestar.testing import AsyncTestClient
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 
 from service.app import create_app
 from service.common.errors import EXCEPTION_HANDLERS
+from service.db.url import asyncpg_dsn
 from service.settings import Settings
 from tests.conftest import make_settings
 from tests.support.in_loop import in_loop_client
 from tests.support.outage import (
     Client,
+    StallingProxy,
     Tally,
     Workload,
     call,
@@ -390,6 +395,139 @@ async def test_unreachable_database_is_503_quickly_and_readyz_says_so() -> None:
         assert (await client.get("/healthz")).status_code == 200
 
 
+# --- a database that holds a lock, or stops answering: bounded, never a hang ---------------
+
+
+def _assert_database_unavailable(response: Any) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert response.json()["code"] in ("database_unavailable", "overloaded"), response.text
+    assert "retry-after" in response.headers
+
+
+async def _prepare_ingest(client: Client, admin: dict[str, str]) -> dict[str, Any]:
+    """A tenant and a meter, and one event for them; returns a fresh event to post."""
+    workload = IngestWorkload(admin)
+    tally = Tally()
+    await workload._prepare(client, tally)
+    assert not tally.violations, tally.violations
+    return workload._event("after-the-lock", 1)
+
+
+@pytest.mark.parametrize(
+    ("bound", "timeouts"),
+    [
+        # PostgreSQL gives up waiting for the lock: 55P03 lock_not_available.
+        ("lock_timeout", {"db_lock_timeout_seconds": 0.5, "db_statement_timeout_seconds": 5.0}),
+        # No lock timeout: the statement as a whole is cancelled, 57014 query_canceled.
+        ("statement_timeout", {"db_lock_timeout_seconds": 0, "db_statement_timeout_seconds": 0.5}),
+    ],
+)
+@pytest.mark.parametrize("table", ["tenants", "events"])
+async def test_a_lock_held_longer_than_the_timeout_gives_503_within_the_timeout(
+    private_database: str, bound: str, timeouts: dict[str, float], table: str
+) -> None:
+    """Another session holds an exclusive lock for 8 s: the request (a read of tenants through
+    the ORM session, or an event through the group-commit path) answers 503 once the bound
+    passes, instead of waiting the 8 s (it used to wait for as long as the lock was held)."""
+    await _truncate(private_database)
+    settings = make_settings(private_database, **OUTAGE_SETTINGS, **timeouts)
+    admin = await create_key(settings, "admin")
+    holder = await asyncpg.connect(asyncpg_dsn(private_database))
+    try:
+        async with in_loop_client(create_app(settings)) as client:
+            event = await _prepare_ingest(client, admin)
+            transaction = holder.transaction()
+            await transaction.start()
+            await holder.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+            if table == "tenants":
+                request = client.get("/v1/tenants", headers=admin)
+            else:
+                request = client.post("/v1/events", json=event, headers=admin)
+            started = time.monotonic()
+            response = await asyncio.wait_for(request, 8.0)
+            elapsed = time.monotonic() - started
+            _assert_database_unavailable(response)
+            assert response.json()["code"] == "database_unavailable"
+            assert elapsed < 2.5, f"{bound}: answered after {elapsed:.1f} s"
+            await transaction.rollback()
+            # The lock is gone: the same request succeeds, the pool did not keep broken
+            # connections.
+            if table == "tenants":
+                again = await client.get("/v1/tenants", headers=admin)
+                assert again.status_code == 200, again.text
+            else:
+                again = await client.post("/v1/events", json=event, headers=admin)
+                assert again.status_code == 202, again.text
+    finally:
+        await holder.close()
+
+
+async def test_a_frozen_database_gives_503_within_the_timeouts_and_readyz_says_so(
+    private_database: str,
+) -> None:
+    """PostgreSQL stops answering (a proxy in front of it holds every byte): concurrent requests
+    answer 503 within the connect/command bounds, /readyz answers 503 within its own timeout,
+    and the service serves again once the database answers. Before the bounds existed, the
+    requests and /readyz hung for as long as the database did."""
+    await _truncate(private_database)
+    server = make_url(private_database)
+    proxy = await StallingProxy(server.host or "127.0.0.1", server.port or 5432).start()
+    settings = make_settings(
+        proxy.url(private_database),
+        **OUTAGE_SETTINGS,
+        db_statement_timeout_seconds=1.0,
+        db_command_timeout_seconds=1.5,
+        readiness_timeout_seconds=1.0,
+        # Warm caches: ingestion goes straight to its group commit, reads straight to the query.
+        api_key_cache_seconds=300.0,
+        reference_cache_seconds=300.0,
+    )
+    admin = await create_key(settings, "admin")
+    try:
+        async with in_loop_client(create_app(settings)) as client:
+            event = await _prepare_ingest(client, admin)
+            assert (await client.get("/readyz")).status_code == 200
+            assert (await client.get("/v1/tenants", headers=admin)).status_code == 200
+            proxy.stall()
+
+            async def timed(send: Awaitable[Any]) -> tuple[Any, float]:
+                started = time.monotonic()
+                response = await asyncio.wait_for(send, 20.0)
+                return response, time.monotonic() - started
+
+            ready, ready_seconds = await timed(client.get("/readyz"))
+            assert ready.status_code == 503, ready.text
+            assert ready.headers["retry-after"] == "1"
+            assert ready_seconds < 2.0, f"/readyz answered after {ready_seconds:.1f} s"
+            reads = [timed(client.get("/v1/tenants", headers=admin)) for _ in range(4)]
+            writes = [
+                timed(
+                    client.post(
+                        "/v1/events", json={**event, "idempotency_key": f"f{n}"}, headers=admin
+                    )
+                )
+                for n in range(4)
+            ]
+            answers = await asyncio.gather(*reads, *writes)
+            for response, _ in answers:
+                _assert_database_unavailable(response)
+            slowest = max(seconds for _, seconds in answers)
+            # Worst case: queued for the pool (2 s), then one bounded attempt (2 s to connect
+            # or 1.5 s for a command); far below the 20 s the database stays frozen for here.
+            assert slowest < 6.0, f"slowest answer after {slowest:.1f} s"
+            assert (await client.get("/healthz")).status_code == 200
+
+            proxy.resume()
+            await wait_until_ready(client)
+            again = await client.get("/v1/tenants", headers=admin)
+            assert again.status_code == 200, again.text
+            stored = await client.post("/v1/events", json=event, headers=admin)
+            assert stored.status_code == 202, stored.text
+    finally:
+        await proxy.close()
+
+
 # --- the mapping itself, for errors a test cannot easily provoke ---------------------------
 
 
@@ -422,13 +560,45 @@ ERRORS: dict[str, Callable[[], BaseException]] = {
         "connection was closed in the middle of operation"
     ),
     "refused": lambda: ConnectionRefusedError(111, "Connect call failed"),
+    # Our own bounds: statement_timeout (57014), lock_timeout (55P03), wrapped by SQLAlchemy
+    # or raised by asyncpg directly (ingestion), and asyncpg's client-side command_timeout.
+    "statement timeout": lambda: _wrapped_asyncpg_error(
+        asyncpg.exceptions.QueryCanceledError("canceling statement due to statement timeout")
+    ),
+    "lock timeout": lambda: _wrapped_asyncpg_error(
+        asyncpg.exceptions.LockNotAvailableError("canceling statement due to lock timeout")
+    ),
+    "lock timeout, unwrapped": lambda: asyncpg.exceptions.LockNotAvailableError(
+        "canceling statement due to lock timeout"
+    ),
 }
 
 
-@pytest.mark.parametrize("name", sorted(ERRORS))
-async def test_database_connection_errors_map_to_503(name: str) -> None:
-    @get("/boom", sync_to_thread=False)
-    def boom() -> None:
+async def _refused_by_the_driver() -> None:
+    """asyncpg connecting to a port nobody listens on: its ConnectionRefusedError comes out
+    unwrapped, raised inside asyncpg (as when the pool opens a connection to a stopped
+    database)."""
+    await asyncpg.connect(host="127.0.0.1", port=1, user="nobody", database="none", timeout=5)
+
+
+async def _command_timeout_in_the_driver(database_url: str) -> None:
+    """asyncpg's own command timeout on a statement the server is slow to answer: a bare
+    TimeoutError, raised inside asyncpg (as when the database froze)."""
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await connection.execute("SELECT pg_sleep(2)", timeout=0.05)
+    finally:
+        connection.terminate()
+
+
+@pytest.mark.parametrize("name", [*sorted(ERRORS), "refused", "command timeout"])
+async def test_database_connection_errors_map_to_503(name: str, database_url: str) -> None:
+    @get("/boom")
+    async def boom() -> None:
+        if name == "refused":
+            await _refused_by_the_driver()
+        if name == "command timeout":
+            await _command_timeout_in_the_driver(database_url)
         raise ERRORS[name]()
 
     app = Litestar([boom], exception_handlers=EXCEPTION_HANDLERS)
@@ -453,3 +623,69 @@ async def test_other_database_errors_stay_500() -> None:
         response = await client.get("/boom")
     assert response.status_code == 500
     assert response.json()["code"] == "internal_error"
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(36, "File name too long"),  # what zoneinfo raised for a 256-character zone
+        ConnectionRefusedError(111, "Connect call failed"),  # e.g. from an HTTP call
+        ValueError("bad value"),
+    ],
+    ids=["file name too long", "refused elsewhere", "caused by an OSError"],
+)
+async def test_errors_raised_outside_the_database_driver_are_not_outages(
+    error: Exception,
+) -> None:
+    """Only the database failing may answer 503 database_unavailable: an OSError (or an error
+    caused by one) raised by our own code or another library is a 500 to fix."""
+
+    @get("/boom", sync_to_thread=False)
+    def boom() -> None:
+        if isinstance(error, ValueError):
+            raise error from OSError(2, "No such file or directory")
+        raise error
+
+    app = Litestar([boom], exception_handlers=EXCEPTION_HANDLERS)
+    async with AsyncTestClient(app=app) as client:
+        response = await client.get("/boom")
+    assert response.status_code == 500, response.text
+    assert response.json()["code"] == "internal_error"
+
+
+@pytest.mark.parametrize(
+    ("error", "words"),
+    [
+        (
+            asyncpg.exceptions.CharacterNotInRepertoireError(
+                'invalid byte sequence for encoding "UTF8": 0x00'
+            ),
+            "NUL",
+        ),
+        (
+            asyncpg.exceptions.DatetimeFieldOverflowError("date/time field value out of range"),
+            "date",
+        ),
+        (asyncpg.exceptions.DataError("cannot encode Decimal value"), "store"),
+    ],
+    ids=["NUL", "date", "driver's own data error"],
+)
+async def test_values_the_database_refuses_are_422_in_our_words(
+    error: Exception, words: str
+) -> None:
+    """The fallback for a value no check caught before the database: 422, without the
+    driver's or PostgreSQL's message."""
+
+    @get("/boom", sync_to_thread=False)
+    def boom() -> None:
+        raise _wrapped_asyncpg_error(error)
+
+    app = Litestar([boom], exception_handlers=EXCEPTION_HANDLERS)
+    async with AsyncTestClient(app=app) as client:
+        response = await client.get("/boom")
+    assert response.status_code == 422, response.text
+    problem = response.json()
+    assert problem["code"] == "validation_error"
+    assert words in problem["detail"]
+    for driver_words in ("UTF8", "0x00", "cannot encode", "out of range", "date/time field"):
+        assert driver_words not in problem["detail"], problem

@@ -13,10 +13,13 @@ from typing import Any
 import httpx
 import pytest
 import structlog
+from prometheus_client import REGISTRY
 
 from service.app import create_app
 from tests.conftest import Keys, make_settings
 from tests.support.in_loop import in_loop_client
+
+Message = dict[str, Any]
 
 
 @pytest.fixture
@@ -125,3 +128,60 @@ async def test_api_keys_and_authorization_never_reach_the_logs(
         assert secret not in text
     assert "authorization" not in text.lower()
     assert "bearer" not in text.lower()
+
+
+def _requests_counted(route: str, status: str) -> float:
+    labels = {"method": "POST", "route": route, "status": status}
+    return REGISTRY.get_sample_value("metering_http_requests_total", labels) or 0.0
+
+
+async def test_a_client_leaving_mid_body_is_a_disconnect_not_a_server_error(
+    database_url: str, log_output: io.StringIO, keys: Keys
+) -> None:
+    """The body stops early (the ASGI server reports http.disconnect): logged as
+    client_disconnected and counted with status 499, never as a 5xx."""
+    app = create_app(make_settings(database_url, json_logs=True, log_level="INFO"))
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=log_output))
+    route = "/v1/tenants"
+    before = {status: _requests_counted(route, status) for status in ("499", "500")}
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'{"id": "acme", "na', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+
+    async def receive() -> Message:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        pass
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": route,
+        "raw_path": route.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"100"),
+            (b"authorization", keys.admin["Authorization"].encode()),
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("testserver", 80),
+        "state": {},
+    }
+    async with app.lifespan():
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    assert _requests_counted(route, "499") == before["499"] + 1
+    assert _requests_counted(route, "500") == before["500"]
+    events = [line["event"] for line in log_lines(log_output)]
+    assert "client_disconnected" in events, events
+    assert "request" not in events
+    assert "unhandled_error" not in events
+    [line] = [line for line in log_lines(log_output) if line["event"] == "client_disconnected"]
+    assert (line["route"], line["status"]) == (route, 499)

@@ -24,6 +24,15 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("from after to", {"from_": "2026-11-03T00:00:00Z"}, "to", "after"),
     ("unknown window size", {"window_size": "week"}, "window_size", "week"),
     ("unknown zone", {"timezone": "Mars/Olympus_Mons"}, "timezone", "IANA"),
+    # Too long for a file name: zoneinfo's OSError once answered 503 database_unavailable.
+    ("zone name of 256 characters", {"timezone": "A" * 256}, "timezone", "IANA"),
+    ("zone name with a NUL", {"timezone": "Europe/Ber\x00lin"}, "timezone", "NUL"),
+    # Files zoneinfo loads that are not IANA zones.
+    ("server's local zone", {"timezone": "localtime"}, "timezone", "IANA"),
+    ("Factory zone", {"timezone": "Factory"}, "timezone", "IANA"),
+    ("posixrules", {"timezone": "posixrules"}, "timezone", "IANA"),
+    ("zone counting leap seconds", {"timezone": "right/UTC"}, "timezone", "IANA"),
+    ("misspelt group_by", {"groupby": "model"}, "groupby", "unknown query parameter"),
     ("unknown group key", {"group_by": "colour"}, "group_by", "colour"),
     ("undeclared dimension", {"meter": "api_calls", "group_by": "region"}, "group_by", "region"),
     ("unknown filter key", {"filter": "colour:red"}, "filter", "colour"),
@@ -121,6 +130,27 @@ async def test_summary_validates_the_same_way(client: Client, reader: dict[str, 
     )
     assert response.status_code == 422, response.text
     assert "shoe_size" in response.json()["detail"]
+
+
+async def test_summary_refuses_parameters_it_does_not_take(
+    client: Client, reader: dict[str, str]
+) -> None:
+    """`meter` and `window_size` belong to /v1/usage: the summary used to drop them silently
+    and answer every meter's totals."""
+    for name, value in (("meter", "api_calls"), ("window_size", "day"), ("timezone", "UTC")):
+        response = await client.get(
+            "/v1/usage/summary",
+            params={"tenant_id": "acme", "from": DAY["from_"], "to": DAY["to"], name: value},
+            headers=reader,
+        )
+        assert response.status_code == 422, response.text
+        assert [e["field"] for e in response.json()["errors"]] == [name]
+
+
+async def test_zones_that_stay_valid(client: Client, reader: dict[str, str]) -> None:
+    for zone in ("UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires"):
+        answer = await usage(client, reader, 200, **{**DAY, "timezone": zone})
+        assert answer["timezone"] == zone
 
 
 async def test_unknown_tenant_is_404(client: Client, reader: dict[str, str]) -> None:

@@ -1,4 +1,4 @@
-"""The acceptance property of DESIGN §4: for random events (tenants, attribution, dimensions,
+"""The acceptance property of usage queries: for random events (tenants, attribution, dimensions,
 timestamps around DST changes and month ends in awkward zones) and random queries (meter or
 all, window size, zone, range, group_by, filters), GET /v1/usage answers exactly what a naive
 computation over the same events gives.
