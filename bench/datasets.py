@@ -23,7 +23,7 @@ from typing import Any
 
 import asyncpg
 
-from service.events.repository import rebuild_rollups
+from service.rollups.upkeep import rebuild_rollups
 
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-70b", "mistral-large")
 # event_name, display name, aggregation, typical value range

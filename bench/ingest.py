@@ -187,7 +187,10 @@ async def p1_http(port: int, key: str, bodies: list[bytes], connections: int) ->
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
             while not queue.empty():
-                accepted += await post_batch(reader, writer, queue.get_nowait(), decoder)
+                # Awaited first: `accepted += await ...` reads `accepted` before the await and
+                # loses the other workers' counts added meanwhile.
+                done = await post_batch(reader, writer, queue.get_nowait(), decoder)
+                accepted += done
         finally:
             writer.close()
 

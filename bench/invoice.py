@@ -38,7 +38,7 @@ import httpx
 
 from bench.common import bench_server_url, fresh_database, percentile, running_service
 from service.db.url import asyncpg_dsn
-from service.events.repository import rebuild_rollups
+from service.rollups.upkeep import rebuild_rollups
 from service.tenants.auth import generate_key
 
 SECRET = "bench-secret"

@@ -35,10 +35,11 @@ import httpx
 
 from bench.common import bench_server_url, fresh_database, percentile, running_service
 from bench.datasets import LlmMonth, seed_llm_month
+from service.common.auth import Principal
 from service.db.session import create_engine
 from service.db.url import asyncpg_dsn
 from service.settings import Settings
-from service.tenants.auth import Principal, generate_key
+from service.tenants.auth import generate_key
 from service.usage.schemas import MetersUsageOut, UsageQuery
 from service.usage.service import UsageService
 

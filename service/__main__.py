@@ -209,7 +209,7 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
 
     from service.common.errors import ServiceError
     from service.db.session import create_maintenance_engine
-    from service.events.rebuild import rebuild_tenant_rollups
+    from service.rollups.rebuild import rebuild_tenant_rollups
 
     settings = _settings()
     url = resolve_database_url(settings)

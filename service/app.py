@@ -23,6 +23,7 @@ from service.common.logging import configure_logging
 from service.common.openapi_contract import complete_openapi
 from service.common.query_parameters import check_query_parameters
 from service.common.request_body import ServiceRequest
+from service.db.connections import request_transaction
 from service.db.embedded import start_embedded_postgres
 from service.db.session import create_engine, create_sessionmaker
 from service.events.endpoints import EventController
@@ -84,16 +85,9 @@ def create_app(settings: Settings | None = None) -> Litestar:
     )
 
     async def provide_session(state: State) -> AsyncGenerator[AsyncSession, None]:
-        """One transaction per request: commit when the handler succeeded, else roll back.
-        The commit happens before the response is sent, so a 2xx means durable."""
-        async with state.sessionmaker() as session:
-            try:
-                yield session
-            except BaseException:
-                await session.rollback()
-                raise
-            else:
-                await session.commit()
+        """One transaction per request (see service.db.connections)."""
+        async with request_transaction(state.sessionmaker) as session:
+            yield session
 
     def provide_settings(state: State) -> Settings:
         return state.settings  # type: ignore[no-any-return]

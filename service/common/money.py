@@ -242,3 +242,29 @@ def to_plain_string(value: Decimal) -> str:
     if not value.is_finite():
         raise ValueError(f"cannot render a non-finite decimal ({value})")
     return format(value, "f")
+
+
+def decimal_places(value: Decimal) -> int:
+    """Digits after the point that finite `value` needs (trailing zeros do not count)."""
+    _, digits, exponent = value.as_tuple()
+    assert isinstance(exponent, int), "finite decimals only"
+    if not any(digits):
+        return 0
+    places, index = -exponent, len(digits) - 1
+    while places > 0 and digits[index] == 0:
+        places, index = places - 1, index - 1
+    return max(places, 0)
+
+
+def _quantized(value: Decimal, places: int) -> str:
+    return to_plain_string(value.quantize(Decimal(1).scaleb(-places), context=MONEY_CONTEXT))
+
+
+def render_amount(value: Decimal, currency: str) -> str:
+    """A money amount with at least the currency's minor units: "2.50", "0.000002", "100"."""
+    return _quantized(value, max(decimal_places(value), currency_exponent(currency)))
+
+
+def render_quantity(value: Decimal) -> str:
+    """A quantity without trailing zeros or exponent: "1000000", "0.5"."""
+    return _quantized(value, decimal_places(value))

@@ -1,9 +1,10 @@
 """The models registry: importing this module registers every table on Base.metadata."""
 
 from service.db.base import Base
-from service.events.models import Event, ModelRollup, Rollup
+from service.events.models import Event
 from service.invoices.models import Invoice, InvoiceCounter
 from service.meters.models import Meter, Price
+from service.rollups.models import ModelRollup, Rollup
 from service.tenants.models import ApiKey, Tenant
 
 __all__ = [

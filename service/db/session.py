@@ -1,5 +1,6 @@
-"""Engine and session factory. One transaction per request: commit on success, rollback on
-error (see app.py for the per-request dependency).
+"""Engine and session factory. How connections and sessions are used (the request's
+transaction, autocommit statements, dedicated connections) is written down in
+service.db.connections.
 
 Every connection of the request engine carries time bounds, so a database that stops answering
 turns into a 503 `database_unavailable` within seconds instead of requests that hang:

@@ -17,12 +17,12 @@ from litestar.openapi.spec import (
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.common.auth import Scope, current_principal, requires
 from service.common.errors import FieldError, InvalidInput
 from service.common.schemas import DEFAULT_LIMIT, Limit, Page
 from service.events.listing import list_events
 from service.events.schemas import BatchOut, EventAck, EventIn, EventOut
 from service.events.service import Ingestor
-from service.tenants.auth import Scope, current_principal, requires
 
 
 @dataclass

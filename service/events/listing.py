@@ -8,13 +8,13 @@ from typing import Any
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput
 from service.common.money import to_plain_string
 from service.common.schemas import Page, decode_cursor, encode_cursor
+from service.db.connections import driver_transaction
 from service.events import repository
 from service.events.schemas import EventOut
-from service.events.service import driver_transaction
-from service.tenants.auth import Principal
 
 
 async def list_events(

@@ -10,14 +10,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db.base import Base
 
-# Attribution fields every event may carry (free-form ids the caller owns). In rollups an absent
-# value is stored as '' (the API refuses empty strings), so the rollup key can be a plain unique
-# constraint.
-ATTRIBUTION_FIELDS = ("org_id", "project_id", "api_key_id", "user_id", "model")
-# Rollup bucket width. Every real UTC offset is a multiple of 15 minutes, so windows that start
-# at local midnight in any IANA zone are unions of whole buckets.
-BUCKET_MINUTES = 15
-
 
 class Event(Base):
     """Raw event: the audit trail and the source rollups are rebuilt from."""
@@ -47,47 +39,3 @@ class Event(Base):
 
 
 Index("uq_events_tenant_id_idempotency_key", Event.tenant_id, Event.idempotency_key, unique=True)
-
-
-class Rollup(Base):
-    """Pre-aggregated usage per 15-minute bucket and full attribution key."""
-
-    __tablename__ = "rollups"
-
-    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    meter_id: Mapped[int] = mapped_column(primary_key=True)
-    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
-    org_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    api_key_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
-    model: Mapped[str] = mapped_column(String(255), primary_key=True)
-    dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, primary_key=True)
-    sum: Mapped[Decimal] = mapped_column(Numeric)
-    count: Mapped[int] = mapped_column(BigInteger)
-    # The value of the latest event by event time; ties broken by the higher event id.
-    last_value: Mapped[Decimal | None] = mapped_column(Numeric)
-    last_ts: Mapped[datetime]
-    last_event_id: Mapped[int] = mapped_column(BigInteger)
-
-
-class ModelRollup(Base):
-    """The same 15-minute buckets as `Rollup`, keyed only by model and dimensions: a tenant's
-    month grouped by model reads thousands of these rows instead of one rollup row per event
-    (with many users and keys, the full-key rollups barely aggregate). Kept by ingestion in the
-    same statement as `rollups`; usage queries that group and filter only by model and
-    dimensions read it."""
-
-    __tablename__ = "model_rollups"
-
-    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    meter_id: Mapped[int] = mapped_column(primary_key=True)
-    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
-    model: Mapped[str] = mapped_column(String(255), primary_key=True)
-    dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, primary_key=True)
-    sum: Mapped[Decimal] = mapped_column(Numeric)
-    count: Mapped[int] = mapped_column(BigInteger)
-    # As in `Rollup`: the latest event by (ts, id) across every rollup row folded in here.
-    last_value: Mapped[Decimal | None] = mapped_column(Numeric)
-    last_ts: Mapped[datetime]
-    last_event_id: Mapped[int] = mapped_column(BigInteger)

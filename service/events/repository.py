@@ -1,5 +1,5 @@
 """All SQL of ingestion: one statement stores a set of events and folds the accepted ones into
-the rollups, in the caller's transaction."""
+the rollups (with the upkeep SQL of service.rollups), in the caller's transaction."""
 
 from __future__ import annotations
 
@@ -11,45 +11,11 @@ from typing import Any
 
 import asyncpg
 
-# Rollups are keyed by 15-minute buckets (see models.BUCKET_MINUTES); the origin is any
-# instant on a quarter hour.
-BUCKET_SQL = "date_bin('15 minutes', {ts}, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
-ROLLUP_KEY = (
-    "tenant_id, meter_id, bucket_start, org_id, project_id, api_key_id, user_id, model, dimensions"
-)
-# The coarse rollups usage queries read when they group and filter by model and dimensions only.
-MODEL_ROLLUP_KEY = "tenant_id, meter_id, bucket_start, model, dimensions"
-# Folds rolled-up rows (sum, count, last_value, last_ts, last_event_id) into coarser ones.
-MODEL_ROLLUP_AGGREGATES = """sum(sum) AS sum, sum(count) AS count,
-           (array_agg(last_value ORDER BY last_ts DESC, last_event_id DESC))[1] AS last_value,
-           max(last_ts) AS last_ts,
-           (array_agg(last_event_id ORDER BY last_ts DESC, last_event_id DESC))[1]
-               AS last_event_id"""
-
-
-def _merge_on_conflict(table: str) -> str:
-    """The upsert that adds a new bucket into an existing one; `last` goes to the later
-    (ts, id)."""
-    return f"""DO UPDATE SET
-        sum = {table}.sum + EXCLUDED.sum,
-        count = {table}.count + EXCLUDED.count,
-        last_value = CASE WHEN (EXCLUDED.last_ts, EXCLUDED.last_event_id)
-                               > ({table}.last_ts, {table}.last_event_id)
-                          THEN EXCLUDED.last_value ELSE {table}.last_value END,
-        last_event_id = CASE WHEN (EXCLUDED.last_ts, EXCLUDED.last_event_id)
-                                  > ({table}.last_ts, {table}.last_event_id)
-                             THEN EXCLUDED.last_event_id ELSE {table}.last_event_id END,
-        last_ts = GREATEST({table}.last_ts, EXCLUDED.last_ts)"""
-
+from service.rollups.upkeep import UPKEEP_SOURCE_COLUMNS, ingest_upkeep_ctes
 
 # Every row of `input` is a validated event. Accepted events (those whose idempotency key is
-# new) come back from `inserted`; they are aggregated per rollup key and upserted in key
-# order, so concurrent transactions lock rollup rows in the same order and cannot deadlock.
-# The same buckets, folded by model and dimensions, are upserted into model_rollups, in key
-# order too; every statement runs the same plan, so the two upserts always lock in one order.
-# PostgreSQL runs unreferenced data-modifying CTEs last-listed first, so model_upserted is
-# listed before upserted: its few rows, which every concurrent batch of a tenant touches, are
-# then written last and locked for the shortest time before the commit.
+# new) come back from `inserted` and are folded into the rollups by the store's upkeep CTEs,
+# in the same statement (one transaction, one round trip).
 INGEST_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest(
@@ -65,42 +31,9 @@ inserted AS (
            org_id, project_id, api_key_id, user_id, model, dimensions::jsonb, metadata::jsonb
     FROM input
     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-    RETURNING tenant_id, id, idempotency_key, meter_id, value, ts,
-              org_id, project_id, api_key_id, user_id, model, dimensions
+    RETURNING idempotency_key, {UPKEEP_SOURCE_COLUMNS}
 ),
-buckets AS (
-    SELECT tenant_id, meter_id, {BUCKET_SQL.format(ts="ts")} AS bucket_start,
-           coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
-           coalesce(api_key_id, '') AS api_key_id, coalesce(user_id, '') AS user_id,
-           coalesce(model, '') AS model, dimensions,
-           sum(coalesce(value, 0)) AS sum, count(*) AS count,
-           (array_agg(value ORDER BY ts DESC, id DESC))[1] AS last_value,
-           max(ts) AS last_ts,
-           (array_agg(id ORDER BY ts DESC, id DESC))[1] AS last_event_id
-    FROM inserted
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
-),
-model_buckets AS (
-    SELECT {MODEL_ROLLUP_KEY}, {MODEL_ROLLUP_AGGREGATES}
-    FROM buckets
-    GROUP BY 1, 2, 3, 4, 5
-),
-model_upserted AS (
-    INSERT INTO model_rollups ({MODEL_ROLLUP_KEY}, sum, count, last_value, last_ts, last_event_id)
-    SELECT {MODEL_ROLLUP_KEY}, sum, count, last_value, last_ts, last_event_id
-    FROM model_buckets
-    ORDER BY {MODEL_ROLLUP_KEY}
-    ON CONFLICT ({MODEL_ROLLUP_KEY}) {_merge_on_conflict("model_rollups")}
-    RETURNING 1
-),
-upserted AS (
-    INSERT INTO rollups ({ROLLUP_KEY}, sum, count, last_value, last_ts, last_event_id)
-    SELECT {ROLLUP_KEY}, sum, count, last_value, last_ts, last_event_id
-    FROM buckets
-    ORDER BY {ROLLUP_KEY}
-    ON CONFLICT ({ROLLUP_KEY}) {_merge_on_conflict("rollups")}
-    RETURNING 1
-)
+{ingest_upkeep_ctes("inserted")}
 SELECT tenant_id, idempotency_key, id FROM inserted
 """
 
@@ -219,49 +152,3 @@ async def list_events(
     return list(
         await connection.fetch(LIST_EVENTS_SQL, tenant_id, meter_id, start, end, before_id, limit)
     )
-
-
-REBUILD_DELETE_SQL = """
-DELETE FROM rollups WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
-"""
-REBUILD_INSERT_SQL = f"""
-INSERT INTO rollups ({ROLLUP_KEY}, sum, count, last_value, last_ts, last_event_id)
-SELECT tenant_id, meter_id, {BUCKET_SQL.format(ts="ts")} AS bucket_start,
-       coalesce(org_id, ''), coalesce(project_id, ''), coalesce(api_key_id, ''),
-       coalesce(user_id, ''), coalesce(model, ''), dimensions,
-       sum(coalesce(value, 0)), count(*),
-       (array_agg(value ORDER BY ts DESC, id DESC))[1], max(ts),
-       (array_agg(id ORDER BY ts DESC, id DESC))[1]
-FROM events
-WHERE tenant_id = $1 AND ts >= $2 AND ts < $3
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
-"""
-
-
-REBUILD_MODEL_DELETE_SQL = """
-DELETE FROM model_rollups WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
-"""
-# From the rollups just rebuilt, in the same transaction: the same folding as ingestion.
-REBUILD_MODEL_INSERT_SQL = f"""
-INSERT INTO model_rollups ({MODEL_ROLLUP_KEY}, sum, count, last_value, last_ts, last_event_id)
-SELECT {MODEL_ROLLUP_KEY}, {MODEL_ROLLUP_AGGREGATES}
-FROM rollups
-WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
-GROUP BY 1, 2, 3, 4, 5
-"""
-
-
-async def rebuild_rollups(
-    connection: asyncpg.Connection, tenant_id: str, start: datetime, end: datetime
-) -> tuple[int, int]:
-    """Replace the tenant's rollups in [start, end) (bucket-aligned) with ones recomputed from
-    raw events, and its model rollups with ones folded from those. Returns (rollup rows
-    deleted, rollup rows written)."""
-    # SHARE mode blocks concurrent ingestion (ROW EXCLUSIVE) until this transaction ends, so no
-    # event can be counted both by the rebuild and by an in-flight insert.
-    await connection.execute("LOCK TABLE events IN SHARE MODE")
-    deleted = await connection.execute(REBUILD_DELETE_SQL, tenant_id, start, end)
-    written = await connection.execute(REBUILD_INSERT_SQL, tenant_id, start, end)
-    await connection.execute(REBUILD_MODEL_DELETE_SQL, tenant_id, start, end)
-    await connection.execute(REBUILD_MODEL_INSERT_SQL, tenant_id, start, end)
-    return int(deleted.split()[-1]), int(written.split()[-1])

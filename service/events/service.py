@@ -3,10 +3,8 @@ event. Single events go through the group committer; a batch is one transaction.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -14,6 +12,7 @@ import asyncpg
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.common.auth import Principal
 from service.common.errors import (
     Conflict,
     FieldError,
@@ -24,6 +23,7 @@ from service.common.errors import (
 )
 from service.common.metrics import INGEST_BATCH_SIZE, INGEST_COMMIT_LATENCY, INGEST_EVENTS
 from service.common.request_body import body_error
+from service.db.connections import driver_connection
 from service.events.group_commit import GroupCommitter
 from service.events.reference import ReferenceCache
 from service.events.repository import EventRow, StoredKey, mark_meters_used, store_events
@@ -36,7 +36,6 @@ from service.events.validation import (
     validate_event,
 )
 from service.settings import Settings
-from service.tenants.auth import Principal
 
 MAX_STORE_ATTEMPTS = 3
 
@@ -105,42 +104,6 @@ class EventRejected(InvalidInput):
 class Outcome:
     status: str  # accepted | duplicate | conflict
     id: int
-
-
-@asynccontextmanager
-async def _pooled_driver(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """The asyncpg connection under one of the service pool's connections.
-
-    SQLAlchemy does not see errors raised by the driver used directly, so it would put a
-    broken connection (killed by a restart) or one still busy with a cancelled query back in
-    the pool. Any failure other than a domain error therefore invalidates the connection: the
-    pool drops it and opens a fresh one when needed."""
-    async with engine.connect() as connection:
-        raw = await connection.get_raw_connection()
-        driver: asyncpg.Connection = raw.driver_connection  # type: ignore[assignment]
-        try:
-            yield driver
-        except ServiceError:
-            raise
-        except BaseException:
-            await asyncio.shield(connection.invalidate())
-            raise
-
-
-@asynccontextmanager
-async def driver_connection(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled asyncpg connection in autocommit mode. Ingestion stores events and their rollups
-    with one statement, which PostgreSQL runs as its own transaction: committed when the
-    statement returns, with no BEGIN/COMMIT round trips around it."""
-    async with _pooled_driver(engine) as driver:
-        yield driver
-
-
-@asynccontextmanager
-async def driver_transaction(engine: AsyncEngine) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled asyncpg connection inside a transaction that commits on exit."""
-    async with _pooled_driver(engine) as driver, driver.transaction():
-        yield driver
 
 
 class Ingestor:

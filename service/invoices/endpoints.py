@@ -7,12 +7,12 @@ from litestar import Controller, MediaType, Request, Response, get, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.common.auth import Scope, current_principal, requires
 from service.common.schemas import DEFAULT_LIMIT, Limit, Page
 from service.invoices.export import csv_filename, invoice_csv
 from service.invoices.schemas import FinalizeRequest, InvoiceOut
 from service.invoices.service import InvoiceService, decode_document
 from service.settings import Settings
-from service.tenants.auth import Scope, current_principal, requires
 
 BILLING = requires(Scope.BILLING)
 CSV = "text/csv"

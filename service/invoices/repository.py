@@ -1,5 +1,5 @@
-"""All SQL of invoices: the tenant's meters and prices, period usage from rollups, and the
-stored invoices with their gapless numbering."""
+"""All SQL of invoices: the tenant's meters and prices, and the stored invoices with their
+gapless numbering. Period usage is read through the rollup store (service.rollups)."""
 
 from __future__ import annotations
 
@@ -7,20 +7,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP, insert
+from sqlalchemy import or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import BindParameter
 
-from service.events.models import ATTRIBUTION_FIELDS
 from service.invoices.models import Invoice, InvoiceCounter
 from service.invoices.rating import MeterInfo
 from service.meters.models import Meter, Price
-from service.meters.pricing import PriceRule
-from service.meters.service import to_price_rule
+from service.meters.pricing import PriceRule, to_price_rule
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,124 +60,6 @@ async def load_pricing(session: AsyncSession, tenant_id: str) -> list[MeterPrici
         )
         for meter in meters
     ]
-
-
-@dataclass(frozen=True, slots=True)
-class UsageQuery:
-    """Usage of one meter over the period, per segment and per combination of `group_keys`."""
-
-    meter_id: int
-    aggregation: str
-    group_keys: tuple[str, ...]
-    # Where the segments start: the period start, then every price boundary inside the period.
-    segment_starts: Sequence[datetime]
-
-
-@dataclass(frozen=True, slots=True)
-class UsageRow:
-    segment: int  # 0-based index into the query's segment_starts
-    group: tuple[str | None, ...]  # values of the query's group_keys ('' stored = None)
-    sum: Decimal
-    count: int
-    last_value: Decimal | None
-    last_ts: datetime | None
-
-
-# Attribution fields the coarse `model_rollups` keep (besides the meter's dimensions).
-MODEL_ROLLUP_FIELDS = frozenset({"model"})
-
-
-def _rollup_table(group_keys: Sequence[str]) -> str:
-    """`model_rollups` when the grouping needs no attribution but the model: the same buckets
-    folded over orgs, projects, keys and users, so a month is far fewer rows to read."""
-    attribution = {key for key in group_keys if key in ATTRIBUTION_FIELDS}
-    return "model_rollups" if attribution <= MODEL_ROLLUP_FIELDS else "rollups"
-
-
-def _group_expression(key: str, param: str) -> tuple[str, str, str | None]:
-    """SQL to group by for one key, SQL for its value, and the bound dimension name it needs
-    (None for an attribution column)."""
-    if key in ATTRIBUTION_FIELDS:
-        # Grouped by the bare column, whose statistics let the planner pick a hash aggregate;
-        # rollups store an absent attribution as '' so the key can be a plain primary key.
-        return key, f"NULLIF({key}, '')", None
-    expression = f"(dimensions ->> CAST(:{param} AS text))"
-    return expression, expression, key
-
-
-async def read_usage(
-    session: AsyncSession,
-    tenant_id: str,
-    queries: Sequence[UsageQuery],
-    start: datetime,
-    end: datetime,
-) -> list[list[UsageRow]]:
-    """Aggregate the tenant's rollups in `[start, end)` for each query, in one round trip.
-
-    Buckets are 15-minute aligned and so are price boundaries, so every bucket lies wholly in
-    one segment; `width_bucket` over the segment starts says which. The last value of a group
-    is that of its greatest `(last_ts, last_event_id)`, as in the rollups themselves.
-    """
-    if not queries:
-        return []
-    branches: list[str] = []
-    params: dict[str, Any] = {"tenant_id": tenant_id, "start": start, "end": end}
-    binds: list[BindParameter[Any]] = [
-        bindparam("tenant_id"),
-        bindparam("start"),
-        bindparam("end"),
-    ]
-    for index, query in enumerate(queries):
-        grouped: list[str] = []
-        values: list[str] = []
-        for position, key in enumerate(query.group_keys):
-            param = f"d{index}_{position}"
-            group_expression, value, dimension = _group_expression(key, param)
-            grouped.append(group_expression)
-            values.append(value)
-            if dimension is not None:
-                params[param] = dimension
-        group_by = ", ".join(["segment", *grouped])
-        group = f"ARRAY[{', '.join(values)}]::text[]" if values else "ARRAY[]::text[]"
-        if query.aggregation == "last":
-            last = (
-                "(array_agg(last_value ORDER BY last_ts DESC, last_event_id DESC))[1], max(last_ts)"
-            )
-        else:
-            last = "NULL::numeric, NULL::timestamptz"
-        params[f"m{index}"] = query.meter_id
-        if len(query.segment_starts) > 1:
-            segment = f"width_bucket(bucket_start, :s{index})"
-            params[f"s{index}"] = list(query.segment_starts)
-            binds.append(bindparam(f"s{index}", type_=ARRAY(TIMESTAMP(timezone=True))))
-        else:
-            segment = "1"  # no price boundary inside the period: one segment
-        branches.append(
-            f"SELECT {index} AS query, segment, {group} AS grp, sum(sum) AS sum, "
-            f"sum(count)::bigint AS count, {last}\n"
-            f"FROM (SELECT *, {segment} AS segment\n"
-            f"      FROM {_rollup_table(query.group_keys)}\n"
-            f"      WHERE tenant_id = :tenant_id AND meter_id = :m{index}\n"
-            f"        AND bucket_start >= :start AND bucket_start < :end) AS r{index}\n"
-            f"GROUP BY {group_by}"
-        )
-    statement = text("\nUNION ALL\n".join(branches)).bindparams(*binds)
-    # A month of rollups makes the plan look expensive enough for JIT compilation, which then
-    # costs more (100+ ms) than the aggregation it speeds up; this transaction does without.
-    await session.execute(text("SET LOCAL jit = off"))
-    results: list[list[UsageRow]] = [[] for _ in queries]
-    for row in await session.execute(statement, params):
-        results[row[0]].append(
-            UsageRow(
-                segment=row[1] - 1,
-                group=tuple(row[2]),
-                sum=row[3],
-                count=row[4],
-                last_value=row[5],
-                last_ts=row[6],
-            )
-        )
-    return results
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,9 +39,11 @@ import msgspec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
-from service.common.money import round_money, to_plain_string
+from service.common.money import render_amount, render_quantity, round_money, to_plain_string
 from service.common.schemas import Page, decode_cursor, encode_cursor
+from service.db.connections import session_driver
 from service.invoices.errors import (
     AmbiguousPrices,
     InvoiceAlreadyVoid,
@@ -63,16 +65,13 @@ from service.invoices.repository import (
     InvoiceRepository,
     InvoiceSummary,
     MeterPricing,
-    UsageQuery,
     load_pricing,
-    read_usage,
 )
 from service.invoices.schemas import InvoiceLineOut, InvoiceOut, InvoiceStatus
 from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT
 from service.meters.pricing import AmbiguousPriceError, price_boundaries
-from service.meters.service import render_amount, render_quantity
+from service.rollups.query import ALL_AGGREGATES, SUM_AND_COUNT, RollupQuery, read_cells
 from service.settings import Settings
-from service.tenants.auth import Principal
 from service.tenants.models import Tenant
 from service.tenants.repository import TenantRepository
 
@@ -301,35 +300,36 @@ class InvoiceService:
         """Lines per currency for the tenant's usage in `[start, end)`, at today's price book
         (prices are effective-dated, so a past period keeps its prices)."""
         queries = [
-            UsageQuery(
-                meter_id=meter.meter_id,
-                aggregation=meter.info.aggregation,
-                group_keys=meter.group_keys,
-                segment_starts=[start, *price_boundaries(meter.prices, start, end)],
+            RollupQuery(
+                tenant_id=tenant_id,
+                meter_ids=[meter.meter_id],
+                # The period split where a price starts or ends inside it.
+                edges=[start, *price_boundaries(meter.prices, start, end), end],
+                group_by=meter.group_keys,
+                aggregates=ALL_AGGREGATES if meter.info.aggregation == "last" else SUM_AND_COUNT,
             )
             for meter in meters
         ]
-        usage = await read_usage(self.session, tenant_id, queries, start, end)
+        usage = await read_cells(await session_driver(self.session), queries)
         lines: dict[str, list[InvoiceLine]] = {}
-        for meter, query, rows in zip(meters, queries, usage, strict=True):
-            if not rows:
+        for meter, query, cells in zip(meters, queries, usage, strict=True):
+            if not cells:
                 continue
-            bounds = [*query.segment_starts, end]
             groups: dict[tuple[str | None, ...], list[SegmentUsage]] = {}
-            for row in rows:
-                groups.setdefault(row.group, []).append(
+            for cell in cells:
+                groups.setdefault(cell.group, []).append(
                     SegmentUsage(
-                        start=bounds[row.segment],
-                        end=bounds[row.segment + 1],
-                        sum=row.sum,
-                        count=row.count,
-                        last=row.last_value,
-                        last_at=row.last_ts,
+                        start=query.edges[cell.window],
+                        end=query.edges[cell.window + 1],
+                        sum=cell.sum,
+                        count=cell.count,
+                        last=cell.last,
+                        last_at=cell.last_ts,
                     )
                 )
             group_usage = [
                 GroupUsage(
-                    attributes=dict(zip(query.group_keys, values, strict=True)),
+                    attributes=dict(zip(query.group_by, values, strict=True)),
                     segments=tuple(sorted(segments, key=lambda s: s.start)),
                 )
                 for values, segments in groups.items()

@@ -7,6 +7,7 @@ from litestar import Controller, Request, get, patch, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.common.auth import Scope, current_principal, requires
 from service.common.schemas import DEFAULT_LIMIT, Limit, Page
 from service.meters.schemas import (
     MeterCreate,
@@ -18,7 +19,6 @@ from service.meters.schemas import (
     PriceOut,
 )
 from service.meters.service import MeterService, PriceService
-from service.tenants.auth import Scope, current_principal, requires
 
 ADMIN = requires(Scope.ADMIN)
 # Meters are platform-wide reference data: any key may read them (admin passes every guard).

@@ -11,8 +11,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
+from typing import Any
 
 from service.common.money import is_currency
+from service.meters.models import Meter, Price
 
 
 class AmbiguousPriceError(ValueError):
@@ -205,3 +207,32 @@ def price_boundaries(prices: Iterable[PriceRule], start: datetime, end: datetime
             if instant is not None and start < instant < end:
                 instants.add(instant)
     return sorted(instants)
+
+
+# Stored prices to pricing rules --------------------------------------------------------
+
+
+def tiers_from_json(tiers: Sequence[Mapping[str, Any]]) -> tuple[Tier, ...]:
+    return tuple(
+        Tier(
+            up_to=None if tier.get("up_to") is None else Decimal(str(tier["up_to"])),
+            unit_amount=Decimal(str(tier["unit_amount"])),
+        )
+        for tier in tiers
+    )
+
+
+def to_price_rule(price: Price, meter: Meter) -> PriceRule:
+    """The pure pricing view of a stored price (its currency is its meter's)."""
+    return PriceRule(
+        id=str(price.id),
+        meter=meter.event_name,
+        currency=meter.currency,
+        unit_amount=price.unit_amount,
+        per_units=price.per_units,
+        match=dict(price.match),
+        tenant_id=price.tenant_id,
+        tiers=tiers_from_json(price.tiers),
+        effective_from=price.effective_from,
+        effective_to=price.effective_to,
+    )

@@ -9,20 +9,40 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
-from service.common.money import MONEY_CONTEXT, currency_exponent, is_currency, to_plain_string
+from service.common.money import (
+    decimal_places,
+    is_currency,
+    render_amount,
+    render_quantity,
+    to_plain_string,
+)
 from service.common.schemas import Page, decode_cursor, encode_cursor
-from service.events.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
+from service.common.time import (
+    QUARTER_HOUR,
+    ceil_to_quarter_hour,
+    floor_to_quarter_hour,
+    is_on_quarter_hour,
+)
 from service.meters.errors import DimensionRemoval, MeterExists, MeterHasEvents, PriceOverlap
 from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT, Meter, Price
-from service.meters.pricing import PriceRule, Tier, prices_conflict, prices_overlap, validate_tiers
+from service.meters.pricing import (
+    PriceRule,
+    Tier,
+    prices_conflict,
+    prices_overlap,
+    tiers_from_json,
+    to_price_rule,
+    validate_tiers,
+)
 from service.meters.repository import MeterRepository, PriceRepository
 from service.meters.schemas import (
     MeterCreate,
@@ -34,14 +54,11 @@ from service.meters.schemas import (
     TierIn,
     TierOut,
 )
-from service.tenants.auth import Principal
+from service.rollups.models import ATTRIBUTION_FIELDS
 from service.tenants.repository import TenantRepository
 
 # Keys every event carries at the top level; a meter may not declare them as its own.
 RESERVED_DIMENSIONS = frozenset((*ATTRIBUTION_FIELDS, "tenant_id"))
-# Prices start and end on rollup bucket boundaries, so a price change never falls inside a
-# bucket and invoice lines split exactly there.
-PRICE_GRANULARITY = timedelta(minutes=BUCKET_MINUTES)
 MAX_DECIMAL_PLACES = 12
 # prices.unit_amount and per_units are NUMERIC(32, 12): at most 20 digits before the point.
 _DECIMAL_CEILING = Decimal(10) ** 20
@@ -82,18 +99,6 @@ def _validate_dimensions(dimensions: Sequence[str]) -> None:
 # Decimals ---------------------------------------------------------------------------------
 
 
-def decimal_places(value: Decimal) -> int:
-    """Digits after the point that finite `value` needs (trailing zeros do not count)."""
-    _, digits, exponent = value.as_tuple()
-    assert isinstance(exponent, int), "finite decimals only"
-    if not any(digits):
-        return 0
-    places, index = -exponent, len(digits) - 1
-    while places > 0 and digits[index] == 0:
-        places, index = places - 1, index - 1
-    return max(places, 0)
-
-
 def exact_decimal(value: Decimal, field: str, *, positive: bool = False) -> Decimal:
     """Check an exact amount or quantity from a request: finite, >= 0 (> 0 when `positive`),
     at most 12 decimal places and 20 integer digits."""
@@ -115,32 +120,16 @@ def exact_decimal(value: Decimal, field: str, *, positive: bool = False) -> Deci
     return value
 
 
-def _quantized(value: Decimal, places: int) -> str:
-    return to_plain_string(value.quantize(Decimal(1).scaleb(-places), context=MONEY_CONTEXT))
-
-
-def render_amount(value: Decimal, currency: str) -> str:
-    """A money amount with at least the currency's minor units: "2.50", "0.000002", "100"."""
-    return _quantized(value, max(decimal_places(value), currency_exponent(currency)))
-
-
-def render_quantity(value: Decimal) -> str:
-    """A quantity without trailing zeros or exponent: "1000000", "0.5"."""
-    return _quantized(value, decimal_places(value))
-
-
 # Price instants ---------------------------------------------------------------------------
 
 
-def _floor_to_boundary(instant: datetime) -> datetime:
-    utc = instant.astimezone(UTC)
-    return utc.replace(minute=utc.minute - utc.minute % BUCKET_MINUTES, second=0, microsecond=0)
+# Prices start and end on rollup bucket boundaries (the quarter-hour grid), so a price change
+# never falls inside a bucket and invoice lines split exactly there.
 
 
 def next_price_boundary(now: datetime) -> datetime:
     """`now` rounded up to the next 15-minute UTC boundary (unchanged when already on one)."""
-    floor = _floor_to_boundary(now)
-    return floor if floor == now else floor + PRICE_GRANULARITY
+    return ceil_to_quarter_hour(now)
 
 
 def _rfc3339(instant: datetime) -> str:
@@ -166,15 +155,15 @@ def price_instant(value: datetime, field: str) -> datetime:
             f"{_rfc3339(LATEST_INSTANT)}",
         )
     utc = value.astimezone(UTC)
-    floor = _floor_to_boundary(utc)
-    if floor != utc:
+    if not is_on_quarter_hour(utc):
+        floor = floor_to_quarter_hour(utc)
         raise _invalid(
             field,
             "not on a 15-minute boundary",
             f"{field} ({value.isoformat()}) must be on a 15-minute UTC boundary (minutes "
             "00, 15, 30 or 45, zero seconds): usage is stored in 15-minute buckets, and "
             f"invoices split at price changes; use {_rfc3339(floor)} or "
-            f"{_rfc3339(floor + PRICE_GRANULARITY)}",
+            f"{_rfc3339(floor + QUARTER_HOUR)}",
         )
     return utc
 
@@ -208,32 +197,6 @@ def _tiers_to_json(tiers: Sequence[Tier]) -> list[dict[str, Any]]:
         }
         for tier in tiers
     ]
-
-
-def tiers_from_json(tiers: Sequence[Mapping[str, Any]]) -> tuple[Tier, ...]:
-    return tuple(
-        Tier(
-            up_to=None if tier.get("up_to") is None else Decimal(str(tier["up_to"])),
-            unit_amount=Decimal(str(tier["unit_amount"])),
-        )
-        for tier in tiers
-    )
-
-
-def to_price_rule(price: Price, meter: Meter) -> PriceRule:
-    """The pure pricing view of a stored price (its currency is its meter's)."""
-    return PriceRule(
-        id=str(price.id),
-        meter=meter.event_name,
-        currency=meter.currency,
-        unit_amount=price.unit_amount,
-        per_units=price.per_units,
-        match=dict(price.match),
-        tenant_id=price.tenant_id,
-        tiers=tiers_from_json(price.tiers),
-        effective_from=price.effective_from,
-        effective_to=price.effective_to,
-    )
 
 
 def price_out(price: Price, meter: Meter) -> PriceOut:

@@ -13,9 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
-import asyncpg
 import structlog
 
 from service.common.metrics import (
@@ -24,7 +22,7 @@ from service.common.metrics import (
     RETENTION_DURATION,
     RETENTION_LAST_SUCCESS,
 )
-from service.db.url import asyncpg_dsn
+from service.db.connections import dedicated_connection
 from service.retention.repository import (
     BEFORE_ANY_EVENT,
     RetentionRepository,
@@ -268,19 +266,14 @@ async def run_retention(
     if refusal is not None:
         raise RetentionError(refusal)
     now = now or datetime.now(UTC)
-    connection = await asyncpg.connect(
-        asyncpg_dsn(database_url), server_settings={"application_name": "metering-retention"}
-    )
-    try:
+    # Closing the connection at the end also releases its advisory lock.
+    async with dedicated_connection(database_url, "metering-retention") as connection:
         repository = RetentionRepository(connection)
         if lock and not dry_run and not await repository.try_lock():
             log.info("retention.skipped", reason="another process holds the retention lock")
             return RetentionReport(dry_run=dry_run, skipped=True)
         job = RetentionJob(settings, repository, now=now, on_tenant=on_tenant)
         report = await job.run(dry_run=dry_run, tenant_id=tenant_id)
-    finally:
-        # Ending the session also releases its advisory lock.
-        await _close(connection)
     log.info(
         "retention.done",
         dry_run=dry_run,
@@ -296,13 +289,6 @@ async def run_retention(
         if report.ok:
             RETENTION_LAST_SUCCESS.set_to_current_time()
     return report
-
-
-async def _close(connection: Any) -> None:
-    try:
-        await connection.close(timeout=5)
-    except Exception:
-        connection.terminate()
 
 
 async def retention_loop(

@@ -1,4 +1,5 @@
-"""API keys: random, shown once, stored as HMAC-SHA256 under the server secret; scope guards."""
+"""API keys: random, shown once, stored as HMAC-SHA256 under the server secret, and verified
+(with a short cache) into the Principal the scope guards of service.common.auth admit."""
 
 from __future__ import annotations
 
@@ -6,43 +7,17 @@ import hashlib
 import hmac
 import secrets
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
-from typing import Any
 
-from litestar.connection import ASGIConnection
-from litestar.handlers.base import BaseRouteHandler
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.common.errors import Forbidden, Unauthorized
+from service.common.auth import Principal
+from service.common.errors import Unauthorized
 from service.tenants.models import ApiKey
 
 KEY_PREFIX = "mk_"
-
-
-class Scope(StrEnum):
-    ADMIN = "admin"
-    INGEST = "ingest"
-    READ = "read"
-    BILLING = "billing"
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    key_id: str
-    name: str
-    scopes: frozenset[str]
-    tenant_id: str | None
-
-    def ensure_tenant(self, tenant_id: str) -> None:
-        """A tenant-bound key can never touch another tenant's data."""
-        if self.tenant_id is not None and self.tenant_id != tenant_id:
-            raise Forbidden(f"this API key is bound to tenant '{self.tenant_id}'")
-
-    def has_any(self, scopes: frozenset[str]) -> bool:
-        return Scope.ADMIN in self.scopes or bool(self.scopes & scopes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,31 +88,3 @@ class KeyVerifier:
         return Principal(
             key_id=str(row.id), name=row.name, scopes=frozenset(row.scopes), tenant_id=row.tenant_id
         )
-
-
-GuardFn = Callable[
-    [ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Coroutine[Any, Any, None]
-]
-
-
-def requires(*scopes: Scope) -> GuardFn:
-    """A guard admitting keys holding any of `scopes` (admin keys hold every scope)."""
-    wanted = frozenset(str(s) for s in scopes)
-
-    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        verifier: KeyVerifier = connection.app.state.key_verifier
-        principal = await verifier.verify(connection.headers.get("authorization"))
-        if not principal.has_any(wanted):
-            raise Forbidden(
-                "this API key lacks the scope for this call "
-                f"(needs one of: {', '.join(sorted(wanted))})"
-            )
-        connection.state.principal = principal
-
-    guard.__name__ = f"requires_{'_'.join(sorted(wanted))}"
-    return guard
-
-
-def current_principal(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
-    principal: Principal = connection.state.principal
-    return principal

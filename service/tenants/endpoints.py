@@ -7,9 +7,9 @@ from litestar import Controller, Request, delete, get, patch, post
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.common.auth import Scope, current_principal, requires
 from service.common.schemas import DEFAULT_LIMIT, Limit, Page
 from service.settings import Settings
-from service.tenants.auth import Scope, current_principal, requires
 from service.tenants.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,

@@ -9,11 +9,12 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.common.auth import Principal, Scope
 from service.common.errors import Conflict, FieldError, InvalidInput, NotFound
 from service.common.money import is_currency
 from service.common.schemas import Page, decode_cursor, encode_cursor
 from service.settings import Settings
-from service.tenants.auth import Principal, Scope, generate_key
+from service.tenants.auth import generate_key
 from service.tenants.models import ApiKey, Tenant
 from service.tenants.repository import ApiKeyRepository, TenantRepository
 from service.tenants.schemas import (

@@ -6,8 +6,8 @@ from litestar import Controller, Request, get
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service.tenants.auth import Scope, current_principal, requires
-from service.usage.schemas import MetersUsageOut, UsageOut, UsageQuery
+from service.common.auth import Scope, current_principal, requires
+from service.usage.schemas import MAX_LIMIT, MetersUsageOut, UsageOrder, UsageOut, UsageQuery
 from service.usage.service import UsageService
 from service.usage.windows import WindowSize
 
@@ -15,6 +15,14 @@ FROM_DOC = "start, inclusive: RFC 3339 with an offset, on a 15-minute boundary"
 TO_DOC = "end, exclusive: RFC 3339 with an offset, on a 15-minute boundary"
 GROUP_DOC = "repeatable: org_id, project_id, api_key_id, user_id, model or a declared dimension"
 FILTER_DOC = "repeatable key:value equality filter (same keys as group_by; repeats of a key: any)"
+ORDER_DOC = (
+    "rows by the meter's value: `value` ascending, `-value` descending (rows without a value "
+    "last, ties by window then group); with `limit`, the top N rows of each meter"
+)
+LIMIT_DOC = (
+    "keep at most this many rows per meter (in `order_by` order, else the usual order: "
+    "window, then group); `truncated` says whether rows were left out"
+)
 
 
 class UsageController(Controller):
@@ -29,7 +37,8 @@ class UsageController(Controller):
         "`{meters: [{meter, aggregation, rows}, ...]}`. Windows (`hour`, `day`, `month`) follow "
         "the calendar of `timezone` (default: the tenant's), DST included; the first and last "
         "are clipped to the range; empty windows are left out. Without `window_size`, one row "
-        "per group. An unknown meter is a 422 naming `meter`.",
+        "per group. An unknown meter is a 422 naming `meter`. `order_by=value|-value` with "
+        "`limit` keeps each meter's top N rows; `truncated` is true when rows were left out.",
     )
     async def get_usage(
         self,
@@ -51,6 +60,12 @@ class UsageController(Controller):
             default=None, query="group_by", description=GROUP_DOC
         ),
         filters: list[str] | None = Parameter(default=None, query="filter", description=FILTER_DOC),
+        order_by: UsageOrder | None = Parameter(
+            default=None, query="order_by", description=ORDER_DOC
+        ),
+        limit: int | None = Parameter(
+            default=None, query="limit", ge=1, le=MAX_LIMIT, description=LIMIT_DOC
+        ),
     ) -> UsageOut | MetersUsageOut:
         query = UsageQuery(
             start=start,
@@ -61,6 +76,8 @@ class UsageController(Controller):
             timezone=timezone,
             group_by=group_by or [],
             filters=filters or [],
+            order_by=None if order_by is None else order_by.value,
+            limit=limit,
         )
         return await UsageService(db_engine).usage(current_principal(request), query)
 

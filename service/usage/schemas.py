@@ -2,11 +2,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 import msgspec
 
 Aggregation = Literal["sum", "count", "last"]
+# Most rows `limit` may keep per meter.
+MAX_LIMIT = 10_000
+
+
+class UsageOrder(StrEnum):
+    """`order_by`: rows by the meter's value, ascending (`value`) or descending (`-value`)."""
+
+    VALUE = "value"
+    VALUE_DESCENDING = "-value"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +31,8 @@ class UsageQuery:
     timezone: str | None = None
     group_by: list[str] = field(default_factory=list)
     filters: list[str] = field(default_factory=list)
+    order_by: str | None = None
+    limit: int | None = None
 
 
 class UsageRow(msgspec.Struct):
@@ -40,12 +52,15 @@ class UsageRow(msgspec.Struct):
 
 
 class MeterUsage(msgspec.Struct):
-    """One meter's rows, ordered by window_start, then group values (absent values first)."""
+    """One meter's rows, ordered by window_start, then group values (absent values first); with
+    `order_by`, by value (rows without a value last), ties in that order. `truncated` says
+    that `limit` left rows out."""
 
     meter: str
     aggregation: Aggregation
     unit: str | None
     rows: list[UsageRow]
+    truncated: bool = False
 
 
 class UsageOut(msgspec.Struct):
@@ -60,7 +75,11 @@ class UsageOut(msgspec.Struct):
     window_size: str | None = None
     timezone: str = "UTC"
     group_by: list[str] = msgspec.field(default_factory=list)
+    order_by: str | None = None
+    limit: int | None = None
     rows: list[UsageRow] = msgspec.field(default_factory=list)
+    # True when `limit` left rows out.
+    truncated: bool = False
 
 
 class MetersUsageOut(msgspec.Struct):
@@ -73,4 +92,8 @@ class MetersUsageOut(msgspec.Struct):
     window_size: str | None = None
     timezone: str = "UTC"
     group_by: list[str] = msgspec.field(default_factory=list)
+    order_by: str | None = None
+    limit: int | None = None
     meters: list[MeterUsage] = msgspec.field(default_factory=list)
+    # True when `limit` left rows out of any meter's block.
+    truncated: bool = False

@@ -11,20 +11,28 @@ from decimal import ROUND_HALF_UP, Context, Decimal
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import to_plain_string
+from service.common.time import QUARTER_HOUR, floor_to_quarter_hour, is_on_quarter_hour
 from service.common.timezones import zone_named
-from service.events.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
-from service.events.service import driver_connection
-from service.tenants.auth import Principal
+from service.db.connections import driver_connection
+from service.rollups.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
+from service.rollups.query import Cell, RollupQuery, read_cells
 from service.usage import repository
-from service.usage.repository import MeterRecord, UsageAggregate
-from service.usage.schemas import MetersUsageOut, MeterUsage, UsageOut, UsageQuery, UsageRow
+from service.usage.repository import MeterRecord
+from service.usage.schemas import (
+    MAX_LIMIT,
+    MetersUsageOut,
+    MeterUsage,
+    UsageOrder,
+    UsageOut,
+    UsageQuery,
+    UsageRow,
+)
 from service.usage.windows import (
-    BUCKET,
     WindowError,
     WindowSize,
-    is_bucket_aligned,
     window_boundaries,
 )
 
@@ -55,7 +63,10 @@ class UsageService:
             window_size=answer.window_size,
             timezone=answer.timezone,
             group_by=answer.group_by,
+            order_by=answer.order_by,
+            limit=answer.limit,
             rows=block.rows,
+            truncated=block.truncated,
         )
 
     async def summary(self, principal: Principal, query: UsageQuery) -> MetersUsageOut:
@@ -68,6 +79,9 @@ class UsageService:
             raise _invalid("tenant_id", "tenant_id is required (this API key is not bound)")
         principal.ensure_tenant(tenant_id)
         start, end, size, group_by, filters = _parse(query)
+        # Checked by _parse: a limit without order_by keeps the first rows in the usual order.
+        order = UsageOrder(query.order_by) if query.order_by else None
+        limit = query.limit
         # Checked before the database: a bad name is the caller's mistake, whatever happens next.
         asked_zone = zone_named(query.timezone) if query.timezone else None
         # Autocommit: three reads, each consistent on its own (the aggregate is one statement).
@@ -84,15 +98,18 @@ class UsageService:
                 boundaries = window_boundaries(start, end, size, zone)
             except WindowError as exc:
                 raise _invalid(exc.field, exc.message) from exc
-            cells = await repository.aggregate_usage(
-                connection,
+            rollup_query = RollupQuery(
                 tenant_id=tenant_id,
                 meter_ids=[m.id for m in meters],
-                boundaries=boundaries,
+                edges=boundaries,
                 group_by=group_by,
                 filters=filters,
             )
+            (cells,) = await read_cells(connection, [rollup_query])
         local = [b.astimezone(zone) for b in boundaries]
+        blocks = _blocks(meters, cells, local, group_by)
+        if order is not None or limit is not None:
+            blocks = [_top(block, order, limit) for block in blocks]
         return MetersUsageOut(
             tenant_id=tenant_id,
             start=local[0],
@@ -100,7 +117,10 @@ class UsageService:
             window_size=None if size is None else size.value,
             timezone=zone.key,
             group_by=group_by,
-            meters=_blocks(meters, cells, local, group_by),
+            order_by=None if order is None else order.value,
+            limit=limit,
+            meters=blocks,
+            truncated=any(block.truncated for block in blocks),
         )
 
 
@@ -141,10 +161,29 @@ def _parse(
         filters.setdefault(key, [])
         if value not in filters[key]:
             filters[key].append(value)
+    _check_top(query, errors)
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
     assert start is not None and end is not None
     return start, end, size, group_by, filters
+
+
+def _check_top(query: UsageQuery, errors: list[FieldError]) -> None:
+    """`order_by` is value or -value; `limit` is 1 to MAX_LIMIT."""
+    if query.order_by:
+        try:
+            UsageOrder(query.order_by)
+        except ValueError:
+            errors.append(
+                FieldError(
+                    field="order_by",
+                    message=f"order_by is value or -value (descending), got '{query.order_by}'",
+                )
+            )
+    if query.limit is not None and not 1 <= query.limit <= MAX_LIMIT:
+        errors.append(
+            FieldError(field="limit", message=f"limit is 1 to {MAX_LIMIT}, got {query.limit}")
+        )
 
 
 def _split(values: Sequence[str]) -> list[str]:
@@ -170,12 +209,12 @@ def _instant(raw: str, field: str, errors: list[FieldError]) -> datetime | None:
     try:
         instant = instant.astimezone(UTC)
     except OverflowError:
-        instant = EARLIEST - BUCKET
+        instant = EARLIEST - QUARTER_HOUR
     if not EARLIEST <= instant <= LATEST:
         # A day of margin: local times of any zone stay inside the calendar.
         errors.append(FieldError(field=field, message="must be between years 1 and 9999"))
         return None
-    if not is_bucket_aligned(instant):
+    if not is_on_quarter_hour(instant):
         errors.append(
             FieldError(
                 field=field,
@@ -188,9 +227,7 @@ def _instant(raw: str, field: str, errors: list[FieldError]) -> datetime | None:
 
 
 def _floor_hint(instant: datetime) -> str:
-    minute = instant.minute - instant.minute % BUCKET_MINUTES
-    floored = instant.replace(minute=minute, second=0, microsecond=0)
-    return floored.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return floor_to_quarter_hour(instant).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _check_keys(
@@ -213,11 +250,11 @@ def _check_keys(
 
 def _blocks(
     meters: Sequence[MeterRecord],
-    cells: Sequence[UsageAggregate],
+    cells: Sequence[Cell],
     boundaries: Sequence[datetime],
     group_by: Sequence[str],
 ) -> list[MeterUsage]:
-    by_meter: dict[int, list[UsageAggregate]] = defaultdict(list)
+    by_meter: dict[int, list[Cell]] = defaultdict(list)
     for cell in cells:
         by_meter[cell.meter_id].append(cell)
     blocks = []
@@ -240,7 +277,7 @@ def _blocks(
 
 def _row(
     aggregation: str,
-    cell: UsageAggregate,
+    cell: Cell,
     boundaries: Sequence[datetime],
     group_by: Sequence[str],
 ) -> UsageRow:
@@ -248,8 +285,8 @@ def _row(
     last = None if cell.last is None else to_plain_string(cell.last)
     value = {"sum": total, "count": str(cell.count), "last": last}[aggregation]
     return UsageRow(
-        window_start=boundaries[cell.window - 1],
-        window_end=boundaries[cell.window],
+        window_start=boundaries[cell.window],
+        window_end=boundaries[cell.window + 1],
         group=dict(zip(group_by, cell.group, strict=True)),
         value=value,
         sum=total,
@@ -257,6 +294,26 @@ def _row(
         last=last,
         avg=average(cell.sum, cell.count),
     )
+
+
+def _top(block: MeterUsage, order: UsageOrder | None, limit: int | None) -> MeterUsage:
+    """The block's rows by value (`order`; rows without a value last, ties in the usual order),
+    then the first `limit` of them; `truncated` when rows were left out."""
+    rows = block.rows
+    if order is not None:
+        descending = order is UsageOrder.VALUE_DESCENDING
+
+        def by_value(row: UsageRow) -> tuple[bool, Decimal]:
+            if row.value is None:
+                return True, Decimal(0)
+            value = Decimal(row.value)
+            return False, -value if descending else value
+
+        rows = sorted(rows, key=by_value)  # stable: ties keep the usual order
+    truncated = limit is not None and len(rows) > limit
+    if limit is not None:
+        rows = rows[:limit]
+    return msgspec.structs.replace(block, rows=rows, truncated=truncated)
 
 
 def average(total: Decimal, count: int) -> str:

@@ -21,10 +21,9 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from service.events.models import BUCKET_MINUTES
+from service.common.time import is_on_quarter_hour
+from service.rollups.models import BUCKET_MINUTES
 
-BUCKET = timedelta(minutes=BUCKET_MINUTES)
-EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
 MAX_WINDOWS = 10_000
 _TICK = timedelta(microseconds=1)
 
@@ -52,10 +51,6 @@ class WindowError(Exception):
     message: str
 
 
-def is_bucket_aligned(instant: datetime) -> bool:
-    return (instant - EPOCH) % BUCKET == timedelta(0)
-
-
 def window_boundaries(
     start: datetime, end: datetime, size: WindowSize | None, zone: ZoneInfo
 ) -> list[datetime]:
@@ -74,7 +69,7 @@ def window_boundaries(
     if len(boundaries) - 1 > MAX_WINDOWS:
         raise _too_many(size)
     for boundary in boundaries[1:-1]:
-        if not is_bucket_aligned(boundary):
+        if not is_on_quarter_hour(boundary):
             local = boundary.astimezone(zone)
             raise WindowError(
                 "timezone",

@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 
 from service.db.session import create_engine
-from service.events.rebuild import rebuild_tenant_rollups
 from service.events.repository import store_events
+from service.rollups.rebuild import rebuild_tenant_rollups
 from service.settings import Settings
 from service.usage.service import average
 from tests.conftest import Keys

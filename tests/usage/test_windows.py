@@ -10,13 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from service.usage.windows import (
-    MAX_WINDOWS,
-    WindowError,
-    WindowSize,
-    is_bucket_aligned,
-    window_boundaries,
-)
+from service.common.time import is_on_quarter_hour
+from service.usage.windows import MAX_WINDOWS, WindowError, WindowSize, window_boundaries
 
 
 def utc(text: str) -> datetime:
@@ -200,7 +195,7 @@ def test_every_zone_has_quarter_hour_windows_today() -> None:
         boundaries = window_boundaries(
             utc("2026-01-01T00:00:00Z"), utc("2027-01-01T00:00:00Z"), WindowSize.DAY, ZoneInfo(name)
         )
-        assert all(is_bucket_aligned(b) for b in boundaries), name
+        assert all(is_on_quarter_hour(b) for b in boundaries), name
 
 
 def test_historic_local_mean_time_is_refused() -> None:
@@ -223,6 +218,6 @@ def test_at_most_10000_windows() -> None:
 
 
 def test_bucket_alignment() -> None:
-    assert is_bucket_aligned(utc("2026-11-01T05:45:00Z"))
-    assert not is_bucket_aligned(utc("2026-11-01T05:40:00Z"))
-    assert not is_bucket_aligned(utc("2026-11-01T05:45:00.000001Z"))
+    assert is_on_quarter_hour(utc("2026-11-01T05:45:00Z"))
+    assert not is_on_quarter_hour(utc("2026-11-01T05:40:00Z"))
+    assert not is_on_quarter_hour(utc("2026-11-01T05:45:00.000001Z"))

@@ -10,9 +10,10 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.errors import InvalidInput, NotFound
-from service.events.models import BUCKET_MINUTES
-from service.events.repository import rebuild_rollups
-from service.events.service import driver_transaction
+from service.common.time import is_on_quarter_hour
+from service.db.connections import driver_transaction
+from service.rollups.models import BUCKET_MINUTES
+from service.rollups.upkeep import rebuild_rollups
 from service.settings import Settings
 
 
@@ -25,17 +26,13 @@ class RebuildReport:
     rollups_written: int
 
 
-def _is_bucket_aligned(instant: datetime) -> bool:
-    return instant.second == 0 and instant.microsecond == 0 and instant.minute % BUCKET_MINUTES == 0
-
-
 async def rebuild_tenant_rollups(
     engine: AsyncEngine, settings: Settings, tenant_id: str, start: datetime, end: datetime
 ) -> RebuildReport:
     if start.tzinfo is None or end.tzinfo is None:
         raise InvalidInput("--from and --to must carry a UTC offset, e.g. 2026-10-01T00:00:00Z")
     start, end = start.astimezone(UTC), end.astimezone(UTC)
-    if not (_is_bucket_aligned(start) and _is_bucket_aligned(end)):
+    if not (is_on_quarter_hour(start) and is_on_quarter_hour(end)):
         raise InvalidInput(f"--from and --to must fall on {BUCKET_MINUTES}-minute boundaries")
     if start >= end:
         raise InvalidInput("--from must be before --to")

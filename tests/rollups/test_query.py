@@ -1,0 +1,64 @@
+"""The rollup store's read path without a database: which table answers, and that keys and
+values reach the SQL as parameters only."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from service.rollups.query import SUM_AND_COUNT, RollupQuery, rollup_sql, rollup_table
+
+EDGES = [datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)]
+
+
+@pytest.mark.parametrize(
+    ("keys", "table"),
+    [
+        ([], "model_rollups"),
+        (["model"], "model_rollups"),
+        (["model", "region"], "model_rollups"),  # a dimension
+        (["user_id"], "rollups"),
+        (["model", "api_key_id"], "rollups"),
+        (["org_id"], "rollups"),
+    ],
+)
+def test_model_rollups_answer_when_only_model_and_dimensions_are_used(
+    keys: list[str], table: str
+) -> None:
+    assert rollup_table(keys) == table
+
+
+def test_filters_count_like_group_keys() -> None:
+    grouped = RollupQuery(tenant_id="acme", meter_ids=[1], edges=EDGES, group_by=["model"])
+    filtered = RollupQuery(
+        tenant_id="acme",
+        meter_ids=[1],
+        edges=EDGES,
+        group_by=["model"],
+        filters={"project_id": ["p1"]},
+    )
+    assert grouped.table == "model_rollups"
+    assert filtered.table == "rollups"
+
+
+def test_one_statement_for_several_queries_with_values_as_parameters() -> None:
+    hostile = "x'); DROP TABLE events; --"
+    queries = [
+        RollupQuery(
+            tenant_id="acme",
+            meter_ids=[1, 2],
+            edges=[EDGES[0], datetime(2026, 11, 15, tzinfo=UTC), EDGES[1]],
+            group_by=["user_id", hostile],
+            filters={hostile: [hostile]},
+        ),
+        RollupQuery(tenant_id="acme", meter_ids=[3], edges=EDGES, aggregates=SUM_AND_COUNT),
+    ]
+    sql, params = rollup_sql(queries)
+    assert sql.count("UNION ALL") == 1
+    assert hostile not in sql
+    assert params.count(hostile) == 2 and [hostile] in params  # keys, then the values
+    assert "width_bucket" in sql.split("UNION ALL")[0]
+    # The second query has one window and does not ask for `last`.
+    assert "width_bucket" not in sql.split("UNION ALL")[1]
+    assert "NULL::numeric AS last" in sql.split("UNION ALL")[1]
