@@ -17,13 +17,15 @@ from service.paths import PROJECT_ROOT
 from service.settings import DEV_SECRET
 
 
-def run_cli(*args: str, database_url: str, **variables: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "METERING_SECRET_KEY": "test-secret-key",
-        **variables,
-    }
+def run_cli(
+    *args: str, database_url: str | None, **variables: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m service ARGS` in a subprocess; database_url None means no DATABASE_URL at all
+    (the embedded PostgreSQL under METERING_DATA_DIR)."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"METERING_SECRET_KEY": "test-secret-key", **variables}
+    if database_url is not None:
+        env["DATABASE_URL"] = database_url
     return subprocess.run(
         [sys.executable, "-m", "service", *args],
         cwd=PROJECT_ROOT,
@@ -145,19 +147,9 @@ def test_db_stop_stops_the_embedded_postgres(tmp_path: Path) -> None:
     """`make stop` / `python -m service db stop`: the embedded server outlives every command
     (on purpose), and `pg_ctl stop` by hand refuses to run as root; this stops it."""
     data_dir = tmp_path / "data"
-    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
-    env |= {"METERING_DATA_DIR": str(data_dir), "METERING_SECRET_KEY": "test-secret-key"}
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "service", *args],
-            cwd=PROJECT_ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        return run_cli(*args, database_url=None, METERING_DATA_DIR=str(data_dir))
 
     try:
         started = cli("migrate")  # starts the embedded server, which stays up
