@@ -228,13 +228,36 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
         click.echo(
             f"Rebuilt rollups of {report.tenant_id} in [{report.start:%Y-%m-%dT%H:%MZ}, "
             f"{report.end:%Y-%m-%dT%H:%MZ}): {report.rollups_deleted} replaced by "
-            f"{report.rollups_written} rollup rows."
+            f"{report.rollups_written} rollup rows; {report.rows_folded} rows folded into the "
+            "hour, day and month levels."
         )
 
     try:
         asyncio.run(run())
     except ServiceError as exc:
         raise click.ClickException(exc.detail) from exc
+
+
+@rollups.command("fold")
+@click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all)")
+def fold_rollups_command(tenant_id: str | None) -> None:
+    """Fold every pending 15-minute rollup row into the hour, day and month levels now (the
+    server does this every METERING_ROLLUP_FOLD_INTERVAL_SECONDS; usage is exact either way,
+    folding only makes long ranges fast). Prints a line per (tenant, day) folded."""
+    from service.db.connections import dedicated_connection
+    from service.rollups.fold import fold_rollups
+
+    settings = _settings()
+    url = resolve_database_url(settings)
+
+    async def run() -> int:
+        async with dedicated_connection(url, "metering-fold") as connection:
+            return await fold_rollups(
+                connection, tenant_id=tenant_id, progress=lambda line: click.echo(line, err=True)
+            )
+
+    rows = asyncio.run(run())
+    click.echo(f"Folded {rows} rollup rows.")
 
 
 @cli.command()

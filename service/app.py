@@ -101,12 +101,16 @@ def create_app(settings: Settings | None = None) -> Litestar:
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         from service.retention.service import start_retention_loop, stop_retention_loop
+        from service.rollups.fold import start_fold_loop, stop_fold_loop
 
         # Scheduled retention; None when METERING_RETENTION_INTERVAL_SECONDS is 0.
         retention = start_retention_loop(settings, database_url)
+        # Folding rollups into coarse levels; None when METERING_ROLLUP_FOLD_INTERVAL_SECONDS=0.
+        fold = start_fold_loop(settings, database_url)
         try:
             yield
         finally:
+            await stop_fold_loop(fold)
             await stop_retention_loop(retention)
             await ingestor.close()
             await engine.dispose()

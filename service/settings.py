@@ -79,6 +79,10 @@ class Settings:
     # ingestion at 76-87 % of its rate alone (make bench-retention; 20 ms gave ~93,000 rows/s).
     retention_pause_seconds: float = 0.01
     retention_interval_seconds: float = 3600.0
+    # Rollups: how often each worker tries to fold finished 15-minute rollups into the hour,
+    # day and month levels (0: never; then run `python -m service rollups fold` on a schedule).
+    # Reads stay exact either way; unfolded rows only make long ranges slower to read.
+    rollup_fold_interval_seconds: float = 60.0
     # Backpressure
     rate_limit_per_second: int = 0
     rate_limit_burst: int = 0

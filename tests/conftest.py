@@ -64,6 +64,7 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "log_level": "WARNING",
         "workers": 1,
         "retention_interval_seconds": 0.0,
+        "rollup_fold_interval_seconds": 0.0,
     }
     values.update(overrides)
     return Settings(**values)

@@ -4,7 +4,7 @@ from service.db.base import Base
 from service.events.models import Event
 from service.invoices.models import Invoice, InvoiceCounter
 from service.meters.models import Meter, Price
-from service.rollups.models import ModelRollup, Rollup
+from service.rollups.models import ModelRollup, Rollup, RollupCube
 from service.tenants.models import ApiKey, Tenant
 
 __all__ = [
@@ -17,5 +17,6 @@ __all__ = [
     "ModelRollup",
     "Price",
     "Rollup",
+    "RollupCube",
     "Tenant",
 ]

@@ -30,8 +30,13 @@ class Invoice(Base):
             unique=True,
             postgresql_where=text("status = 'finalized'"),
         ),
-        # Numbers are unique across the platform: finance and customers quote them alone.
-        UniqueConstraint("number"),
+        # Numbers are unique across the platform (finance and customers quote them alone):
+        # unique per tenant, and each starts with its tenant's id (ids are lowercase, so
+        # upper() keeps them apart). Keyed by tenant_id so the table distributes by tenant.
+        UniqueConstraint("tenant_id", "number"),
+        CheckConstraint(
+            "left(number, length(tenant_id) + 1) = upper(tenant_id) || '-'", name="number_prefix"
+        ),
         Index("ix_invoices_id", "id"),
     )
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Numeric, String
+from sqlalchemy import BigInteger, Index, Numeric, SmallInteger, String, text
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -46,6 +46,21 @@ class Rollup(Base):
     last_value: Mapped[Decimal | None] = mapped_column(Numeric)
     last_ts: Mapped[datetime]
     last_event_id: Mapped[int] = mapped_column(BigInteger)
+    # How much of `sum` and `count` the fold has already added to the coarse levels
+    # (`rollup_cube`). A row is pending while count <> folded_count: every event adds 1 to
+    # count, so any event not yet folded shows there. Ingestion never writes these columns.
+    folded_sum: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    folded_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+    __table_args__ = (
+        # Finds the pending rows (few: the fold keeps up) without scanning the folded ones.
+        Index(
+            "ix_rollups_pending",
+            "tenant_id",
+            "bucket_start",
+            postgresql_where=text("count <> folded_count"),
+        ),
+    )
 
 
 class ModelRollup(Base):
@@ -65,6 +80,33 @@ class ModelRollup(Base):
     sum: Mapped[Decimal] = mapped_column(Numeric)
     count: Mapped[int] = mapped_column(BigInteger)
     # As in `Rollup`: the latest event by (ts, id) across every rollup row folded in here.
+    last_value: Mapped[Decimal | None] = mapped_column(Numeric)
+    last_ts: Mapped[datetime]
+    last_event_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupCube(Base):
+    """The coarse levels: the 15-minute rollups folded into hour, day and month buckets (UTC),
+    each in several projections (the rollup key with some attribution fields dropped, stored
+    as '' and '{}'), so a month grouped by user reads one row per user instead of one per
+    event. Written only by the fold (service.rollups.fold), never by ingestion; a reader adds
+    the pending part of the 15-minute rows (count <> folded_count) to stay exact."""
+
+    __tablename__ = "rollup_cube"
+
+    tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    meter_id: Mapped[int] = mapped_column(primary_key=True)
+    grain: Mapped[str] = mapped_column(String(1), primary_key=True)  # 'h', 'd' or 'm'
+    projection: Mapped[int] = mapped_column(SmallInteger, primary_key=True)  # field bits kept
+    bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
+    org_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    model: Mapped[str] = mapped_column(String(255), primary_key=True)
+    dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, primary_key=True)
+    sum: Mapped[Decimal] = mapped_column(Numeric)
+    count: Mapped[int] = mapped_column(BigInteger)
     last_value: Mapped[Decimal | None] = mapped_column(Numeric)
     last_ts: Mapped[datetime]
     last_event_id: Mapped[int] = mapped_column(BigInteger)

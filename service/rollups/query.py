@@ -16,8 +16,8 @@ from typing import Literal
 
 import asyncpg
 
+from service.rollups.levels import Grain, Pieces, cut, needed_bits, projection_for
 from service.rollups.models import ATTRIBUTION_FIELDS, MODEL_ROLLUP_FIELDS
-from service.rollups.upkeep import latest
 
 Aggregate = Literal["sum", "count", "last"]
 ALL_AGGREGATES: frozenset[Aggregate] = frozenset(("sum", "count", "last"))
@@ -59,9 +59,9 @@ class Cell:
 
 
 def rollup_table(keys: Sequence[str]) -> str:
-    """`model_rollups` when every group and filter key is `model` or a dimension: the same
-    buckets folded over orgs, projects, API keys and users, so a tenant-month is far fewer rows
-    to read. Any other attribution key needs the full-key `rollups`."""
+    """The 15-minute table for the quarter hours of a query: `model_rollups` when every group
+    and filter key is `model` or a dimension (the same buckets folded over orgs, projects, API
+    keys and users, far fewer rows), else the full-key `rollups`."""
     coarse = all(key in MODEL_ROLLUP_FIELDS or key not in ATTRIBUTION_FIELDS for key in keys)
     return "model_rollups" if coarse else "rollups"
 
@@ -75,47 +75,122 @@ class _Parameters:
         return f"${len(self.values)}"
 
 
+# What every source of a query's rows yields, before the window and group aggregation.
+_SOURCE_COLUMNS = (
+    "meter_id, bucket_start, {keys}, {sum} AS sum, {count} AS count, last_value, "
+    "last_ts, last_event_id"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """Where a query's rows come from: per cube grain its projection and bucket starts, and
+    the quarter hours read from the 15-minute table."""
+
+    projections: dict[Grain, int]
+    pieces: Pieces
+
+
+def plan(query: RollupQuery) -> _Plan:
+    keys = [*query.group_by, *query.filters]
+    needed = needed_bits(keys)
+    projections = {
+        grain: projection
+        for grain in Grain
+        if (projection := projection_for(grain, needed)) is not None
+    }
+    pieces = cut(query.edges, projections)
+    return _Plan({g: projections[g] for g in pieces.coarse_grains}, pieces)
+
+
 def _branch(index: int, query: RollupQuery, params: _Parameters) -> str:
-    """The SELECT answering one query; its rows start with the query's index."""
+    """The SELECT answering one query; its rows start with the query's index.
+
+    Rows come from up to five sources, each piece of the range from exactly one level: the
+    cube cells of each grain used, the pending part of the 15-minute rows inside those cube
+    buckets (not yet folded, so not in the cube), and the 15-minute rows of the quarter hours
+    left over. One statement, so one snapshot: a fold commits atomically between two reads,
+    never inside one."""
     if len(query.edges) < 2:
         raise ValueError("a rollup query needs at least two edges")
+    query_plan = plan(query)
+    tenant = params.add(query.tenant_id)
+    meters = params.add(list(query.meter_ids))
+    # Group keys and filters, the same expressions in every source (projected-away fields
+    # hold '' in the cube, but a projection keeps every key the query uses).
+    key_columns: list[str] = []
     grouped: list[str] = []
     values: list[str] = []
-    for key in query.group_by:
+    for position, key in enumerate(query.group_by):
+        alias = f"k{position}"
         if key in ATTRIBUTION_FIELDS:
-            # Grouped by the bare column, whose statistics let the planner pick a hash
-            # aggregate; '' (absent) is answered as NULL.
-            grouped.append(key)
-            values.append(f"nullif({key}, '')")
+            key_columns.append(f"{key} AS {alias}")
+            grouped.append(alias)
+            values.append(f"nullif({alias}, '')")
         else:
-            expression = f"(dimensions ->> {params.add(key)}::text)"
-            grouped.append(expression)
-            values.append(expression)
-    conditions = [
-        f"tenant_id = {params.add(query.tenant_id)}",
-        f"meter_id = ANY({params.add(list(query.meter_ids))}::int[])",
-        f"bucket_start >= {params.add(query.edges[0])}::timestamptz",
-        f"bucket_start < {params.add(query.edges[-1])}::timestamptz",
-    ]
+            key_columns.append(f"(dimensions ->> {params.add(key)}::text) AS {alias}")
+            grouped.append(alias)
+            values.append(alias)
+    filters = []
     for key, accepted in query.filters.items():
         column = key if key in ATTRIBUTION_FIELDS else f"(dimensions ->> {params.add(key)}::text)"
-        conditions.append(f"{column} = ANY({params.add(list(accepted))}::text[])")
+        filters.append(f"{column} = ANY({params.add(list(accepted))}::text[])")
+    keys = ", ".join(key_columns) if key_columns else "NULL AS k"
+    common = " AND ".join([f"tenant_id = {tenant}", f"meter_id = ANY({meters}::int[])", *filters])
+
+    def source(table: str, condition: str, *, pending: bool = False) -> str:
+        columns = _SOURCE_COLUMNS.format(
+            keys=keys,
+            sum="sum - folded_sum" if pending else "sum",
+            count="count - folded_count" if pending else "count",
+        )
+        return f"SELECT {columns} FROM {table} WHERE {common} AND {condition}"
+
+    sources = []
+    pieces = query_plan.pieces
+    for grain, projection in query_plan.projections.items():
+        starts = params.add(pieces.coarse[grain])
+        sources.append(
+            source(
+                "rollup_cube",
+                f"grain = '{grain.value}' AND projection = {projection} "
+                f"AND bucket_start = ANY({starts}::timestamptz[])",
+            )
+        )
+    if query_plan.projections:
+        # The pending rows of the cube's buckets: the whole range but the quarter hours.
+        condition = (
+            f"count <> folded_count AND bucket_start >= {params.add(query.edges[0])}::timestamptz "
+            f"AND bucket_start < {params.add(query.edges[-1])}::timestamptz"
+        )
+        if pieces.quarters:
+            condition += (
+                f" AND NOT (bucket_start = ANY({params.add(pieces.quarters)}::timestamptz[]))"
+            )
+        sources.append(source("rollups", condition, pending=True))
+    if pieces.quarters:
+        sources.append(
+            source(
+                query.table,
+                f"bucket_start = ANY({params.add(pieces.quarters)}::timestamptz[])",
+            )
+        )
     if len(query.edges) > 2:
         window = f"width_bucket(bucket_start, {params.add(list(query.edges))}::timestamptz[])"
     else:
         window = "1"  # one window: no search
     if "last" in query.aggregates:
         last = (
-            f"{latest('last_value', 'last_ts', 'last_event_id')} AS last, max(last_ts) AS last_ts"
+            "(max(ARRAY[extract(epoch FROM last_ts), last_event_id::numeric, last_value]))[3] "
+            "AS last, max(last_ts) AS last_ts"
         )
     else:
         last = "NULL::numeric AS last, NULL::timestamptz AS last_ts"
     group = f"ARRAY[{', '.join(values)}]::text[]" if values else "ARRAY[]::text[]"
-    return f"""SELECT {index} AS query, meter_id, window_index, {group} AS grp,
+    union = "\n      UNION ALL\n      ".join(sources)
+    return f"""SELECT {index} AS query, meter_id, {window} AS window_index, {group} AS grp,
        sum(sum) AS sum, sum(count)::bigint AS count, {last}
-FROM (SELECT *, {window} AS window_index
-      FROM {query.table}
-      WHERE {" AND ".join(conditions)}) AS r{index}
+FROM ({union}) AS r{index}
 GROUP BY {", ".join(["meter_id", "window_index", *grouped])}"""
 
 

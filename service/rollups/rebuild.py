@@ -1,6 +1,7 @@
-"""Rebuild a tenant's rollups from raw events over a time range (repair, or after a change to
-how rollups are computed). Raw events older than retention are gone, so a rebuild may only
-cover ranges whose raw events are all still kept."""
+"""Rebuild a tenant's rollups from raw events over a time range (repair, or after a change to how
+rollups are computed), then fold them into the hour, day and month levels again. Raw events
+older than retention are gone, so a rebuild may only cover ranges whose raw events are all still
+kept."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.errors import InvalidInput, NotFound
 from service.common.time import is_on_quarter_hour
-from service.db.connections import driver_transaction
+from service.db.connections import driver_connection, driver_transaction
+from service.rollups.fold import fold_rollups
 from service.rollups.models import BUCKET_MINUTES
 from service.rollups.upkeep import rebuild_rollups
 from service.settings import Settings
@@ -24,6 +26,7 @@ class RebuildReport:
     end: datetime
     rollups_deleted: int
     rollups_written: int
+    rows_folded: int
 
 
 async def rebuild_tenant_rollups(
@@ -51,4 +54,8 @@ async def rebuild_tenant_rollups(
                 f"retention ({retention} days); rebuilding from them would lose usage"
             )
         deleted, written = await rebuild_rollups(connection, tenant_id, start, end)
-    return RebuildReport(tenant_id, start, end, deleted, written)
+    # The rebuild left the months it touched pending in the coarse levels; fold them now
+    # (reads are exact meanwhile, only slower).
+    async with driver_connection(engine) as connection:
+        folded = await fold_rollups(connection, tenant_id=tenant_id)
+    return RebuildReport(tenant_id, start, end, deleted, written, folded)

@@ -4,11 +4,17 @@ rebuild gives exactly the rollups incremental ingestion gave."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import asyncpg
 
+from service.common.time import QUARTER_HOUR
+from service.rollups.levels import Grain, grain_end
 from service.rollups.models import BUCKET_MINUTES
+
+# Advisory lock key held (per transaction) by every fold chunk and by rebuilds: one writer of
+# the cube at a time. ASCII "rlupfold".
+FOLD_LOCK_KEY = int.from_bytes(b"rlupfold", "big") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def bucket_of(ts: str) -> str:
@@ -51,7 +57,7 @@ UPKEEP_SOURCE_COLUMNS = (
 )
 
 
-def _merge_on_conflict(table: str) -> str:
+def merge_on_conflict(table: str) -> str:
     """The upsert that adds a new bucket into an existing one; `last` goes to the later
     (ts, id)."""
     return f"""DO UPDATE SET
@@ -95,7 +101,7 @@ model_upserted AS (
     SELECT {MODEL_ROLLUP_KEY}, {AGGREGATE_COLUMNS}
     FROM model_buckets
     ORDER BY {MODEL_ROLLUP_KEY}
-    ON CONFLICT ({MODEL_ROLLUP_KEY}) {_merge_on_conflict("model_rollups")}
+    ON CONFLICT ({MODEL_ROLLUP_KEY}) {merge_on_conflict("model_rollups")}
     RETURNING 1
 ),
 upserted AS (
@@ -103,7 +109,7 @@ upserted AS (
     SELECT {ROLLUP_KEY}, {AGGREGATE_COLUMNS}
     FROM buckets
     ORDER BY {ROLLUP_KEY}
-    ON CONFLICT ({ROLLUP_KEY}) {_merge_on_conflict("rollups")}
+    ON CONFLICT ({ROLLUP_KEY}) {merge_on_conflict("rollups")}
     RETURNING 1
 )"""
 
@@ -132,6 +138,32 @@ GROUP BY 1, 2, 3, 4, 5
 """
 
 
+async def reset_cube(
+    connection: asyncpg.Connection, tenant_id: str, start: datetime, end: datetime
+) -> None:
+    """Before the 15-minute rollups of [start, end) are rebuilt, in the rebuild's transaction:
+    drop the tenant's cube cells of every UTC month that range touches and mark all of those
+    months' 15-minute rows pending again, so the next fold rebuilds those cells from scratch
+    (equal to what incremental folding gives). Waits for a running fold chunk to finish."""
+    await connection.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK_KEY)
+    first = start.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    last_month = (end - QUARTER_HOUR).astimezone(UTC)
+    after = grain_end(Grain.MONTH, last_month.replace(day=1, hour=0, minute=0, second=0))
+    await connection.execute(
+        "DELETE FROM rollup_cube WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3",
+        tenant_id,
+        first,
+        after,
+    )
+    await connection.execute(
+        "UPDATE rollups SET folded_sum = 0, folded_count = 0 WHERE tenant_id = $1 "
+        "AND bucket_start >= $2 AND bucket_start < $3 AND folded_count <> 0",
+        tenant_id,
+        first,
+        after,
+    )
+
+
 async def rebuild_rollups(
     connection: asyncpg.Connection, tenant_id: str, start: datetime, end: datetime
 ) -> tuple[int, int]:
@@ -141,6 +173,7 @@ async def rebuild_rollups(
     # SHARE mode blocks concurrent ingestion (ROW EXCLUSIVE) until this transaction ends, so no
     # event can be counted both by the rebuild and by an in-flight insert.
     await connection.execute("LOCK TABLE events IN SHARE MODE")
+    await reset_cube(connection, tenant_id, start, end)
     deleted = await connection.execute(REBUILD_DELETE_SQL, tenant_id, start, end)
     written = await connection.execute(REBUILD_INSERT_SQL, tenant_id, start, end)
     await connection.execute(REBUILD_MODEL_DELETE_SQL, tenant_id, start, end)

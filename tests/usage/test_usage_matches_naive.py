@@ -21,6 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from service.rollups.fold import fold_rollups
 from tests.usage.conftest import METERS, TENANTS, Client, Ev, store, usage
 
 # Instants at which the calendar of a zone does something awkward, with that zone.
@@ -296,6 +297,11 @@ FROM model_rollups ORDER BY 1, 2, 3, 4, dimensions::text
     anchor=st.sampled_from(ANCHORS),
     specs=event_specs,
     chunks=st.integers(min_value=1, max_value=3),
+    # After chunk i, fold the 15-minute rollups into the cube: all of them (None) or those
+    # before anchor + n quarter hours; later chunks then land in folded buckets.
+    folds=st.lists(
+        st.one_of(st.none(), st.integers(min_value=-4 * 96, max_value=4 * 96)), max_size=3
+    ),
     queries=query_specs,
 )
 @pytest.mark.usefixtures("world")
@@ -307,9 +313,10 @@ async def test_usage_equals_naive_computation(
     anchor: tuple[datetime, str],
     specs: list[dict[str, Any]],
     chunks: int,
+    folds: list[int | None],
     queries: list[dict[str, Any]],
 ) -> None:
-    await pg_pool.execute("TRUNCATE events, rollups, model_rollups")
+    await pg_pool.execute("TRUNCATE events, rollups, model_rollups, rollup_cube")
     instant, anchor_zone = anchor
     events = []
     for index, spec in enumerate(specs):
@@ -335,8 +342,13 @@ async def test_usage_equals_naive_computation(
         )
     stored: list[Ev] = []
     size = -(-len(events) // chunks) or 1
-    for first in range(0, len(events), size):  # several statements: upserts merge buckets
+    for chunk, first in enumerate(range(0, len(events), size)):
+        # Several statements: upserts merge buckets.
         stored += await store(pg_pool, world, events[first : first + size])
+        if chunk < len(folds):
+            before = None if folds[chunk] is None else instant + QUARTER * folds[chunk]
+            async with pg_pool.acquire() as connection:
+                await fold_rollups(connection, before=before)
 
     # The coarse table is always the full-key rollups folded by model and dimensions.
     assert [tuple(r) for r in await pg_pool.fetch(MODEL_ROLLUPS)] == [

@@ -1,0 +1,213 @@
+"""The fold: adding the pending part of the 15-minute rollups into the cube's hour, day and
+month projections.
+
+Ingestion only writes the 15-minute rollups (its cost does not grow with the number of coarse
+levels). The fold runs later, in the background (every METERING_ROLLUP_FOLD_INTERVAL_SECONDS,
+in whichever worker gets the advisory lock) or on demand (`python -m service rollups fold`),
+over (tenant, UTC day) chunks, each in one transaction:
+
+1. lock the chunk's pending rows (count <> folded_count) in key order, as ingestion does, so
+   the two never deadlock; a row that ingestion is updating is waited for and read afresh;
+2. add their deltas (sum - folded_sum, count - folded_count; `last` merges by (ts, id), so
+   it may be added again safely) to every cube projection of every grain;
+3. set folded_sum = sum and folded_count = count on them.
+
+Steps 2 and 3 commit together, so an event is counted in the cube exactly once: before the
+commit it is pending, after it folded, and a reader (one statement, one snapshot) sees one or
+the other, adding the pending part itself. An event stored after the lock makes its row
+pending again; the next fold takes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import asyncpg
+import structlog
+
+from service.common.time import QUARTER_HOUR, floor_to_quarter_hour
+from service.rollups.levels import DIMENSIONS, PROJECTION_FIELDS, PROJECTIONS, Grain, grain_end
+from service.rollups.upkeep import FOLD_LOCK_KEY, ROLLUP_KEY, merge_on_conflict
+from service.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+# Rows of buckets that ended this long ago are folded by the background loop; newer ones are
+# still filling up, and folding them now would only fold them again a minute later.
+FOLD_DELAY = QUARTER_HOUR
+FIRST_RUN_DELAY_SECONDS = 10.0
+
+CUBE_KEY = (
+    "tenant_id, meter_id, grain, projection, bucket_start, "
+    "org_id, project_id, api_key_id, user_id, model, dimensions"
+)
+CUBE_COLUMNS = f"{CUBE_KEY}, sum, count, last_value, last_ts, last_event_id"
+_GRAIN_COLUMN = {Grain.HOUR: "hour_start", Grain.DAY: "day_start", Grain.MONTH: "month_start"}
+_FIELD_COLUMNS = {
+    **{bit: name for name, bit in PROJECTION_FIELDS.items()},
+    DIMENSIONS: "dimensions",
+}
+
+
+def _grouping_sets() -> str:
+    sets = []
+    for grain, projections in PROJECTIONS.items():
+        for projection in projections:
+            columns = [name for bit, name in _FIELD_COLUMNS.items() if projection & bit]
+            sets.append(f"(tenant_id, meter_id, {_GRAIN_COLUMN[grain]}, {', '.join(columns)})")
+    return ",\n        ".join(sets)
+
+
+def _projection_expression() -> str:
+    """The projection bits of a grouping set: a field is kept where GROUPING() says it was
+    grouped by."""
+    return " + ".join(
+        f"(1 - GROUPING({name})) * {bit}" for bit, name in sorted(_FIELD_COLUMNS.items())
+    )
+
+
+FOLD_SQL = f"""
+WITH pending AS (
+    SELECT {ROLLUP_KEY}, sum, count, folded_sum, folded_count,
+           last_value, last_ts, last_event_id
+    FROM rollups
+    WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+      AND count <> folded_count
+    ORDER BY {ROLLUP_KEY}
+    FOR UPDATE
+),
+marked AS (
+    UPDATE rollups AS r SET folded_sum = p.sum, folded_count = p.count
+    FROM pending AS p
+    WHERE (r.tenant_id, r.meter_id, r.bucket_start, r.org_id, r.project_id, r.api_key_id,
+           r.user_id, r.model, r.dimensions)
+        = (p.tenant_id, p.meter_id, p.bucket_start, p.org_id, p.project_id, p.api_key_id,
+           p.user_id, p.model, p.dimensions)
+    RETURNING 1
+),
+deltas AS (
+    SELECT tenant_id, meter_id, org_id, project_id, api_key_id, user_id, model, dimensions,
+           date_trunc('hour', bucket_start, 'UTC') AS hour_start,
+           date_trunc('day', bucket_start, 'UTC') AS day_start,
+           date_trunc('month', bucket_start, 'UTC') AS month_start,
+           sum - folded_sum AS sum, count - folded_count AS count,
+           ARRAY[extract(epoch FROM last_ts), last_event_id::numeric, last_value] AS latest,
+           last_ts
+    FROM pending
+),
+cells AS (
+    SELECT tenant_id, meter_id,
+           CASE WHEN GROUPING(hour_start) = 0 THEN 'h'
+                WHEN GROUPING(day_start) = 0 THEN 'd' ELSE 'm' END AS grain,
+           ({_projection_expression()})::smallint AS projection,
+           coalesce(hour_start, day_start, month_start) AS bucket_start,
+           coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
+           coalesce(api_key_id, '') AS api_key_id, coalesce(user_id, '') AS user_id,
+           coalesce(model, '') AS model, coalesce(dimensions, '{{}}'::jsonb) AS dimensions,
+           sum(sum) AS sum, sum(count) AS count, max(latest) AS latest, max(last_ts) AS last_ts
+    FROM deltas
+    GROUP BY GROUPING SETS (
+        {_grouping_sets()}
+    )
+),
+upserted AS (
+    INSERT INTO rollup_cube ({CUBE_COLUMNS})
+    SELECT {CUBE_KEY}, sum, count, latest[3], last_ts, latest[2]::bigint
+    FROM cells
+    ORDER BY {CUBE_KEY}
+    ON CONFLICT ({CUBE_KEY}) {merge_on_conflict("rollup_cube")}
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM marked) AS folded, (SELECT count(*) FROM upserted) AS cells
+"""
+
+PENDING_DAYS_SQL = """
+SELECT tenant_id, date_trunc('day', bucket_start, 'UTC') AS day, count(*) AS rows
+FROM rollups
+WHERE count <> folded_count AND bucket_start < $1 AND ($2::text IS NULL OR tenant_id = $2)
+GROUP BY 1, 2
+ORDER BY 1, 2
+"""
+
+
+async def fold_rollups(
+    connection: asyncpg.Connection,
+    *,
+    before: datetime | None = None,
+    tenant_id: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> int:
+    """Fold every pending 15-minute rollup row of buckets starting before `before` (default:
+    all), of one tenant or all, one (tenant, UTC day) per transaction. Returns the rows
+    folded. The connection must not be inside a transaction."""
+    limit = before or datetime(9999, 1, 1, tzinfo=UTC)
+    chunks = await connection.fetch(PENDING_DAYS_SQL, limit, tenant_id)
+    total_rows = sum(chunk["rows"] for chunk in chunks)
+    folded = 0
+    started = time.perf_counter()
+    for index, chunk in enumerate(chunks, start=1):
+        day_end = min(grain_end(Grain.DAY, chunk["day"]), limit)
+        async with connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK_KEY)
+            # A day of a busy tenant is a few hundred thousand rows: hash them in memory.
+            await connection.execute("SET LOCAL work_mem = '256MB'")
+            await connection.execute("SET LOCAL jit = off")
+            row = await connection.fetchrow(FOLD_SQL, chunk["tenant_id"], chunk["day"], day_end)
+        folded += row["folded"]
+        if progress is not None:
+            elapsed = time.perf_counter() - started
+            progress(
+                f"  folded {chunk['tenant_id']} {chunk['day']:%Y-%m-%d}: "
+                f"{row['folded']:,} rows into {row['cells']:,} cube cells "
+                f"({index}/{len(chunks)} days, {folded:,}/{total_rows:,} rows, {elapsed:.0f} s)"
+            )
+    return folded
+
+
+def fold_cutoff(now: datetime) -> datetime:
+    """What the background loop folds: buckets that ended FOLD_DELAY ago or earlier."""
+    return floor_to_quarter_hour(now) - FOLD_DELAY
+
+
+async def fold_loop(
+    settings: Settings, database_url: str, *, first_delay: float = FIRST_RUN_DELAY_SECONDS
+) -> None:
+    """Fold every `rollup_fold_interval_seconds` until cancelled. Every worker runs this loop;
+    the advisory lock makes them take turns (a chunk already folded by one is no longer
+    pending for the next). A failed run is logged and retried at the next interval."""
+    from service.db.connections import dedicated_connection
+
+    delay = min(first_delay, settings.rollup_fold_interval_seconds)
+    while True:
+        await asyncio.sleep(delay)
+        delay = settings.rollup_fold_interval_seconds
+        try:
+            async with dedicated_connection(database_url, "metering-fold") as connection:
+                started = time.perf_counter()
+                rows = await fold_rollups(connection, before=fold_cutoff(datetime.now(UTC)))
+            if rows:
+                log.info(
+                    "rollups.folded", rows=rows, seconds=round(time.perf_counter() - started, 3)
+                )
+        except Exception:
+            log.exception("rollups.fold_failed")
+
+
+def start_fold_loop(settings: Settings, database_url: str) -> asyncio.Task[None] | None:
+    """The in-service fold, or None when METERING_ROLLUP_FOLD_INTERVAL_SECONDS is 0."""
+    if settings.rollup_fold_interval_seconds <= 0:
+        return None
+    return asyncio.create_task(fold_loop(settings, database_url), name="rollup-fold-loop")
+
+
+async def stop_fold_loop(task: asyncio.Task[None] | None) -> None:
+    """Cancel the loop and wait: an in-flight chunk is rolled back, never half-folded."""
+    if task is None:
+        return
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -1,0 +1,155 @@
+"""The rollup levels and how a time range is cut into them (pure: no database).
+
+Usage lives at four time grains: the 15-minute rollups (every attribution field and the
+dimensions), and the cube's hour, day and month buckets (UTC calendar), each kept in a few
+*projections*: the rollup key with some fields dropped. A projection is a bit set over
+PROJECTION_FIELDS; the 15-minute level is the full key.
+
+A query's window [a, b) (edges on the 15-minute grid) is cut greedily from the left into the
+coarsest buckets that fit: a whole UTC month, else a whole UTC day, else a whole hour, else a
+quarter hour. A Berlin month (23:00 to 23:00 UTC) is one hour, 29 days and 23 hours; a
+Kolkata day (18:30 to 18:30 UTC) is 23 hours and two quarter hours at each end. Every piece
+lies inside one window, so the answer stays exact in any zone whose offsets are multiples of
+15 minutes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+
+from service.common.time import QUARTER_HOUR
+
+
+class Grain(Enum):
+    """A cube level; the value is what the `grain` column holds."""
+
+    HOUR = "h"
+    DAY = "d"
+    MONTH = "m"
+
+    @property
+    def unit(self) -> str:
+        """The date_trunc unit of the grain."""
+        return {"h": "hour", "d": "day", "m": "month"}[self.value]
+
+
+# The fields a projection may keep, with their bit; DIMENSIONS stands for the jsonb of the
+# meter's dimensions (kept whole or dropped whole).
+ORG, PROJECT, API_KEY, USER, MODEL, DIMENSIONS = 1, 2, 4, 8, 16, 32
+PROJECTION_FIELDS: dict[str, int] = {
+    "org_id": ORG,
+    "project_id": PROJECT,
+    "api_key_id": API_KEY,
+    "user_id": USER,
+    "model": MODEL,
+}
+FULL = ORG | PROJECT | API_KEY | USER | MODEL | DIMENSIONS
+_SINGLES = (ORG, PROJECT, API_KEY, USER, MODEL | DIMENSIONS)
+_ATTRIBUTION = (ORG, PROJECT, API_KEY, USER, MODEL)
+_PAIRS = tuple(a | b for i, a in enumerate(_ATTRIBUTION) for b in _ATTRIBUTION[i + 1 :])
+
+# What each cube level keeps. Hours (720 a month) keep only small projections: they serve the
+# edges of windows that do not start on a UTC midnight and hourly windows; a key that no hour
+# projection covers is read from the quarter hours there. Days and months keep every single
+# field, every pair and the full key, so any one- or two-key group-by (with filters) over a
+# month reads about as many rows as it answers.
+PROJECTIONS: dict[Grain, tuple[int, ...]] = {
+    Grain.HOUR: (*_SINGLES, ORG | MODEL, PROJECT | MODEL, USER | MODEL),
+    Grain.DAY: (*_SINGLES, *_PAIRS, FULL),
+    Grain.MONTH: (*_SINGLES, *_PAIRS, FULL),
+}
+# Rough number of distinct values per field, to prefer the projection with the fewest rows.
+_WEIGHT = {ORG: 1, PROJECT: 2, MODEL: 3, DIMENSIONS: 3, USER: 4, API_KEY: 5}
+
+
+def needed_bits(keys: Iterable[str]) -> int:
+    """The projection bits a query needs: its group-by and filter keys (any key that is not
+    an attribution field is a dimension)."""
+    bits = 0
+    for key in keys:
+        bits |= PROJECTION_FIELDS.get(key, DIMENSIONS)
+    return bits
+
+
+def _weight(projection: int) -> int:
+    return sum(weight for bit, weight in _WEIGHT.items() if projection & bit)
+
+
+def projection_for(grain: Grain, needed: int) -> int | None:
+    """The cheapest projection of `grain` that keeps every needed field; None when the grain
+    keeps none (its buckets are then read at the next finer level)."""
+    fitting = [p for p in PROJECTIONS[grain] if p & needed == needed]
+    return min(fitting, key=lambda p: (_weight(p), p)) if fitting else None
+
+
+def grain_start(grain: Grain, instant: datetime) -> datetime:
+    """The start of the `grain` bucket holding `instant` (UTC)."""
+    utc = instant.astimezone(UTC)
+    if grain is Grain.HOUR:
+        return utc.replace(minute=0, second=0, microsecond=0)
+    if grain is Grain.DAY:
+        return utc.replace(hour=0, minute=0, second=0, microsecond=0)
+    return utc.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
+def grain_end(grain: Grain, start: datetime) -> datetime:
+    """The end of the `grain` bucket starting at `start`."""
+    if grain is Grain.HOUR:
+        return start + timedelta(hours=1)
+    if grain is Grain.DAY:
+        return start + timedelta(days=1)
+    if start.month == 12:
+        return start.replace(year=start.year + 1, month=1)
+    return start.replace(month=start.month + 1)
+
+
+@dataclass(slots=True)
+class Pieces:
+    """A range cut into buckets: bucket starts per cube grain, and the quarter hours left."""
+
+    coarse: dict[Grain, list[datetime]] = field(default_factory=dict)
+    quarters: list[datetime] = field(default_factory=list)
+
+    @property
+    def coarse_grains(self) -> list[Grain]:
+        return [grain for grain, starts in self.coarse.items() if starts]
+
+
+# Coarsest first: the greedy cut tries them in this order.
+_ORDER = (Grain.MONTH, Grain.DAY, Grain.HOUR)
+
+
+def cut(edges: Sequence[datetime], grains: Iterable[Grain]) -> Pieces:
+    """Cut every window [edges[i], edges[i + 1]) into buckets of the given cube `grains`
+    (those with a usable projection) and quarter hours, coarsest first from the left.
+    Edges must be sorted UTC instants on the 15-minute grid."""
+    usable = [grain for grain in _ORDER if grain in set(grains)]
+    pieces = Pieces({grain: [] for grain in usable})
+    for start, end in itertools.pairwise(edges):
+        at = start
+        while at < end:
+            for grain in usable:
+                following = _whole_bucket_end(grain, at)
+                if following is not None and following <= end:
+                    pieces.coarse[grain].append(at)
+                    at = following
+                    break
+            else:
+                pieces.quarters.append(at)
+                at += QUARTER_HOUR
+    return pieces
+
+
+def _whole_bucket_end(grain: Grain, at: datetime) -> datetime | None:
+    """The end of the `grain` bucket starting exactly at `at`; None when `at` is not a bucket
+    start (or the bucket would end past the calendar)."""
+    if grain_start(grain, at) != at:
+        return None
+    try:
+        return grain_end(grain, at)
+    except (ValueError, OverflowError):
+        return None
