@@ -59,7 +59,7 @@ bench: bench-ingest bench-usage bench-invoice bench-retention ## Every benchmark
 bench-ingest: $(STAMP) ## Ingestion benchmark: P1 batch over HTTP vs direct SQL, P2 single (wrk), RSS (ARGS="--batches 100")
 	$(BIN)/python -m bench.ingest $(ARGS)
 
-bench-usage: $(STAMP) ## Usage query benchmark: month by model p50/p95 vs a raw scan, 10M events (ARGS="--events 2000000")
+bench-usage: $(STAMP) ## Usage queries over HTTP, realistic + adversarial 10M-event months: p50/p95 vs goals, checks, storage (ARGS="--events 1000000 --shape realistic")
 	$(BIN)/python -m bench.usage $(ARGS)
 
 bench-invoice: $(STAMP) ## Invoice benchmark: preview p50/p95 for a tenant-month of 10M events (ARGS="--events 1000000")
