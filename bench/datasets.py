@@ -28,7 +28,6 @@ events and every rollup table. 10M events take a few minutes on a laptop-class m
 from __future__ import annotations
 
 import asyncio
-import importlib
 import itertools
 import random
 import time
@@ -37,10 +36,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Protocol, cast
+from typing import Any, Protocol
 
 import asyncpg
 
+from service.rollups.fold import fold_rollups
 from service.rollups.upkeep import rebuild_rollups
 
 MODELS = ("gpt-4o", "gpt-4o-mini", "claude-sonnet", "llama-70b", "mistral-large")
@@ -116,29 +116,6 @@ class LlmMonth:
     # Seconds spent per seeding phase (copy, rollups, fold, vacuum) and rows folded.
     timings: dict[str, float] = field(default_factory=dict)
     folded: int | None = None
-
-
-class FoldRollups(Protocol):
-    async def __call__(
-        self,
-        connection: asyncpg.Connection,
-        *,
-        before: datetime | None = None,
-        progress: Callable[[str], None] | None = None,
-    ) -> int: ...
-
-
-def fold_function() -> FoldRollups | None:
-    """`service.rollups.fold.fold_rollups`, or None while the service does not have it. An
-    import error inside that module is raised, not taken for its absence."""
-    name = "service.rollups.fold"
-    try:
-        module = importlib.import_module(name)
-    except ModuleNotFoundError as error:
-        if error.name != name:
-            raise
-        return None
-    return cast(FoldRollups, module.fold_rollups)
 
 
 async def rollup_tables(connection: asyncpg.Connection) -> list[str]:
@@ -359,19 +336,13 @@ async def build_rollups(
             progress(f"  rollups rebuilt for {days} days ({elapsed:.0f} s)")
     timings["rollups"] = time.perf_counter() - rolled
 
-    fold = fold_function()
-    folded: int | None = None
-    if fold is None:
-        progress("  fold: not available (service.rollups.fold.fold_rollups missing)")
-    else:
-        folding = time.perf_counter()
-        folded = await fold(connection, progress=progress)
-        seconds = time.perf_counter() - folding
-        timings["fold"] = seconds
-        progress(
-            f"  fold: {folded:,} rows in {seconds:.1f} s "
-            f"({folded / max(seconds, 1e-9):,.0f} rows/s)"
-        )
+    folding = time.perf_counter()
+    folded = await fold_rollups(connection, progress=progress)
+    seconds = time.perf_counter() - folding
+    timings["fold"] = seconds
+    progress(
+        f"  fold: {folded:,} rows in {seconds:.1f} s ({folded / max(seconds, 1e-9):,.0f} rows/s)"
+    )
 
     vacuumed = time.perf_counter()
     tables = await rollup_tables(connection)

@@ -363,7 +363,7 @@ def run_shape(shape: str, server: str, args: argparse.Namespace) -> ShapeReport:
 def summary(report: ShapeReport) -> None:
     month = report.month
     timings = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in month.timings.items())
-    folded = "not available" if month.folded is None else f"{month.folded:,} rows"
+    folded = f"{month.folded or 0:,} rows"
     total = sum(report.rollup_bytes.values())
     print(
         f"\n{month.shape}: {month.events:,} events; seeding {timings}; fold {folded}; "

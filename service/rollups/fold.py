@@ -4,7 +4,7 @@ month projections.
 Ingestion only writes the 15-minute rollups (its cost does not grow with the number of coarse
 levels). The fold runs later, in the background (every METERING_ROLLUP_FOLD_INTERVAL_SECONDS,
 in whichever worker gets the advisory lock) or on demand (`python -m service rollups fold`),
-over (tenant, UTC day) chunks, each in one transaction:
+over chunks (consecutive days of one tenant and UTC month), each in one transaction:
 
 1. lock the chunk's pending rows (count <> folded_count) in key order, as ingestion does, so
    the two never deadlock; a row that ingestion is updating is waited for and read afresh;
@@ -24,13 +24,21 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import asyncpg
 import structlog
 
 from service.common.time import QUARTER_HOUR, floor_to_quarter_hour
-from service.rollups.levels import DIMENSIONS, PROJECTION_FIELDS, PROJECTIONS, Grain, grain_end
+from service.rollups.levels import (
+    DIMENSIONS,
+    PROJECTION_FIELDS,
+    PROJECTIONS,
+    Grain,
+    grain_end,
+    grain_start,
+)
 from service.rollups.upkeep import FOLD_LOCK_KEY, ROLLUP_KEY, merge_on_conflict
 from service.settings import Settings
 
@@ -40,6 +48,9 @@ log = structlog.get_logger(__name__)
 # still filling up, and folding them now would only fold them again a minute later.
 FOLD_DELAY = QUARTER_HOUR
 FIRST_RUN_DELAY_SECONDS = 10.0
+# Consecutive pending days of one tenant and UTC month are folded together up to this many
+# rows: a month's cells are then written once per chunk rather than once per day.
+CHUNK_ROWS = 500_000
 
 CUBE_KEY = (
     "tenant_id, meter_id, grain, projection, bucket_start, "
@@ -76,7 +87,7 @@ WITH pending AS (
            last_value, last_ts, last_event_id
     FROM rollups
     WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
-      AND count <> folded_count
+      AND pending
     ORDER BY {ROLLUP_KEY}
     FOR UPDATE
 ),
@@ -118,7 +129,8 @@ upserted AS (
     INSERT INTO rollup_cube ({CUBE_COLUMNS})
     SELECT {CUBE_KEY}, sum, count, latest[3], last_ts, latest[2]::bigint
     FROM cells
-    ORDER BY {CUBE_KEY}
+    -- No ORDER BY: only the fold writes the cube, one chunk at a time (advisory lock), so no
+    -- two writers can lock its cells in opposite orders.
     ON CONFLICT ({CUBE_KEY}) {merge_on_conflict("rollup_cube")}
     RETURNING 1
 )
@@ -128,10 +140,38 @@ SELECT (SELECT count(*) FROM marked) AS folded, (SELECT count(*) FROM upserted) 
 PENDING_DAYS_SQL = """
 SELECT tenant_id, date_trunc('day', bucket_start, 'UTC') AS day, count(*) AS rows
 FROM rollups
-WHERE count <> folded_count AND bucket_start < $1 AND ($2::text IS NULL OR tenant_id = $2)
+WHERE pending AND bucket_start < $1 AND ($2::text IS NULL OR tenant_id = $2)
 GROUP BY 1, 2
 ORDER BY 1, 2
 """
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    tenant_id: str
+    start: datetime
+    end: datetime
+    rows: int
+
+
+def _chunks(pending: list[asyncpg.Record], limit: datetime) -> list[_Chunk]:
+    """(tenant, day) counts merged into runs of one tenant and UTC month of up to CHUNK_ROWS
+    rows (a single day may exceed it)."""
+    chunks: list[_Chunk] = []
+    for record in pending:
+        tenant_id, day, rows = record["tenant_id"], record["day"], record["rows"]
+        end = min(grain_end(Grain.DAY, day), limit)
+        last = chunks[-1] if chunks else None
+        if (
+            last is not None
+            and last.tenant_id == tenant_id
+            and grain_start(Grain.MONTH, last.start) == grain_start(Grain.MONTH, day)
+            and last.rows + rows <= CHUNK_ROWS
+        ):
+            chunks[-1] = _Chunk(tenant_id, last.start, end, last.rows + rows)
+        else:
+            chunks.append(_Chunk(tenant_id, day, end, rows))
+    return chunks
 
 
 async def fold_rollups(
@@ -139,31 +179,38 @@ async def fold_rollups(
     *,
     before: datetime | None = None,
     tenant_id: str | None = None,
+    max_seconds: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> int:
     """Fold every pending 15-minute rollup row of buckets starting before `before` (default:
-    all), of one tenant or all, one (tenant, UTC day) per transaction. Returns the rows
-    folded. The connection must not be inside a transaction."""
+    all), of one tenant or all, a chunk (days of one tenant and month) per transaction; with
+    `max_seconds`, no new chunk starts after that long (the rest waits for the next run).
+    Returns the rows folded. The connection must not be inside a transaction."""
     limit = before or datetime(9999, 1, 1, tzinfo=UTC)
-    chunks = await connection.fetch(PENDING_DAYS_SQL, limit, tenant_id)
-    total_rows = sum(chunk["rows"] for chunk in chunks)
+    chunks = _chunks(await connection.fetch(PENDING_DAYS_SQL, limit, tenant_id), limit)
+    total_rows = sum(chunk.rows for chunk in chunks)
     folded = 0
     started = time.perf_counter()
     for index, chunk in enumerate(chunks, start=1):
-        day_end = min(grain_end(Grain.DAY, chunk["day"]), limit)
+        if max_seconds is not None and time.perf_counter() - started > max_seconds:
+            break
         async with connection.transaction():
             await connection.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK_KEY)
-            # A day of a busy tenant is a few hundred thousand rows: hash them in memory.
+            # A chunk is up to a few hundred thousand rows: hash them in memory.
             await connection.execute("SET LOCAL work_mem = '256MB'")
             await connection.execute("SET LOCAL jit = off")
-            row = await connection.fetchrow(FOLD_SQL, chunk["tenant_id"], chunk["day"], day_end)
+            # Hash every grouping set in one pass; the planner, unable to estimate how many
+            # rows are pending, would otherwise sort for some of them.
+            await connection.execute("SET LOCAL enable_sort = off")
+            row = await connection.fetchrow(FOLD_SQL, chunk.tenant_id, chunk.start, chunk.end)
         folded += row["folded"]
         if progress is not None:
             elapsed = time.perf_counter() - started
             progress(
-                f"  folded {chunk['tenant_id']} {chunk['day']:%Y-%m-%d}: "
-                f"{row['folded']:,} rows into {row['cells']:,} cube cells "
-                f"({index}/{len(chunks)} days, {folded:,}/{total_rows:,} rows, {elapsed:.0f} s)"
+                f"  folded {chunk.tenant_id} {chunk.start:%Y-%m-%d %H:%M} to "
+                f"{chunk.end:%Y-%m-%d %H:%M}: {row['folded']:,} rows into {row['cells']:,} "
+                f"cube cells ({index}/{len(chunks)} chunks, {folded:,}/{total_rows:,} rows, "
+                f"{elapsed:.0f} s)"
             )
     return folded
 
@@ -188,7 +235,13 @@ async def fold_loop(
         try:
             async with dedicated_connection(database_url, "metering-fold") as connection:
                 started = time.perf_counter()
-                rows = await fold_rollups(connection, before=fold_cutoff(datetime.now(UTC)))
+                rows = await fold_rollups(
+                    connection,
+                    before=fold_cutoff(datetime.now(UTC)),
+                    # At most about a quarter of the interval's time folding: under a backlog
+                    # (a bulk load) the fold catches up over several runs, not at once.
+                    max_seconds=settings.rollup_fold_interval_seconds / 4,
+                )
             if rows:
                 log.info(
                     "rollups.folded", rows=rows, seconds=round(time.perf_counter() - started, 3)

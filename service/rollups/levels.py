@@ -52,14 +52,16 @@ _SINGLES = (ORG, PROJECT, API_KEY, USER, MODEL | DIMENSIONS)
 _ATTRIBUTION = (ORG, PROJECT, API_KEY, USER, MODEL)
 _PAIRS = tuple(a | b for i, a in enumerate(_ATTRIBUTION) for b in _ATTRIBUTION[i + 1 :])
 
-# What each cube level keeps. Hours (720 a month) keep only small projections: they serve the
-# edges of windows that do not start on a UTC midnight and hourly windows; a key that no hour
-# projection covers is read from the quarter hours there. Days and months keep every single
-# field, every pair and the full key, so any one- or two-key group-by (with filters) over a
-# month reads about as many rows as it answers.
+# What each cube level keeps; every cell costs the fold a write, so each level keeps only what
+# its reads need. Months keep every single field, every pair and the full key: any one- or
+# two-key group-by (with filters) over a UTC month reads about as many cells as it answers.
+# Days keep the single fields and user with model: daily windows, and the interior of ranges
+# that do not start on a month. Hours keep the small single fields and users: the edges of
+# windows that do not start on a UTC midnight (days and months in other zones). A key no
+# projection of a level keeps is read from the next finer level there.
 PROJECTIONS: dict[Grain, tuple[int, ...]] = {
-    Grain.HOUR: (*_SINGLES, ORG | MODEL, PROJECT | MODEL, USER | MODEL),
-    Grain.DAY: (*_SINGLES, *_PAIRS, FULL),
+    Grain.HOUR: (ORG, PROJECT, USER, MODEL | DIMENSIONS),
+    Grain.DAY: (*_SINGLES, USER | MODEL),
     Grain.MONTH: (*_SINGLES, *_PAIRS, FULL),
 }
 # Rough number of distinct values per field, to prefer the projection with the fewest rows.

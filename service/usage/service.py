@@ -6,19 +6,19 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_UP, Context, Decimal
+from decimal import Decimal
 
+import asyncpg
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
-from service.common.money import to_plain_string
 from service.common.time import QUARTER_HOUR, floor_to_quarter_hour, is_on_quarter_hour
 from service.common.timezones import zone_named
 from service.db.connections import driver_connection
 from service.rollups.models import ATTRIBUTION_FIELDS, BUCKET_MINUTES
-from service.rollups.query import Cell, RollupQuery, read_cells
+from service.rollups.query import RollupQuery, read_rendered
 from service.usage import repository
 from service.usage.repository import MeterRecord
 from service.usage.schemas import (
@@ -36,11 +36,8 @@ from service.usage.windows import (
     window_boundaries,
 )
 
-AVG_PLACES = Decimal("1e-12")
 EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
 LATEST = datetime(9999, 12, 30, tzinfo=UTC)
-# Wide enough that sum / count is exact to 12 places for any sum a rollup can hold.
-AVG_CONTEXT = Context(prec=120, rounding=ROUND_HALF_UP)
 
 
 class UsageService:
@@ -105,7 +102,7 @@ class UsageService:
                 group_by=group_by,
                 filters=filters,
             )
-            (cells,) = await read_cells(connection, [rollup_query])
+            cells = await read_rendered(connection, rollup_query)
         local = [b.astimezone(zone) for b in boundaries]
         blocks = _blocks(meters, cells, local, group_by)
         if order is not None or limit is not None:
@@ -250,50 +247,42 @@ def _check_keys(
 
 def _blocks(
     meters: Sequence[MeterRecord],
-    cells: Sequence[Cell],
+    cells: Sequence[asyncpg.Record],
     boundaries: Sequence[datetime],
     group_by: Sequence[str],
 ) -> list[MeterUsage]:
-    by_meter: dict[int, list[Cell]] = defaultdict(list)
+    """One block per meter, its rows in the order the store gives them (window, then group).
+    The numbers arrive rendered (service.rollups.query.read_rendered) and records are read by
+    position: a 100,000-row answer spends its time encoding, not formatting decimals."""
+    by_meter: dict[int, list[UsageRow]] = defaultdict(list)
+    aggregation = {meter.id: meter.aggregation for meter in meters}
+    keys = list(enumerate(group_by, start=2))  # g0, g1, ... follow meter_id and window
+    first = 2 + len(group_by)  # then sum, count, last, avg
     for cell in cells:
-        by_meter[cell.meter_id].append(cell)
-    blocks = []
-    for meter in meters:
-        ordered = sorted(
-            by_meter.get(meter.id, []),
-            key=lambda c: (c.window, tuple(v or "" for v in c.group)),
-        )
-        rows = [_row(meter.aggregation, cell, boundaries, group_by) for cell in ordered]
-        blocks.append(
-            MeterUsage(
-                meter=meter.event_name,
-                aggregation=meter.aggregation,  # type: ignore[arg-type]
-                unit=meter.unit,
-                rows=rows,
+        meter_id, window = cell[0], cell[1]
+        total, count, last, avg = cell[first], cell[first + 1], cell[first + 2], cell[first + 3]
+        kind = aggregation[meter_id]
+        by_meter[meter_id].append(
+            UsageRow(
+                boundaries[window],
+                boundaries[window + 1],
+                {key: cell[position] for position, key in keys},
+                total if kind == "sum" else last if kind == "last" else str(count),
+                total,
+                count,
+                last,
+                avg,
             )
         )
-    return blocks
-
-
-def _row(
-    aggregation: str,
-    cell: Cell,
-    boundaries: Sequence[datetime],
-    group_by: Sequence[str],
-) -> UsageRow:
-    total = to_plain_string(cell.sum)
-    last = None if cell.last is None else to_plain_string(cell.last)
-    value = {"sum": total, "count": str(cell.count), "last": last}[aggregation]
-    return UsageRow(
-        window_start=boundaries[cell.window],
-        window_end=boundaries[cell.window + 1],
-        group=dict(zip(group_by, cell.group, strict=True)),
-        value=value,
-        sum=total,
-        count=cell.count,
-        last=last,
-        avg=average(cell.sum, cell.count),
-    )
+    return [
+        MeterUsage(
+            meter=meter.event_name,
+            aggregation=meter.aggregation,  # type: ignore[arg-type]
+            unit=meter.unit,
+            rows=by_meter.get(meter.id, []),
+        )
+        for meter in meters
+    ]
 
 
 def _top(block: MeterUsage, order: UsageOrder | None, limit: int | None) -> MeterUsage:
@@ -314,10 +303,3 @@ def _top(block: MeterUsage, order: UsageOrder | None, limit: int | None) -> Mete
     if limit is not None:
         rows = rows[:limit]
     return msgspec.structs.replace(block, rows=rows, truncated=truncated)
-
-
-def average(total: Decimal, count: int) -> str:
-    """sum / count, rounded half-up to 12 decimal places, without trailing zeros."""
-    exact = AVG_CONTEXT.divide(total, Decimal(count))
-    rounded = exact.quantize(AVG_PLACES, context=AVG_CONTEXT)
-    return to_plain_string(rounded.normalize(AVG_CONTEXT))

@@ -135,11 +135,15 @@ def _in_one_window(hour: datetime, edges: list[datetime]) -> bool:
 
 def test_the_cheapest_projection_that_keeps_every_key() -> None:
     assert projection_for(Grain.MONTH, needed_bits(["user_id"])) == USER
-    assert projection_for(Grain.HOUR, needed_bits(["user_id", "model"])) == USER | MODEL
-    assert projection_for(Grain.DAY, needed_bits(["api_key_id", "model"])) == API_KEY | MODEL
+    assert projection_for(Grain.DAY, needed_bits(["user_id", "model"])) == USER | MODEL
+    assert projection_for(Grain.MONTH, needed_bits(["api_key_id", "model"])) == API_KEY | MODEL
+    # Days keep no pair of key and model, hours no API key at all: finer levels answer there.
+    assert projection_for(Grain.DAY, needed_bits(["api_key_id", "model"])) is None
+    assert projection_for(Grain.HOUR, needed_bits(["api_key_id"])) is None
     # A dimension alone: model and dimensions; with a user: only the full key has both.
     assert projection_for(Grain.MONTH, needed_bits(["region"])) == MODEL | DIMENSIONS
-    assert projection_for(Grain.DAY, needed_bits(["region", "user_id"])) == FULL
+    assert projection_for(Grain.MONTH, needed_bits(["region", "user_id"])) == FULL
+    assert projection_for(Grain.DAY, needed_bits(["region", "user_id"])) is None
     # Hours keep no pair of user and key, nor the full key: those hours are quarter hours.
     assert projection_for(Grain.HOUR, needed_bits(["user_id", "api_key_id"])) is None
     assert projection_for(Grain.HOUR, needed_bits(["region", "user_id"])) is None

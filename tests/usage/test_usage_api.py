@@ -5,17 +5,19 @@ equal to the full-key rollups through ingestion and rebuilds."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
 import asyncpg
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.db.session import create_engine
 from service.events.repository import store_events
+from service.rollups.query import AVERAGE_SQL
 from service.rollups.rebuild import rebuild_tenant_rollups
 from service.settings import Settings
-from service.usage.service import average
 from tests.conftest import Keys
 from tests.usage.conftest import Client, Ev, event_rows, store, usage
 
@@ -205,12 +207,46 @@ async def test_empty_range_has_blocks_without_rows(
     ]
 
 
-def test_average_is_rounded_half_up_to_12_places() -> None:
-    assert average(Decimal(2), 3) == "0.666666666667"
-    assert average(Decimal(1), 3) == "0.333333333333"
-    assert average(Decimal("300.000"), 3) == "100"
-    assert average(Decimal(0), 5) == "0"
-    assert average(Decimal("1E+30"), 1) == "1" + "0" * 30
+AVG_CONTEXT = Context(prec=200, rounding=ROUND_HALF_UP)
+
+
+def naive_average(total: Decimal, count: int) -> str:
+    """sum / count exactly, rounded half-up to 12 places, trailing zeros removed."""
+    rounded = AVG_CONTEXT.divide(total, Decimal(count)).quantize(
+        Decimal("1e-12"), context=AVG_CONTEXT
+    )
+    return format(rounded.normalize(AVG_CONTEXT), "f")
+
+
+async def rendered_average(pg_pool: asyncpg.Pool, total: Decimal, count: int) -> str:
+    sql = f"SELECT {AVERAGE_SQL} FROM (SELECT $1::numeric AS sum, $2::bigint AS count) AS c"
+    value: str = await pg_pool.fetchval(sql, total, count)
+    return value
+
+
+async def test_average_is_rounded_half_up_to_12_places(pg_pool: asyncpg.Pool) -> None:
+    assert await rendered_average(pg_pool, Decimal(2), 3) == "0.666666666667"
+    assert await rendered_average(pg_pool, Decimal(1), 3) == "0.333333333333"
+    assert await rendered_average(pg_pool, Decimal("300.000"), 3) == "100"
+    assert await rendered_average(pg_pool, Decimal(0), 5) == "0"
+    assert await rendered_average(pg_pool, Decimal("1E+30"), 1) == "1" + "0" * 30
+    assert await rendered_average(pg_pool, Decimal("0.0000000000005"), 1) == "0.000000000001"
+    assert await rendered_average(pg_pool, Decimal("0.0000000000004999"), 1) == "0"
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    total=st.integers(min_value=0, max_value=18).flatmap(
+        lambda places: st.decimals(min_value=0, max_value=Decimal("1e40"), places=places)
+    ),
+    count=st.integers(min_value=1, max_value=10**12),
+)
+async def test_the_rendered_average_equals_exact_division(
+    pg_pool: asyncpg.Pool, total: Decimal, count: int
+) -> None:
+    assert await rendered_average(pg_pool, total, count) == naive_average(total, count)
 
 
 MODEL_ROLLUPS = (
