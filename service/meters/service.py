@@ -32,13 +32,21 @@ from service.common.time import (
     floor_to_quarter_hour,
     is_on_quarter_hour,
 )
-from service.meters.errors import DimensionRemoval, MeterExists, MeterHasEvents, PriceOverlap
+from service.meters.errors import (
+    DimensionRemoval,
+    MeterExists,
+    MeterHasEvents,
+    PriceCycle,
+    PriceOverlap,
+)
 from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT, Meter, Price
 from service.meters.pricing import (
     PriceRule,
+    RelativeTo,
     Tier,
     prices_conflict,
     prices_overlap,
+    reference_cycle,
     tiers_from_json,
     to_price_rule,
     validate_tiers,
@@ -51,6 +59,8 @@ from service.meters.schemas import (
     PriceCreate,
     PriceEnd,
     PriceOut,
+    RelativeToIn,
+    RelativeToOut,
     TierIn,
     TierOut,
 )
@@ -180,6 +190,7 @@ def meter_out(meter: Meter) -> MeterOut:
         aggregation=meter.aggregation,
         dimensions=list(meter.dimensions),
         currency=meter.currency,
+        billable=meter.billable,
         metadata=dict(meter.metadata_),
         status=meter.status,
         has_events=meter.has_events,
@@ -200,18 +211,27 @@ def _tiers_to_json(tiers: Sequence[Tier]) -> list[dict[str, Any]]:
 
 
 def price_out(price: Price, meter: Meter) -> PriceOut:
+    currency = meter.currency
+    assert currency is not None  # prices exist only on meters with a currency
     return PriceOut(
         id=price.id,
         meter=meter.event_name,
-        currency=meter.currency,
-        unit_amount=render_amount(price.unit_amount, meter.currency),
-        per_units=render_quantity(price.per_units),
+        currency=currency,
+        unit_amount=None
+        if price.unit_amount is None
+        else render_amount(price.unit_amount, currency),
+        per_units=None if price.per_units is None else render_quantity(price.per_units),
+        relative_to=None
+        if price.relative_to_meter is None or price.relative_factor is None
+        else RelativeToOut(
+            meter=price.relative_to_meter, factor=render_quantity(price.relative_factor)
+        ),
         match=dict(price.match),
         tenant_id=price.tenant_id,
         tiers=[
             TierOut(
                 up_to=None if tier.up_to is None else render_quantity(tier.up_to),
-                unit_amount=render_amount(tier.unit_amount, meter.currency),
+                unit_amount=render_amount(tier.unit_amount, currency),
             )
             for tier in tiers_from_json(price.tiers)
         ],
@@ -224,12 +244,25 @@ def price_out(price: Price, meter: Meter) -> PriceOut:
 # Meters -----------------------------------------------------------------------------------
 
 
+def _require_currency_if_billable(billable: bool, currency: str | None) -> None:
+    if billable and currency is None:
+        raise _invalid(
+            "currency",
+            "required for a billable meter",
+            "currency (ISO 4217, e.g. 'USD') is required for a billable meter: its prices are "
+            "in it; a meter that is never billed (billable: false) may leave it out",
+        )
+
+
 class MeterService:
     def __init__(self, session: AsyncSession) -> None:
         self.meters = MeterRepository(session)
+        self.prices = PriceRepository(session)
 
     async def create(self, data: MeterCreate) -> MeterOut:
-        _validate_currency(data.currency)
+        if data.currency is not None:
+            _validate_currency(data.currency)
+        _require_currency_if_billable(data.billable, data.currency)
         _validate_dimensions(data.dimensions)
         meter = await self.meters.add(
             {
@@ -240,6 +273,7 @@ class MeterService:
                 "aggregation": data.aggregation,
                 "dimensions": data.dimensions,
                 "currency": data.currency,
+                "billable": data.billable,
                 "metadata_": data.metadata,
             }
         )
@@ -266,11 +300,19 @@ class MeterService:
         return Page(items=items, next_cursor=next_cursor)
 
     async def update(self, event_name: str, data: MeterUpdate) -> MeterOut:
+        if data.currency is not msgspec.UNSET:
+            # Relative prices link meters of one currency; before the meter lock.
+            await self.prices.lock_price_references()
         # Locked, so ingestion cannot mark the meter as having events between check and write.
         meter = await self.require(event_name, for_update=True)
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
-        if "currency" in changes:
+        if changes.get("currency") is not None:
             _validate_currency(changes["currency"])
+        _require_currency_if_billable(
+            changes.get("billable", meter.billable), changes.get("currency", meter.currency)
+        )
+        if "currency" in changes and changes["currency"] != meter.currency:
+            await self._refuse_currency_change(meter, changes["currency"])
         if "dimensions" in changes:
             wanted: list[str] = changes["dimensions"]
             _validate_dimensions(wanted)
@@ -301,6 +343,31 @@ class MeterService:
         if changes:
             meter = await self.meters.update(meter, changes)
         return meter_out(meter)
+
+    async def _refuse_currency_change(self, meter: Meter, currency: str | None) -> None:
+        """A meter's prices are in its currency: dropping the currency of a priced meter would
+        leave them in none."""
+        if currency is None and await self.prices.exists_for_meter(meter.id):
+            raise _invalid(
+                "currency",
+                "meter has prices",
+                f"meter '{meter.event_name}' has prices in {meter.currency}, so it needs a "
+                "currency; change it to another one rather than removing it",
+            )
+        linked = sorted(
+            {
+                *await self.prices.referring_meters(meter.event_name),
+                *await self.prices.referred_meters(meter.id),
+            }
+        )
+        if linked:
+            raise _invalid(
+                "currency",
+                "linked by relative prices",
+                f"meter '{meter.event_name}' is linked by relative prices to "
+                f"{', '.join(linked)}, which bill in {meter.currency}; a relative price and "
+                "the meter it refers to share one currency, so end those prices first",
+            )
 
     async def archive(self, event_name: str) -> MeterOut:
         """Stop new events for the meter; its history stays readable and billable. Idempotent."""
@@ -358,6 +425,9 @@ class PriceService:
         self.tenants = TenantRepository(session)
 
     async def create(self, data: PriceCreate) -> PriceOut:
+        if data.relative_to is not None:
+            # Before the meter lock (see lock_price_references).
+            await self.prices.lock_price_references()
         # The lock serializes every price change of this meter (see the module docstring).
         meter = await self.meters.get(data.meter, for_update=True)
         if meter is None:
@@ -370,19 +440,46 @@ class PriceService:
             raise _invalid(
                 "tenant_id", "unknown tenant", f"tenant '{data.tenant_id}' does not exist"
             )
-        _validate_match(data.match, meter)
-        per_units = exact_decimal(data.per_units, "per_units", positive=True)
-        tiers = _checked_tiers(data.tiers)
-        if data.unit_amount is not None:
-            unit_amount = exact_decimal(data.unit_amount, "unit_amount")
-        elif tiers:
-            unit_amount = tiers[0].unit_amount  # stored for reference; tiers set the price
-        else:
+        if meter.currency is None:
             raise _invalid(
-                "unit_amount",
-                "required",
-                'unit_amount is required (a string such as "2.50"), unless tiers are given',
+                "meter",
+                "meter has no currency",
+                f"meter '{meter.event_name}' has no currency, so it cannot be priced; give it "
+                f"one first (PATCH /v1/meters/{meter.event_name} with a currency)",
             )
+        _validate_match(data.match, meter)
+        per_units = (
+            None
+            if data.per_units is None
+            else exact_decimal(data.per_units, "per_units", positive=True)
+        )
+        tiers = _checked_tiers(data.tiers)
+        relative_to = None
+        unit_amount: Decimal | None
+        if data.relative_to is not None:
+            relative_to = await self._checked_reference(data.relative_to, meter)
+            for field, given in (("unit_amount", data.unit_amount), ("tiers", tiers)):
+                if given:
+                    raise _invalid(
+                        field,
+                        "not with relative_to",
+                        f"{field} cannot be given with relative_to: a relative price's amount "
+                        "is a factor of the referenced meter's price",
+                    )
+            unit_amount = None
+        else:
+            per_units = Decimal(1) if per_units is None else per_units
+            if data.unit_amount is not None:
+                unit_amount = exact_decimal(data.unit_amount, "unit_amount")
+            elif tiers:
+                unit_amount = tiers[0].unit_amount  # stored for reference; tiers set the price
+            else:
+                raise _invalid(
+                    "unit_amount",
+                    "required",
+                    'unit_amount is required (a string such as "2.50"), unless tiers or '
+                    "relative_to are given",
+                )
         if data.effective_from is None:
             effective_from = next_price_boundary(datetime.now(UTC))
         else:
@@ -402,8 +499,9 @@ class PriceService:
             id=str(price_id),
             meter=meter.event_name,
             currency=meter.currency,
-            unit_amount=unit_amount,
+            unit_amount=Decimal(0) if unit_amount is None else unit_amount,
             per_units=per_units,
+            relative_to=relative_to,
             match=dict(data.match),
             tenant_id=data.tenant_id,
             tiers=tiers,
@@ -418,6 +516,8 @@ class PriceService:
                 tenant_id=data.tenant_id,
                 unit_amount=unit_amount,
                 per_units=per_units,
+                relative_to_meter=None if relative_to is None else relative_to.meter,
+                relative_factor=None if relative_to is None else relative_to.factor,
                 match=dict(data.match),
                 tiers=_tiers_to_json(tiers),
                 effective_from=effective_from,
@@ -425,6 +525,35 @@ class PriceService:
             )
         )
         return price_out(price, meter)
+
+    async def _checked_reference(self, reference: RelativeToIn, meter: Meter) -> RelativeTo:
+        """The reference of a new relative price on `meter`: an existing meter in the same
+        currency, and no cycle of references (the caller holds the references lock)."""
+        factor = exact_decimal(reference.factor, "relative_to.factor", positive=True)
+        target = await self.meters.get(reference.meter)
+        if target is None:
+            raise _invalid(
+                "relative_to.meter",
+                "unknown meter",
+                f"relative_to.meter: meter '{reference.meter}' does not exist",
+            )
+        if target.currency != meter.currency:
+            raise _invalid(
+                "relative_to.meter",
+                "another currency",
+                f"relative_to.meter: meter '{target.event_name}' bills in "
+                f"{target.currency or 'no currency'}, meter '{meter.event_name}' in "
+                f"{meter.currency}; a relative price refers to a meter of its own currency",
+            )
+        cycle = reference_cycle(await self.prices.references(), meter.event_name, target.event_name)
+        if cycle:
+            raise PriceCycle(
+                "relative_to.meter: relative prices would refer in a cycle: "
+                + " -> ".join(cycle)
+                + "; a meter's price cannot depend, directly or not, on itself",
+                errors=[FieldError(field="relative_to.meter", message="cycle")],
+            )
+        return RelativeTo(meter=target.event_name, factor=factor)
 
     async def _refuse_overlap(self, rule: PriceRule, meter: Meter) -> None:
         """409 when `rule` would compete with a stored price of the same meter and tenant level:
@@ -437,17 +566,19 @@ class PriceService:
             other = to_price_rule(stored, meter)
             if prices_overlap(rule, other):
                 raise PriceOverlap(
-                    f"price {other.id} ({_describe(other)}) already prices meter "
+                    existing_price_id=other.id,
+                    detail=f"price {other.id} ({_describe(other)}) already prices meter "
                     f"'{meter.event_name}' for the same tenant and match in that time; end it "
                     f"first with POST /v1/prices/{other.id}/end, or let this price start when "
-                    "it ends"
+                    "it ends",
                 )
             if prices_conflict(rule, other):
                 raise PriceOverlap(
-                    f"price {other.id} ({_describe(other)}) would apply to the same usage as "
-                    f"this one ({_describe(rule)}) with equal specificity, for usage carrying "
+                    existing_price_id=other.id,
+                    detail=f"price {other.id} ({_describe(other)}) would apply to the same usage "
+                    f"as this one ({_describe(rule)}) with equal specificity, for usage carrying "
                     "both matches; add a key to one match so the more specific price wins, or "
-                    "make their effective periods disjoint"
+                    "make their effective periods disjoint",
                 )
 
     async def get(self, price_id: uuid.UUID, principal: Principal) -> PriceOut:
