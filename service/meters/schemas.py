@@ -164,3 +164,35 @@ class PriceOut(msgspec.Struct):
     effective_from: datetime
     effective_to: datetime | None
     created_at: datetime
+
+
+class LlmPresetIn(msgspec.Struct, forbid_unknown_fields=True):
+    # Of the meters the preset creates that take prices; existing meters keep theirs.
+    currency: CurrencyCode | None = None
+
+
+class LlmPresetOut(msgspec.Struct):
+    meters: list[MeterOut]
+
+
+class LlmPriceImport(msgspec.Struct, forbid_unknown_fields=True):
+    # Matched on `model` exactly as named here.
+    models: Annotated[list[MatchValue], msgspec.Meta(min_length=1, max_length=100)]
+    # A catalog provider id (openai, anthropic, google, ...): only its models are looked up.
+    provider: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    # Set: the prices are this tenant's overrides; else list prices.
+    tenant_id: Slug | None = None
+    # On a 15-minute UTC boundary; default: now, rounded up to the next boundary.
+    effective_from: datetime | None = None
+
+
+class ImportConflict(msgspec.Struct):
+    model: str
+    meter: str
+    price_id: uuid.UUID  # the existing price the new one would overlap
+
+
+class LlmPriceImportOut(msgspec.Struct):
+    created: list[PriceOut]
+    not_found: list[str]
+    conflicts: list[ImportConflict]

@@ -32,14 +32,18 @@ from service.common.time import (
     floor_to_quarter_hour,
     is_on_quarter_hour,
 )
+from service.meters.catalog_types import CatalogPrices
 from service.meters.errors import (
+    CatalogMetersMissing,
     DimensionRemoval,
     MeterExists,
     MeterHasEvents,
+    PresetConflict,
     PriceCycle,
     PriceOverlap,
 )
 from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT, Meter, Price
+from service.meters.presets import DEFAULT_CURRENCY, LLM_DIMENSIONS, LLM_PRESET, PresetMeter
 from service.meters.pricing import (
     PriceRule,
     RelativeTo,
@@ -53,6 +57,10 @@ from service.meters.pricing import (
 )
 from service.meters.repository import MeterRepository, PriceRepository
 from service.meters.schemas import (
+    ImportConflict,
+    LlmPresetOut,
+    LlmPriceImport,
+    LlmPriceImportOut,
     MeterCreate,
     MeterOut,
     MeterUpdate,
@@ -369,6 +377,71 @@ class MeterService:
                 "the meter it refers to share one currency, so end those prices first",
             )
 
+    async def apply_llm_preset(self, currency: str | None) -> LlmPresetOut:
+        """Create the LLM preset's meters that are missing; answer all of them, in preset order.
+
+        An existing meter of the same name is kept as it is, with the preset's dimensions it
+        lacks added (dimensions only ever grow). One whose aggregation differs, or which bills
+        in another currency than the one asked for, cannot serve as the preset's meter: 409
+        `preset_conflict` naming each, and nothing is changed."""
+        if currency is not None:
+            _validate_currency(currency)
+        existing: dict[str, Meter] = {}
+        problems: list[str] = []
+        for preset in LLM_PRESET:
+            meter = await self.meters.get(preset.event_name, for_update=True)
+            if meter is None:
+                continue
+            existing[preset.event_name] = meter
+            if meter.aggregation != preset.aggregation:
+                problems.append(
+                    f"'{meter.event_name}' aggregates by {meter.aggregation}, the preset by "
+                    f"{preset.aggregation}"
+                )
+            if currency is not None and preset.priced and meter.currency != currency:
+                problems.append(
+                    f"'{meter.event_name}' bills in {meter.currency or 'no currency'}, not "
+                    f"{currency}"
+                )
+        if problems:
+            raise PresetConflict(
+                "existing meters cannot serve as the LLM preset's: "
+                + "; ".join(problems)
+                + ". Change or archive them and use other event names, or leave currency out "
+                "to keep the existing meters' currencies"
+            )
+        answer = LlmPresetOut(meters=[])
+        for preset in LLM_PRESET:
+            meter = existing.get(preset.event_name) or await self._create_preset_meter(
+                preset, currency or DEFAULT_CURRENCY
+            )
+            missing = [key for key in LLM_DIMENSIONS if key not in meter.dimensions]
+            if missing:
+                meter = await self.meters.update(
+                    meter, {"dimensions": [*meter.dimensions, *missing]}
+                )
+            answer.meters.append(meter_out(meter))
+        return answer
+
+    async def _create_preset_meter(self, preset: PresetMeter, currency: str) -> Meter:
+        meter = await self.meters.add(
+            {
+                "event_name": preset.event_name,
+                "name": preset.name,
+                "description": preset.description,
+                "unit": preset.unit,
+                "aggregation": preset.aggregation,
+                "dimensions": list(LLM_DIMENSIONS),
+                "currency": currency if preset.priced else None,
+                "billable": preset.billable,
+            }
+        )
+        if meter is None:  # created concurrently: use it if it fits, like any existing one
+            raise PresetConflict(
+                f"meter '{preset.event_name}' was created concurrently; apply the preset again"
+            )
+        return meter
+
     async def archive(self, event_name: str) -> MeterOut:
         """Stop new events for the meter; its history stays readable and billable. Idempotent."""
         meter = await self.require(event_name, for_update=True)
@@ -416,6 +489,42 @@ def _describe(rule: PriceRule) -> str:
     match = ", ".join(f"{k}={v}" for k, v in sorted(rule.match.items())) or "all usage"
     until = _rfc3339(rule.effective_to) if rule.effective_to else "open-ended"
     return f"{whom}, {match}, from {_rfc3339(rule.effective_from)} until {until}"
+
+
+# The preset's token meters catalog prices go on, and the cache-write fallbacks: relative to
+# input, 1.25 times for 5-minute and 2 times for 1-hour writes (the usual provider markups).
+CATALOG_METERS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+)
+CACHE_WRITE_5M_FACTOR = Decimal("1.25")
+CACHE_WRITE_1H_FACTOR = Decimal(2)
+
+
+def _catalog_price_plan(
+    found: CatalogPrices,
+) -> list[tuple[str, Decimal | None, RelativeToIn | None]]:
+    """(meter, unit amount per 1M tokens, or a reference) for each price of one model."""
+    plan: list[tuple[str, Decimal | None, RelativeToIn | None]] = []
+    for meter, amount in (
+        ("input_tokens", found.input),
+        ("output_tokens", found.output),
+        ("cache_read_tokens", found.cache_read),
+    ):
+        if amount is not None:
+            plan.append((meter, amount, None))
+    for meter, amount, factor in (
+        ("cache_write_5m_tokens", found.cache_write_5m, CACHE_WRITE_5M_FACTOR),
+        ("cache_write_1h_tokens", found.cache_write_1h, CACHE_WRITE_1H_FACTOR),
+    ):
+        if amount is not None:
+            plan.append((meter, amount, None))
+        elif found.input is not None:
+            plan.append((meter, None, RelativeToIn(meter="input_tokens", factor=factor)))
+    return plan
 
 
 class PriceService:
@@ -525,6 +634,88 @@ class PriceService:
             )
         )
         return price_out(price, meter)
+
+    async def import_llm(self, data: LlmPriceImport) -> LlmPriceImportOut:
+        """Per-model prices per 1,000,000 tokens on the LLM preset's token meters, from the
+        bundled price catalog: input, output and cache reads as the catalog has them (the base
+        tier where it has context-size tiers); cache writes too where it has them, else
+        relative prices of 1.25 (5 minutes) and 2 (1 hour) times input, so an input override
+        carries through. Models the catalog lacks are `not_found`; a price that would overlap
+        an existing one is left out and listed in `conflicts`; the rest are created."""
+        from service.meters import catalog  # its bundled data costs ~30 MB: only when used
+
+        duplicates = sorted({model for model in data.models if data.models.count(model) > 1})
+        if duplicates:
+            raise _invalid(
+                "models", "duplicate", f"models lists {', '.join(duplicates)} more than once"
+            )
+        if data.provider is not None:
+            try:
+                catalog.check_provider(data.provider)
+            except catalog.UnknownProvider as exc:
+                raise _invalid(
+                    "provider",
+                    "unknown provider",
+                    f"provider '{data.provider}' is not in the price catalog; known: "
+                    f"{', '.join(catalog.provider_ids())}",
+                ) from exc
+        if data.tenant_id is not None and await self.tenants.get(data.tenant_id) is None:
+            raise _invalid(
+                "tenant_id", "unknown tenant", f"tenant '{data.tenant_id}' does not exist"
+            )
+        if data.effective_from is None:
+            effective_from = next_price_boundary(datetime.now(UTC))
+        else:
+            effective_from = price_instant(data.effective_from, "effective_from")
+        # Relative prices are among those created: the references lock before any meter lock.
+        await self.prices.lock_price_references()
+        await self._require_catalog_meters(catalog.CATALOG_CURRENCY)
+        answer = LlmPriceImportOut(created=[], not_found=[], conflicts=[])
+        for model in data.models:
+            found = catalog.lookup(model, data.provider, effective_from)
+            if found is None:
+                answer.not_found.append(model)
+                continue
+            for meter, amount, relative_to in _catalog_price_plan(found):
+                try:
+                    created = await self.create(
+                        PriceCreate(
+                            meter=meter,
+                            unit_amount=amount,
+                            per_units=catalog.PER_MILLION,
+                            relative_to=relative_to,
+                            match={"model": model},
+                            tenant_id=data.tenant_id,
+                            effective_from=effective_from,
+                        )
+                    )
+                except PriceOverlap as exc:
+                    answer.conflicts.append(
+                        ImportConflict(
+                            model=model, meter=meter, price_id=uuid.UUID(exc.existing_price_id)
+                        )
+                    )
+                    continue
+                answer.created.append(created)
+        return answer
+
+    async def _require_catalog_meters(self, currency: str) -> None:
+        problems = []
+        for name in CATALOG_METERS:
+            meter = await self.meters.get(name)
+            if meter is None:
+                problems.append(f"'{name}' does not exist")
+            elif meter.currency != currency:
+                problems.append(
+                    f"'{name}' bills in {meter.currency or 'no currency'}, the catalog in "
+                    f"{currency}"
+                )
+        if problems:
+            raise CatalogMetersMissing(
+                "catalog prices go on the LLM preset's token meters: "
+                + "; ".join(problems)
+                + f". Create them with POST /v1/meters/presets/llm (currency {currency})"
+            )
 
     async def _checked_reference(self, reference: RelativeToIn, meter: Meter) -> RelativeTo:
         """The reference of a new relative price on `meter`: an existing meter in the same
