@@ -44,12 +44,8 @@ class MeterController(Controller):
         guards=[ADMIN],
         status_code=200,
     )
-    async def apply_llm_preset(
-        self, db_session: AsyncSession, data: LlmPresetIn | None = None
-    ) -> LlmPresetOut:
-        return await MeterService(db_session).apply_llm_preset(
-            None if data is None else data.currency
-        )
+    async def apply_llm_preset(self, data: LlmPresetIn, db_session: AsyncSession) -> LlmPresetOut:
+        return await MeterService(db_session).apply_llm_preset(data.currency)
 
     @get("/", summary="List meters", guards=[ANY_SCOPE])
     async def list_meters(
