@@ -6,15 +6,21 @@ import asyncio
 import os
 import shlex
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from service.settings import MAKE_A_SECRET, Settings, SettingsError
 
 if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncSession
+
+    from service.meters.schemas import LlmPresetOut, LlmPriceImportOut
     from service.tenants.schemas import ApiKeyCreated
+
+T = TypeVar("T")
 
 
 def _settings(*, uses_secret: bool = False) -> Settings:
@@ -258,6 +264,107 @@ def fold_rollups_command(tenant_id: str | None) -> None:
 
     rows = asyncio.run(run())
     click.echo(f"Folded {rows} rollup rows.")
+
+
+async def _in_session(
+    settings: Settings, url: str, work: Callable[[AsyncSession], Awaitable[T]]
+) -> T:
+    """Run `work` in one transaction, committed when it returns (like an API request)."""
+    from service.db.session import create_engine, create_sessionmaker
+
+    engine = create_engine(settings, url)
+    try:
+        async with create_sessionmaker(engine)() as session, session.begin():
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+def _run_in_session(work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    from service.common.errors import ServiceError
+
+    settings = _settings()
+    url = resolve_database_url(settings)
+    try:
+        return asyncio.run(_in_session(settings, url, work))
+    except ServiceError as exc:
+        raise click.ClickException(exc.detail) from exc
+
+
+@cli.group()
+def meters() -> None:
+    """Meter definitions."""
+
+
+@meters.command("preset-llm")
+@click.option("--currency", default=None, help="Currency of the created token meters (default USD)")
+def meters_preset_llm(currency: str | None) -> None:
+    """Create the LLM meters that are missing (as POST /v1/meters/presets/llm); idempotent."""
+    from service.meters.service import MeterService
+
+    async def work(session: AsyncSession) -> LlmPresetOut:
+        return await MeterService(session).apply_llm_preset(currency)
+
+    for meter in _run_in_session(work).meters:
+        billing = f"billable, {meter.currency}" if meter.billable else "not billable"
+        click.echo(f"{meter.event_name:<24} {meter.aggregation:<6} {meter.unit or '':<9} {billing}")
+
+
+@cli.group()
+def prices() -> None:
+    """Price definitions."""
+
+
+@prices.command("import-llm")
+@click.option("--model", "models", multiple=True, required=True, help="Model (repeat for several)")
+@click.option("--provider", default=None, help="Catalog provider id, e.g. openai, anthropic")
+@click.option("--tenant", "tenant_id", default=None, help="Create this tenant's overrides")
+@click.option("--effective-from", default=None, help="RFC 3339, on a 15-minute boundary")
+def prices_import_llm(
+    models: tuple[str, ...], provider: str | None, tenant_id: str | None, effective_from: str | None
+) -> None:
+    """Create per-model prices per 1,000,000 tokens from the bundled LLM price catalog (as
+    POST /v1/prices/import/llm)."""
+    from datetime import datetime
+
+    import msgspec
+
+    from service.meters.schemas import LlmPriceImport
+    from service.meters.service import PriceService
+
+    try:
+        data = msgspec.convert(
+            {
+                "models": list(models),
+                "provider": provider,
+                "tenant_id": tenant_id,
+                "effective_from": None
+                if effective_from is None
+                else datetime.fromisoformat(effective_from.replace("Z", "+00:00")),
+            },
+            LlmPriceImport,
+        )
+    except (ValueError, msgspec.ValidationError) as exc:
+        raise click.BadParameter(str(exc)) from exc
+
+    async def work(session: AsyncSession) -> LlmPriceImportOut:
+        return await PriceService(session).import_llm(data)
+
+    answer = _run_in_session(work)
+    for price in answer.created:
+        amount = (
+            f"{price.unit_amount} per {price.per_units}"
+            if price.relative_to is None
+            else f"{price.relative_to.factor} x {price.relative_to.meter}"
+        )
+        click.echo(f"created   {price.match['model']:<28} {price.meter:<24} {amount} {price.id}")
+    for conflict in answer.conflicts:
+        click.echo(
+            f"conflict  {conflict.model:<28} {conflict.meter:<24} "
+            f"overlaps price {conflict.price_id}"
+        )
+    for model in answer.not_found:
+        click.echo(f"not found {model}")
 
 
 @cli.command()

@@ -113,6 +113,8 @@ ROUTES: list[Route] = [
     route("GET", "/v1/meters/tokens", "ingest", "read", "billing"),
     route("PATCH", "/v1/meters/tokens", body={"name": "Renamed"}),
     route("POST", "/v1/meters/tokens/archive"),
+    route("POST", "/v1/meters/presets/llm", body={}),
+    route("POST", "/v1/prices/import/llm", body={"models": ["gpt-4o"]}),
     route(
         "POST",
         "/v1/prices",

@@ -16,7 +16,7 @@ from datetime import datetime
 from decimal import Decimal, localcontext
 
 from service.common.money import MONEY_CONTEXT, currency_exponent, round_money, to_plain_string
-from service.meters.pricing import PriceRule, Tier, price_boundaries, resolve_price
+from service.meters.pricing import PriceRule, Rate, Tier, price_boundaries, resolve_rate
 
 AGGREGATIONS = ("sum", "count", "last")
 
@@ -71,7 +71,7 @@ class InvoiceLine:
 
 @dataclass(slots=True)
 class _PricedUsage:
-    price: PriceRule
+    rate: Rate
     quantity: Decimal
 
 
@@ -87,19 +87,20 @@ class _UnpricedUsage:
 class _Rated:
     """Usage of one meter for the period, merged per price and per unpriced attribute set."""
 
-    priced: dict[str, _PricedUsage] = field(default_factory=dict)
+    # By price and, for a relative price, the prices its rate came from.
+    priced: dict[tuple[str, ...], _PricedUsage] = field(default_factory=dict)
     unpriced: dict[tuple[tuple[str, str], ...], _UnpricedUsage] = field(default_factory=dict)
 
     def add(
         self,
-        price: PriceRule | None,
+        rate: Rate | None,
         attributes: Mapping[str, str | None],
         quantity: Decimal,
         start: datetime,
         end: datetime,
     ) -> None:
-        if price is not None:
-            entry = self.priced.setdefault(price.id, _PricedUsage(price, Decimal(0)))
+        if rate is not None:
+            entry = self.priced.setdefault(rate.key, _PricedUsage(rate, Decimal(0)))
             entry.quantity += quantity
             return
         match = {key: value for key, value in attributes.items() if value is not None}
@@ -139,6 +140,12 @@ def rate_meter(
 
     Amount: quantity x unit_amount / per_units, exact, rounded once to the meter's currency.
 
+    Relative prices: `prices` may also hold the prices of the meters that relative prices
+    refer to (directly or through further relative prices); usage is priced by `resolve_rate`.
+    Its line shows the resolved unit amount, and usage priced through different referenced
+    prices (another tenant override, a price change) gets separate lines. Usage whose
+    relative price finds nothing to refer to is unpriced.
+
     Graduated tiers: tiers count the quantity of the whole period. A price's tiers are filled
     by its total quantity for the period. Prices form a chain when they have the same tenant,
     the same match and the same tier bounds (`up_to` values) - a price change that keeps the
@@ -156,11 +163,9 @@ def rate_meter(
             f" expected one of {', '.join(AGGREGATIONS)}"
         )
     currency_exponent(meter.currency)  # an unknown currency fails here, before any arithmetic
+    # The meter's own prices and those of the meters relative prices refer to.
     meter_prices = [
-        price
-        for price in prices
-        if price.meter == meter.event_name
-        and (price.tenant_id is None or price.tenant_id == tenant_id)
+        price for price in prices if price.tenant_id is None or price.tenant_id == tenant_id
     ]
     for price in meter_prices:
         if price.currency != meter.currency:
@@ -173,7 +178,9 @@ def rate_meter(
         rated = _Rated()
         for group in groups:
             if meter.aggregation == "last":
-                _add_last_usage(rated, group, meter_prices, tenant_id, period_start, period_end)
+                _add_last_usage(
+                    rated, meter, group, meter_prices, tenant_id, period_start, period_end
+                )
             else:
                 _add_segment_usage(
                     rated, meter, group, meter_prices, tenant_id, period_start, period_end
@@ -237,14 +244,19 @@ def _add_segment_usage(
         quantity = segment.sum if meter.aggregation == "sum" else Decimal(segment.count)
         if quantity == 0:
             continue
-        price = resolve_price(
-            candidates, tenant_id=tenant_id, attributes=group.attributes, at=segment.start
+        rate = resolve_rate(
+            candidates,
+            meter=meter.event_name,
+            tenant_id=tenant_id,
+            attributes=group.attributes,
+            at=segment.start,
         )
-        rated.add(price, group.attributes, quantity, segment.start, segment.end)
+        rated.add(rate, group.attributes, quantity, segment.start, segment.end)
 
 
 def _add_last_usage(
     rated: _Rated,
+    meter: MeterInfo,
     group: GroupUsage,
     prices: Sequence[PriceRule],
     tenant_id: str,
@@ -265,10 +277,14 @@ def _add_last_usage(
             latest = segment
     if latest is None or latest.last is None or latest.last_at is None or latest.last == 0:
         return
-    price = resolve_price(
-        prices, tenant_id=tenant_id, attributes=group.attributes, at=latest.last_at
+    rate = resolve_rate(
+        prices,
+        meter=meter.event_name,
+        tenant_id=tenant_id,
+        attributes=group.attributes,
+        at=latest.last_at,
     )
-    rated.add(price, group.attributes, latest.last, period_start, period_end)
+    rated.add(rate, group.attributes, latest.last, period_start, period_end)
 
 
 def _fill_tiers(tiers: Sequence[Tier], offset: Decimal, quantity: Decimal) -> list[Decimal]:
@@ -293,7 +309,7 @@ def _priced_lines(
     lines: list[InvoiceLine] = []
     chains: dict[tuple[object, ...], list[_PricedUsage]] = {}
     for usage in rated.priced.values():
-        price = usage.price
+        price = usage.rate.price
         if usage.quantity == 0:
             continue
         if price.tiers:
@@ -309,13 +325,14 @@ def _priced_lines(
             )
             chains.setdefault(chain_key, []).append(usage)
             continue
-        amount = usage.quantity * price.unit_amount / price.per_units
+        rate = usage.rate
+        amount = usage.quantity * rate.unit_amount / rate.per_units
         lines.append(
             _price_line(
                 meter,
-                price,
+                rate,
                 quantity=usage.quantity,
-                unit_amount=price.unit_amount,
+                unit_amount=rate.unit_amount,
                 amount=round_money(amount, meter.currency),
                 tier=None,
                 period_start=period_start,
@@ -324,17 +341,17 @@ def _priced_lines(
         )
     for chain in chains.values():
         offset = Decimal(0)
-        for usage in sorted(chain, key=lambda usage: usage.price.effective_from):
-            price = usage.price
+        for usage in sorted(chain, key=lambda usage: usage.rate.price.effective_from):
+            price = usage.rate.price
             shares = _fill_tiers(price.tiers, offset, usage.quantity)
             for index, (tier, share) in enumerate(zip(price.tiers, shares, strict=True)):
                 if share == 0:
                     continue
-                amount = share * tier.unit_amount / price.per_units
+                amount = share * tier.unit_amount / usage.rate.per_units
                 lines.append(
                     _price_line(
                         meter,
-                        price,
+                        usage.rate,
                         quantity=share,
                         unit_amount=tier.unit_amount,
                         amount=round_money(amount, meter.currency),
@@ -349,7 +366,7 @@ def _priced_lines(
 
 def _price_line(
     meter: MeterInfo,
-    price: PriceRule,
+    rate: Rate,
     *,
     quantity: Decimal,
     unit_amount: Decimal,
@@ -358,21 +375,24 @@ def _price_line(
     period_start: datetime,
     period_end: datetime,
 ) -> InvoiceLine:
+    price = rate.price
     if meter.aggregation == "last":
         start, end = period_start, period_end
     else:
-        start = max(period_start, price.effective_from)
-        end = period_end if price.effective_to is None else min(period_end, price.effective_to)
+        start = max(period_start, rate.effective_from)
+        end = period_end if rate.effective_to is None else min(period_end, rate.effective_to)
     return InvoiceLine(
         meter=meter.event_name,
-        description=_describe(meter, price.match, per_units=price.per_units, tier=tier),
+        description=_describe(
+            meter, price.match, per_units=rate.per_units, tier=tier, relative_to=price
+        ),
         match=dict(price.match),
         price_id=price.id,
         period_start=start,
         period_end=end,
         quantity=quantity,
         unit_amount=unit_amount,
-        per_units=price.per_units,
+        per_units=rate.per_units,
         amount=amount,
         tier=tier,
         unpriced=False,
@@ -386,8 +406,10 @@ def _describe(
     per_units: Decimal = Decimal(1),
     tier: int | None = None,
     unpriced: bool = False,
+    relative_to: PriceRule | None = None,
 ) -> str:
-    """`Input tokens — model=gpt-4o (per 1000000 tokens)`, `API calls — tier 2`."""
+    """`Input tokens — model=gpt-4o (per 1000000 tokens)`, `API calls — tier 2`,
+    `Cache writes — model=gpt-4o — 1.25 times input_tokens (per 1000000 tokens)`."""
     text = meter.name
     if match:
         text += " — " + ", ".join(f"{key}={value}" for key, value in sorted(match.items()))
@@ -395,6 +417,9 @@ def _describe(
         return text + " (unpriced)"
     if tier is not None:
         text += f" — tier {tier}"
+    if relative_to is not None and relative_to.relative_to is not None:
+        factor = to_plain_string(relative_to.relative_to.factor.normalize(MONEY_CONTEXT))
+        text += f" — {factor} times {relative_to.relative_to.meter}"
     if per_units != 1:
         per = to_plain_string(per_units.normalize(MONEY_CONTEXT))
         text += f" (per {per} {meter.unit or 'units'})"
@@ -410,6 +435,7 @@ def _line_order(line: InvoiceLine) -> tuple[object, ...]:
         line.unpriced,
         line.price_id or "",
         line.period_end,
+        line.unit_amount,
     )
 
 
@@ -432,11 +458,23 @@ def invoice_totals(lines: Iterable[InvoiceLine], currency: str) -> tuple[Decimal
     return subtotal, subtotal
 
 
-_LineIdentity = tuple[str, str | None, tuple[tuple[str, str], ...], int | None, bool]
+_LineIdentity = tuple[
+    str, str | None, tuple[tuple[str, str], ...], int | None, bool, Decimal, Decimal
+]
 
 
 def _identity(line: InvoiceLine) -> _LineIdentity:
-    return (line.meter, line.price_id, tuple(sorted(line.match.items())), line.tier, line.unpriced)
+    # The unit amount too: a relative price bills at the rate of whichever price it refers
+    # to, so one price may give lines at several unit amounts (a price's own amount is fixed).
+    return (
+        line.meter,
+        line.price_id,
+        tuple(sorted(line.match.items())),
+        line.tier,
+        line.unpriced,
+        line.unit_amount,
+        line.per_units,
+    )
 
 
 def adjustment_lines(
@@ -449,9 +487,9 @@ def adjustment_lines(
 
     `current` is a fresh rating of the prior period; `billed` is every line already billed for
     it (the finalized invoice's lines and earlier adjustment lines for that period). For each
-    line identity (meter, price, match, tier, unpriced) the result carries the difference in
-    quantity and amount, current minus billed, when either is non-zero; amounts are
-    differences of rounded amounts, so no new rounding happens. Each line names the period it
+    line identity (meter, price, match, tier, unpriced, unit amount) the result carries the
+    difference in quantity and amount, current minus billed, when either is non-zero; amounts
+    are differences of rounded amounts, so no new rounding happens. Each line names the period it
     adjusts (`adjusts_period`, and a description starting "Adjustment for <period>: ").
     """
     order: list[_LineIdentity] = []

@@ -21,7 +21,9 @@ from service.meters.pricing import PriceRule, to_price_rule
 
 @dataclass(frozen=True, slots=True)
 class MeterPricing:
-    """One meter as one tenant's invoices see it: its list prices and the tenant's overrides."""
+    """One billable meter as one tenant's invoices see it: its list prices and the tenant's
+    overrides, plus those of every meter its relative prices refer to (directly or not), which
+    rating needs to resolve them; their boundaries split the period too."""
 
     meter_id: int
     info: MeterInfo
@@ -33,19 +35,40 @@ class MeterPricing:
         return tuple(sorted({key for price in self.prices for key in price.match}))
 
 
+def _with_references(event_name: str, prices: dict[str, list[PriceRule]]) -> tuple[PriceRule, ...]:
+    """The meter's prices and those of the meters its relative prices refer to, transitively."""
+    collected: list[PriceRule] = []
+    pending, seen = [event_name], set()
+    while pending:
+        name = pending.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        for price in prices.get(name, ()):
+            collected.append(price)
+            if price.relative_to is not None:
+                pending.append(price.relative_to.meter)
+    return tuple(collected)
+
+
 async def load_pricing(session: AsyncSession, tenant_id: str) -> list[MeterPricing]:
-    """Every meter (archived ones too: their history stays billable) with the prices that
-    may apply to `tenant_id`, ordered by event_name."""
-    meters = (await session.scalars(select(Meter).order_by(Meter.event_name))).all()
+    """Every billable meter (archived ones too: their history stays billable) with the prices
+    that may apply to `tenant_id`, ordered by event_name. Meters that are not billable are
+    never invoiced, but their prices may be referred to by relative prices."""
+    meters = (
+        await session.scalars(
+            select(Meter).where(Meter.billable.is_(True)).order_by(Meter.event_name)
+        )
+    ).all()
     rows = await session.execute(
         select(Price, Meter)
         .join(Meter, Price.meter_id == Meter.id)
         .where(or_(Price.tenant_id.is_(None), Price.tenant_id == tenant_id))
         .order_by(Price.effective_from, Price.id)
     )
-    prices: dict[int, list[PriceRule]] = {}
+    prices: dict[str, list[PriceRule]] = {}
     for price, meter in rows.tuples():
-        prices.setdefault(meter.id, []).append(to_price_rule(price, meter))
+        prices.setdefault(meter.event_name, []).append(to_price_rule(price, meter))
     return [
         MeterPricing(
             meter_id=meter.id,
@@ -56,9 +79,10 @@ async def load_pricing(session: AsyncSession, tenant_id: str) -> list[MeterPrici
                 aggregation=meter.aggregation,
                 currency=meter.currency,
             ),
-            prices=tuple(prices.get(meter.id, ())),
+            prices=_with_references(meter.event_name, prices),
         )
         for meter in meters
+        if meter.currency is not None  # always: a billable meter has a currency
     ]
 
 

@@ -364,6 +364,9 @@ class InvoiceService:
         if not open_periods:
             return {}
         stored = await self.invoices.live_lines_since(tenant_id, min(open_periods))
+        # A meter made non-billable since is out of the comparison: what it billed stands,
+        # and it gets neither credits nor late charges.
+        billable = {meter.info.event_name for meter in meters}
         adjustments: dict[str, list[InvoiceLine]] = {}
         for prior in sorted(open_periods):
             current = await self.rate_period(tenant_id, meters, *open_periods[prior])
@@ -371,6 +374,8 @@ class InvoiceService:
             for invoice_period, currency, lines in stored:
                 for line in lines:
                     adjusts = line.get("adjusts_period")
+                    if line["meter"] not in billable:
+                        continue
                     if (invoice_period == prior and adjusts is None) or adjusts == prior:
                         billed.setdefault(currency, []).append(line_from_snapshot(line))
             for currency in sorted(set(current) | set(billed)):

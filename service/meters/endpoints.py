@@ -10,6 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.common.auth import Scope, current_principal, requires
 from service.common.schemas import DEFAULT_LIMIT, Limit, Page
 from service.meters.schemas import (
+    LlmPresetIn,
+    LlmPresetOut,
+    LlmPriceImport,
+    LlmPriceImportOut,
     MeterCreate,
     MeterOut,
     MeterStatus,
@@ -33,6 +37,15 @@ class MeterController(Controller):
     @post("/", summary="Create a meter", guards=[ADMIN])
     async def create_meter(self, data: MeterCreate, db_session: AsyncSession) -> MeterOut:
         return await MeterService(db_session).create(data)
+
+    @post(
+        "/presets/llm",
+        summary="Create the LLM meters that are missing (idempotent); answers all of them",
+        guards=[ADMIN],
+        status_code=200,
+    )
+    async def apply_llm_preset(self, data: LlmPresetIn, db_session: AsyncSession) -> LlmPresetOut:
+        return await MeterService(db_session).apply_llm_preset(data.currency)
 
     @get("/", summary="List meters", guards=[ANY_SCOPE])
     async def list_meters(
@@ -71,6 +84,17 @@ class PriceController(Controller):
     @post("/", summary="Create a price", guards=[ADMIN])
     async def create_price(self, data: PriceCreate, db_session: AsyncSession) -> PriceOut:
         return await PriceService(db_session).create(data)
+
+    @post(
+        "/import/llm",
+        summary="Create per-model LLM prices per 1,000,000 tokens from the bundled catalog",
+        guards=[ADMIN],
+        status_code=201,
+    )
+    async def import_llm_prices(
+        self, data: LlmPriceImport, db_session: AsyncSession
+    ) -> LlmPriceImportOut:
+        return await PriceService(db_session).import_llm(data)
 
     @get("/", summary="List prices", guards=[ADMIN_OR_BILLING])
     async def list_prices(

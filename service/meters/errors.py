@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.common.errors import Conflict
+from service.common.errors import Conflict, InvalidInput
 
 
 class MeterExists(Conflict):
@@ -19,3 +19,19 @@ class DimensionRemoval(Conflict):
 
 class PriceOverlap(Conflict):
     status, code, title = 409, "price_overlap", "Price overlaps an existing price"
+
+    def __init__(self, detail: str, *, existing_price_id: str) -> None:
+        super().__init__(detail)
+        self.existing_price_id = existing_price_id
+
+
+class PriceCycle(InvalidInput):
+    status, code, title = 422, "price_cycle", "Relative prices would refer in a cycle"
+
+
+class PresetConflict(Conflict):
+    status, code, title = 409, "preset_conflict", "A meter of the preset exists with another shape"
+
+
+class CatalogMetersMissing(Conflict):
+    status, code, title = 409, "preset_missing", "The LLM preset meters are missing or unfit"

@@ -32,6 +32,8 @@ class Meter(TimestampedMixin, Base):
     __table_args__ = (
         CheckConstraint("aggregation IN ('sum', 'count', 'last')", name="aggregation"),
         CheckConstraint("status IN ('active', 'archived')", name="status"),
+        # A meter that is billed needs the currency its prices are in.
+        CheckConstraint("NOT billable OR currency IS NOT NULL", name="billable_currency"),
     )
 
     id: Mapped[int] = mapped_column(Identity(), primary_key=True)
@@ -43,7 +45,8 @@ class Meter(TimestampedMixin, Base):
     dimensions: Mapped[list[str]] = mapped_column(
         ARRAY(String(64)), server_default=text("'{}'::varchar[]")
     )
-    currency: Mapped[str] = mapped_column(String(3))
+    # None only for a meter that is not billable (latency, say): it has no prices.
+    currency: Mapped[str | None] = mapped_column(String(3))
     metadata_: Mapped[dict[str, Any]] = mapped_column(
         "metadata", JSONB, server_default=text("'{}'::jsonb")
     )
@@ -51,6 +54,8 @@ class Meter(TimestampedMixin, Base):
     # Set once by ingestion when the first event is stored; aggregation and currency are
     # frozen from then on.
     has_events: Mapped[bool] = mapped_column(server_default=text("false"))
+    # False: usage is metered and queryable but never billed (no invoice lines).
+    billable: Mapped[bool] = mapped_column(server_default=text("true"))
 
 
 class Price(Base):
@@ -60,6 +65,14 @@ class Price(Base):
     __table_args__ = (
         CheckConstraint("per_units > 0", name="per_units_positive"),
         CheckConstraint("unit_amount >= 0", name="unit_amount_non_negative"),
+        CheckConstraint("relative_factor > 0", name="relative_factor_positive"),
+        # Either an amount of its own (per per_units) or a factor of another meter's price.
+        CheckConstraint(
+            "(relative_to_meter IS NULL AND relative_factor IS NULL AND unit_amount IS NOT NULL"
+            " AND per_units IS NOT NULL) OR (relative_to_meter IS NOT NULL AND relative_factor"
+            " IS NOT NULL AND unit_amount IS NULL)",
+            name="amount_or_relative",
+        ),
         CheckConstraint(
             "effective_to IS NULL OR effective_to > effective_from", name="effective_interval"
         ),
@@ -73,8 +86,16 @@ class Price(Base):
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True)
     meter_id: Mapped[int] = mapped_column(ForeignKey("meters.id"), index=True)
     tenant_id: Mapped[str | None] = mapped_column(ForeignKey("tenants.id", ondelete="CASCADE"))
-    unit_amount: Mapped[Decimal] = mapped_column(Numeric(32, 12))
-    per_units: Mapped[Decimal] = mapped_column(Numeric(32, 12), server_default=text("1"))
+    # None for a relative price, whose per_units may be None too (= the referenced price's).
+    unit_amount: Mapped[Decimal | None] = mapped_column(Numeric(32, 12))
+    # No server default: NULL is meaningful (see above), so the service always sets it.
+    per_units: Mapped[Decimal | None] = mapped_column(Numeric(32, 12))
+    # A relative price: relative_factor times the rate of the price that applies to the same
+    # usage on this meter (event names never change, so the reference is by name).
+    relative_to_meter: Mapped[str | None] = mapped_column(
+        String(64), ForeignKey("meters.event_name")
+    )
+    relative_factor: Mapped[Decimal | None] = mapped_column(Numeric(32, 12))
     match: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     tiers: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
     effective_from: Mapped[datetime]

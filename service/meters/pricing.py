@@ -3,6 +3,10 @@
 A usage record (a tenant, the attribution and dimension values of its events, an instant) is
 priced by the applicable price that is most particular to it: a tenant's contract override
 beats any list price, then the price whose `match` names the most keys wins.
+
+A relative price has no amount of its own: per unit it costs `factor` times the per-unit rate
+(`unit_amount / per_units`) of the price that the same usage (same tenant, attribute values and
+instant) resolves to on the referenced meter (`resolve_rate`).
 """
 
 from __future__ import annotations
@@ -10,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from typing import Any
 
-from service.common.money import is_currency
+from service.common.money import MONEY_CONTEXT, is_currency
 from service.meters.models import Meter, Price
 
 
@@ -28,6 +32,22 @@ class AmbiguousPriceError(ValueError):
             + " apply equally to the same usage (same tenant level and the same number of"
             " matched keys); end one of them with effective_to or make one more specific"
         )
+
+
+class PriceCycleError(ValueError):
+    """Relative prices refer to each other in a circle; the admin API refuses that."""
+
+    def __init__(self, meters: Sequence[str]) -> None:
+        self.meters = tuple(meters)
+        super().__init__("relative prices refer in a cycle: " + " -> ".join(self.meters))
+
+
+@dataclass(frozen=True, slots=True)
+class RelativeTo:
+    """Per unit, `factor` times the rate of the price that applies on meter `meter`."""
+
+    meter: str
+    factor: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,20 +69,31 @@ class PriceRule:
     id: str
     meter: str  # the meter's event_name
     currency: str
-    unit_amount: Decimal  # per `per_units` units; ignored when `tiers` is non-empty
     effective_from: datetime  # tz-aware, inclusive
+    # Per `per_units` units; ignored when `tiers` is non-empty or the price is relative.
+    unit_amount: Decimal = Decimal(0)
     effective_to: datetime | None = None  # tz-aware, exclusive; None = open-ended
-    per_units: Decimal = Decimal(1)
+    # None only for a relative price: its unit amount is shown per the referenced price's.
+    per_units: Decimal | None = Decimal(1)
     match: Mapping[str, str] = field(default_factory=dict)  # {} matches all usage
     tenant_id: str | None = None  # None = list price; else that tenant's contract override
     tiers: tuple[Tier, ...] = ()
+    relative_to: RelativeTo | None = None
 
     def __post_init__(self) -> None:
         if not is_currency(self.currency):
             raise ValueError(f"price {self.id!r}: unknown currency {self.currency!r}")
+        if self.relative_to is not None:
+            factor = self.relative_to.factor
+            if not factor.is_finite() or factor <= 0:
+                raise ValueError(f"price {self.id!r}: relative_to.factor must be > 0")
+            if self.tiers:
+                raise ValueError(f"price {self.id!r}: a relative price has no tiers")
+        elif self.per_units is None:
+            raise ValueError(f"price {self.id!r}: per_units is required unless relative")
         if not self.unit_amount.is_finite() or self.unit_amount < 0:
             raise ValueError(f"price {self.id!r}: unit_amount must be a finite amount >= 0")
-        if not self.per_units.is_finite() or self.per_units <= 0:
+        if self.per_units is not None and (not self.per_units.is_finite() or self.per_units <= 0):
             raise ValueError(f"price {self.id!r}: per_units must be a finite number > 0")
         if self.effective_from.tzinfo is None or self.effective_from.utcoffset() is None:
             raise ValueError(f"price {self.id!r}: effective_from must be timezone-aware")
@@ -160,6 +191,106 @@ def resolve_price(
     return winners[0]
 
 
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """What usage costs under the price that applies to it, references followed.
+
+    `unit_amount` per `per_units` units is what an invoice line shows: a relative price's own
+    `per_units`, else the referenced price's. `basis` names the prices followed from `price` to
+    the one whose amount the rate comes from (empty for a price with an amount of its own);
+    every price of that chain applies throughout `[effective_from, effective_to)`.
+    """
+
+    price: PriceRule
+    unit_amount: Decimal
+    per_units: Decimal
+    basis: tuple[PriceRule, ...]
+    effective_from: datetime
+    effective_to: datetime | None
+
+    @property
+    def key(self) -> tuple[str, ...]:
+        return (self.price.id, *(price.id for price in self.basis))
+
+
+def resolve_rate(
+    prices: Iterable[PriceRule],
+    *,
+    meter: str,
+    tenant_id: str,
+    attributes: Mapping[str, str | None],
+    at: datetime,
+) -> Rate | None:
+    """The rate of usage of `meter`: `resolve_price` among `meter`'s prices, then, while the
+    price found is relative, `resolve_price` on the meter it refers to for the same tenant,
+    attributes and instant, the factors multiplied. None when no price applies at some step
+    (usage a relative price cannot refer to is unpriced).
+
+    The referenced price's rate is its `unit_amount / per_units`; for a graduated price that
+    is its first tier's. PriceCycleError when the references come back to a meter.
+    """
+    by_meter: dict[str, list[PriceRule]] = {}
+    for price in prices:
+        by_meter.setdefault(price.meter, []).append(price)
+    chain: list[PriceRule] = []
+    visited = [meter]
+    current = meter
+    while True:
+        found = resolve_price(
+            by_meter.get(current, ()), tenant_id=tenant_id, attributes=attributes, at=at
+        )
+        if found is None:
+            return None
+        chain.append(found)
+        if found.relative_to is None:
+            break
+        current = found.relative_to.meter
+        if current in visited:
+            raise PriceCycleError([*visited, current])
+        visited.append(current)
+    base = chain[-1]
+    assert base.per_units is not None  # only relative prices may lack it
+    # The first price of the chain that states per_units sets how the amount is shown.
+    per_units = next(price.per_units for price in chain if price.per_units is not None)
+    with localcontext(MONEY_CONTEXT):
+        factor = Decimal(1)
+        for price in chain[:-1]:
+            assert price.relative_to is not None
+            factor *= price.relative_to.factor
+        if len(chain) == 1:
+            unit_amount = base.unit_amount
+        else:
+            base_amount = base.tiers[0].unit_amount if base.tiers else base.unit_amount
+            unit_amount = factor * base_amount * per_units / base.per_units
+    ends = [price.effective_to for price in chain if price.effective_to is not None]
+    return Rate(
+        price=chain[0],
+        unit_amount=unit_amount,
+        per_units=per_units,
+        basis=tuple(chain[1:]),
+        effective_from=max(price.effective_from for price in chain),
+        effective_to=min(ends) if ends else None,
+    )
+
+
+def reference_cycle(references: Mapping[str, Iterable[str]], meter: str, target: str) -> list[str]:
+    """The cycle a new reference from `meter` to `target` would close, as the meters it
+    passes (`[meter, target, ..., meter]`), or [] when there is none. `references` maps each
+    meter to the meters its relative prices refer to."""
+    paths: list[list[str]] = [[meter, target]]
+    seen: set[str] = set()
+    while paths:
+        path = paths.pop()
+        last = path[-1]
+        if last == meter:
+            return path
+        if last in seen:
+            continue
+        seen.add(last)
+        paths.extend([*path, following] for following in references.get(last, ()))
+    return []
+
+
 def _intervals_intersect(a: PriceRule, b: PriceRule) -> bool:
     a_before_b_ends = b.effective_to is None or a.effective_from < b.effective_to
     b_before_a_ends = a.effective_to is None or b.effective_from < a.effective_to
@@ -224,12 +355,19 @@ def tiers_from_json(tiers: Sequence[Mapping[str, Any]]) -> tuple[Tier, ...]:
 
 def to_price_rule(price: Price, meter: Meter) -> PriceRule:
     """The pure pricing view of a stored price (its currency is its meter's)."""
+    if meter.currency is None:
+        raise ValueError(f"meter {meter.event_name!r} has prices but no currency")
+    relative_to = None
+    if price.relative_to_meter is not None:
+        assert price.relative_factor is not None  # a check constraint pairs them
+        relative_to = RelativeTo(meter=price.relative_to_meter, factor=price.relative_factor)
     return PriceRule(
         id=str(price.id),
         meter=meter.event_name,
         currency=meter.currency,
-        unit_amount=price.unit_amount,
+        unit_amount=Decimal(0) if price.unit_amount is None else price.unit_amount,
         per_units=price.per_units,
+        relative_to=relative_to,
         match=dict(price.match),
         tenant_id=price.tenant_id,
         tiers=tiers_from_json(price.tiers),

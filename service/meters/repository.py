@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, or_, select, tuple_
+from sqlalchemy import func, or_, select, text, tuple_
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -76,6 +76,55 @@ class PriceRepository:
         if for_update:
             query = query.with_for_update().execution_options(populate_existing=True)
         return await self.session.scalar(query)
+
+    async def lock_price_references(self) -> None:
+        """Serialize changes to the graph of relative-price references (new relative prices,
+        meter currency changes) until the transaction ends, so two concurrent requests cannot
+        close a cycle between them. Always taken before any meter row lock, so it never waits
+        while holding one."""
+        await self.session.execute(
+            text("SELECT pg_advisory_xact_lock(hashtextextended(:key, 0))"),
+            {"key": "prices:references"},
+        )
+
+    async def references(self) -> dict[str, set[str]]:
+        """Each meter (event_name) to the meters its relative prices refer to, over every
+        tenant and time: a cycle at any of them could be followed by some usage."""
+        query = (
+            select(Meter.event_name, Price.relative_to_meter)
+            .join(Meter, Price.meter_id == Meter.id)
+            .where(Price.relative_to_meter.is_not(None))
+            .distinct()
+        )
+        graph: dict[str, set[str]] = {}
+        for source, target in await self.session.execute(query):
+            if target is not None:
+                graph.setdefault(source, set()).add(target)
+        return graph
+
+    async def referring_meters(self, event_name: str) -> list[str]:
+        """Meters with relative prices that refer to `event_name`."""
+        query = (
+            select(Meter.event_name)
+            .join(Price, Price.meter_id == Meter.id)
+            .where(Price.relative_to_meter == event_name)
+            .distinct()
+            .order_by(Meter.event_name)
+        )
+        return list((await self.session.scalars(query)).all())
+
+    async def referred_meters(self, meter_id: int) -> list[str]:
+        """Meters that `meter_id`'s relative prices refer to."""
+        query = (
+            select(Price.relative_to_meter)
+            .where(Price.meter_id == meter_id, Price.relative_to_meter.is_not(None))
+            .distinct()
+        )
+        return sorted(name for name in (await self.session.scalars(query)).all() if name)
+
+    async def exists_for_meter(self, meter_id: int) -> bool:
+        query = select(Price.id).where(Price.meter_id == meter_id).limit(1)
+        return await self.session.scalar(query) is not None
 
     async def get_with_meter(self, price_id: uuid.UUID) -> tuple[Price, Meter] | None:
         query = select(Price, Meter).join(Meter, Price.meter_id == Meter.id)

@@ -60,7 +60,10 @@ class MeterCreate(msgspec.Struct, forbid_unknown_fields=True):
     event_name: EventName
     name: Name
     aggregation: Aggregation
-    currency: CurrencyCode
+    # Required when the meter is billable: the currency of all its prices.
+    currency: CurrencyCode | None = None
+    # False: metered and queryable, never on an invoice (latency, say).
+    billable: bool = True
     description: Description | None = None
     unit: Unit | None = None
     dimensions: Dimensions = msgspec.field(default_factory=list)
@@ -75,7 +78,8 @@ class MeterUpdate(msgspec.Struct, forbid_unknown_fields=True):
     description: Description | msgspec.UnsetType | None = msgspec.UNSET
     unit: Unit | msgspec.UnsetType | None = msgspec.UNSET
     aggregation: Aggregation | msgspec.UnsetType = msgspec.UNSET
-    currency: CurrencyCode | msgspec.UnsetType = msgspec.UNSET
+    currency: CurrencyCode | msgspec.UnsetType | None = msgspec.UNSET
+    billable: bool | msgspec.UnsetType = msgspec.UNSET
     dimensions: Dimensions | msgspec.UnsetType = msgspec.UNSET
     metadata: Metadata | msgspec.UnsetType = msgspec.UNSET
     status: MeterStatus | msgspec.UnsetType = msgspec.UNSET
@@ -88,7 +92,8 @@ class MeterOut(msgspec.Struct):
     unit: str | None
     aggregation: str
     dimensions: list[str]
-    currency: str
+    currency: str | None
+    billable: bool
     metadata: dict[str, Any]
     status: str
     has_events: bool
@@ -104,12 +109,22 @@ class TierIn(msgspec.Struct, forbid_unknown_fields=True):
     up_to: ExactDecimal | None = None
 
 
+class RelativeToIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Per unit, `factor` times the per-unit rate (unit_amount / per_units) of the price that
+    applies to the same usage on meter `meter` (same tenant, attribute values and instant)."""
+
+    meter: EventName
+    factor: ExactDecimal
+
+
 class PriceCreate(msgspec.Struct, forbid_unknown_fields=True):
     meter: EventName
-    # Required unless `tiers` are given (then each tier carries its own unit amount).
+    # Required unless `tiers` or `relative_to` are given.
     unit_amount: ExactDecimal | None = None
-    # A factory, not a plain default: a Decimal default would not serialize into OpenAPI.
-    per_units: ExactDecimal = msgspec.field(default_factory=lambda: Decimal(1))
+    # Default 1; for a relative price, default: the referenced price's (it only sets how the
+    # unit amount shows on invoice lines).
+    per_units: ExactDecimal | None = None
+    relative_to: RelativeToIn | None = None
     match: Match = msgspec.field(default_factory=dict)
     tenant_id: Slug | None = None
     tiers: Annotated[list[TierIn], msgspec.Meta(max_length=100)] = msgspec.field(
@@ -129,15 +144,55 @@ class TierOut(msgspec.Struct):
     unit_amount: str
 
 
+class RelativeToOut(msgspec.Struct):
+    meter: str
+    factor: str
+
+
 class PriceOut(msgspec.Struct):
     id: uuid.UUID
     meter: str
     currency: str
-    unit_amount: str
-    per_units: str
+    # Both null for a relative price without per_units of its own: its amount is resolved at
+    # rating time and shown per the referenced price's per_units.
+    unit_amount: str | None
+    per_units: str | None
+    relative_to: RelativeToOut | None
     match: dict[str, str]
     tenant_id: str | None
     tiers: list[TierOut]
     effective_from: datetime
     effective_to: datetime | None
     created_at: datetime
+
+
+class LlmPresetIn(msgspec.Struct, forbid_unknown_fields=True):
+    # Of the meters the preset creates that take prices; existing meters keep theirs.
+    currency: CurrencyCode | None = None
+
+
+class LlmPresetOut(msgspec.Struct):
+    meters: list[MeterOut]
+
+
+class LlmPriceImport(msgspec.Struct, forbid_unknown_fields=True):
+    # Matched on `model` exactly as named here.
+    models: Annotated[list[MatchValue], msgspec.Meta(min_length=1, max_length=100)]
+    # A catalog provider id (openai, anthropic, google, ...): only its models are looked up.
+    provider: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    # Set: the prices are this tenant's overrides; else list prices.
+    tenant_id: Slug | None = None
+    # On a 15-minute UTC boundary; default: now, rounded up to the next boundary.
+    effective_from: datetime | None = None
+
+
+class ImportConflict(msgspec.Struct):
+    model: str
+    meter: str
+    price_id: uuid.UUID  # the existing price the new one would overlap
+
+
+class LlmPriceImportOut(msgspec.Struct):
+    created: list[PriceOut]
+    not_found: list[str]
+    conflicts: list[ImportConflict]

@@ -32,25 +32,43 @@ from service.common.time import (
     floor_to_quarter_hour,
     is_on_quarter_hour,
 )
-from service.meters.errors import DimensionRemoval, MeterExists, MeterHasEvents, PriceOverlap
+from service.meters.catalog_types import CatalogPrices
+from service.meters.errors import (
+    CatalogMetersMissing,
+    DimensionRemoval,
+    MeterExists,
+    MeterHasEvents,
+    PresetConflict,
+    PriceCycle,
+    PriceOverlap,
+)
 from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT, Meter, Price
+from service.meters.presets import DEFAULT_CURRENCY, LLM_DIMENSIONS, LLM_PRESET, PresetMeter
 from service.meters.pricing import (
     PriceRule,
+    RelativeTo,
     Tier,
     prices_conflict,
     prices_overlap,
+    reference_cycle,
     tiers_from_json,
     to_price_rule,
     validate_tiers,
 )
 from service.meters.repository import MeterRepository, PriceRepository
 from service.meters.schemas import (
+    ImportConflict,
+    LlmPresetOut,
+    LlmPriceImport,
+    LlmPriceImportOut,
     MeterCreate,
     MeterOut,
     MeterUpdate,
     PriceCreate,
     PriceEnd,
     PriceOut,
+    RelativeToIn,
+    RelativeToOut,
     TierIn,
     TierOut,
 )
@@ -180,6 +198,7 @@ def meter_out(meter: Meter) -> MeterOut:
         aggregation=meter.aggregation,
         dimensions=list(meter.dimensions),
         currency=meter.currency,
+        billable=meter.billable,
         metadata=dict(meter.metadata_),
         status=meter.status,
         has_events=meter.has_events,
@@ -200,18 +219,27 @@ def _tiers_to_json(tiers: Sequence[Tier]) -> list[dict[str, Any]]:
 
 
 def price_out(price: Price, meter: Meter) -> PriceOut:
+    currency = meter.currency
+    assert currency is not None  # prices exist only on meters with a currency
     return PriceOut(
         id=price.id,
         meter=meter.event_name,
-        currency=meter.currency,
-        unit_amount=render_amount(price.unit_amount, meter.currency),
-        per_units=render_quantity(price.per_units),
+        currency=currency,
+        unit_amount=None
+        if price.unit_amount is None
+        else render_amount(price.unit_amount, currency),
+        per_units=None if price.per_units is None else render_quantity(price.per_units),
+        relative_to=None
+        if price.relative_to_meter is None or price.relative_factor is None
+        else RelativeToOut(
+            meter=price.relative_to_meter, factor=render_quantity(price.relative_factor)
+        ),
         match=dict(price.match),
         tenant_id=price.tenant_id,
         tiers=[
             TierOut(
                 up_to=None if tier.up_to is None else render_quantity(tier.up_to),
-                unit_amount=render_amount(tier.unit_amount, meter.currency),
+                unit_amount=render_amount(tier.unit_amount, currency),
             )
             for tier in tiers_from_json(price.tiers)
         ],
@@ -224,12 +252,25 @@ def price_out(price: Price, meter: Meter) -> PriceOut:
 # Meters -----------------------------------------------------------------------------------
 
 
+def _require_currency_if_billable(billable: bool, currency: str | None) -> None:
+    if billable and currency is None:
+        raise _invalid(
+            "currency",
+            "required for a billable meter",
+            "currency (ISO 4217, e.g. 'USD') is required for a billable meter: its prices are "
+            "in it; a meter that is never billed (billable: false) may leave it out",
+        )
+
+
 class MeterService:
     def __init__(self, session: AsyncSession) -> None:
         self.meters = MeterRepository(session)
+        self.prices = PriceRepository(session)
 
     async def create(self, data: MeterCreate) -> MeterOut:
-        _validate_currency(data.currency)
+        if data.currency is not None:
+            _validate_currency(data.currency)
+        _require_currency_if_billable(data.billable, data.currency)
         _validate_dimensions(data.dimensions)
         meter = await self.meters.add(
             {
@@ -240,6 +281,7 @@ class MeterService:
                 "aggregation": data.aggregation,
                 "dimensions": data.dimensions,
                 "currency": data.currency,
+                "billable": data.billable,
                 "metadata_": data.metadata,
             }
         )
@@ -266,11 +308,19 @@ class MeterService:
         return Page(items=items, next_cursor=next_cursor)
 
     async def update(self, event_name: str, data: MeterUpdate) -> MeterOut:
+        if data.currency is not msgspec.UNSET:
+            # Relative prices link meters of one currency; before the meter lock.
+            await self.prices.lock_price_references()
         # Locked, so ingestion cannot mark the meter as having events between check and write.
         meter = await self.require(event_name, for_update=True)
         changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
-        if "currency" in changes:
+        if changes.get("currency") is not None:
             _validate_currency(changes["currency"])
+        _require_currency_if_billable(
+            changes.get("billable", meter.billable), changes.get("currency", meter.currency)
+        )
+        if "currency" in changes and changes["currency"] != meter.currency:
+            await self._refuse_currency_change(meter, changes["currency"])
         if "dimensions" in changes:
             wanted: list[str] = changes["dimensions"]
             _validate_dimensions(wanted)
@@ -301,6 +351,96 @@ class MeterService:
         if changes:
             meter = await self.meters.update(meter, changes)
         return meter_out(meter)
+
+    async def _refuse_currency_change(self, meter: Meter, currency: str | None) -> None:
+        """A meter's prices are in its currency: dropping the currency of a priced meter would
+        leave them in none."""
+        if currency is None and await self.prices.exists_for_meter(meter.id):
+            raise _invalid(
+                "currency",
+                "meter has prices",
+                f"meter '{meter.event_name}' has prices in {meter.currency}, so it needs a "
+                "currency; change it to another one rather than removing it",
+            )
+        linked = sorted(
+            {
+                *await self.prices.referring_meters(meter.event_name),
+                *await self.prices.referred_meters(meter.id),
+            }
+        )
+        if linked:
+            raise _invalid(
+                "currency",
+                "linked by relative prices",
+                f"meter '{meter.event_name}' is linked by relative prices to "
+                f"{', '.join(linked)}, which bill in {meter.currency}; a relative price and "
+                "the meter it refers to share one currency, so end those prices first",
+            )
+
+    async def apply_llm_preset(self, currency: str | None) -> LlmPresetOut:
+        """Create the LLM preset's meters that are missing; answer all of them, in preset order.
+
+        An existing meter of the same name is kept as it is, with the preset's dimensions it
+        lacks added (dimensions only ever grow). One whose aggregation differs, or which bills
+        in another currency than the one asked for, cannot serve as the preset's meter: 409
+        `preset_conflict` naming each, and nothing is changed."""
+        if currency is not None:
+            _validate_currency(currency)
+        existing: dict[str, Meter] = {}
+        problems: list[str] = []
+        for preset in LLM_PRESET:
+            meter = await self.meters.get(preset.event_name, for_update=True)
+            if meter is None:
+                continue
+            existing[preset.event_name] = meter
+            if meter.aggregation != preset.aggregation:
+                problems.append(
+                    f"'{meter.event_name}' aggregates by {meter.aggregation}, the preset by "
+                    f"{preset.aggregation}"
+                )
+            if currency is not None and preset.priced and meter.currency != currency:
+                problems.append(
+                    f"'{meter.event_name}' bills in {meter.currency or 'no currency'}, not "
+                    f"{currency}"
+                )
+        if problems:
+            raise PresetConflict(
+                "existing meters cannot serve as the LLM preset's: "
+                + "; ".join(problems)
+                + ". Change or archive them and use other event names, or leave currency out "
+                "to keep the existing meters' currencies"
+            )
+        answer = LlmPresetOut(meters=[])
+        for preset in LLM_PRESET:
+            meter = existing.get(preset.event_name) or await self._create_preset_meter(
+                preset, currency or DEFAULT_CURRENCY
+            )
+            missing = [key for key in LLM_DIMENSIONS if key not in meter.dimensions]
+            if missing:
+                meter = await self.meters.update(
+                    meter, {"dimensions": [*meter.dimensions, *missing]}
+                )
+            answer.meters.append(meter_out(meter))
+        return answer
+
+    async def _create_preset_meter(self, preset: PresetMeter, currency: str) -> Meter:
+        meter = await self.meters.add(
+            {
+                "event_name": preset.event_name,
+                "name": preset.name,
+                "description": preset.description,
+                "unit": preset.unit,
+                "aggregation": preset.aggregation,
+                "dimensions": list(LLM_DIMENSIONS),
+                "currency": currency if preset.priced else None,
+                "billable": preset.billable,
+            }
+        )
+        if meter is None:  # created concurrently: use it if it fits, like any existing one
+            raise PresetConflict(
+                f"meter '{preset.event_name}' was created concurrently; apply the preset again"
+            )
+        return meter
 
     async def archive(self, event_name: str) -> MeterOut:
         """Stop new events for the meter; its history stays readable and billable. Idempotent."""
@@ -351,6 +491,42 @@ def _describe(rule: PriceRule) -> str:
     return f"{whom}, {match}, from {_rfc3339(rule.effective_from)} until {until}"
 
 
+# The preset's token meters catalog prices go on, and the cache-write fallbacks: relative to
+# input, 1.25 times for 5-minute and 2 times for 1-hour writes (the usual provider markups).
+CATALOG_METERS = (
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_write_1h_tokens",
+    "cache_read_tokens",
+)
+CACHE_WRITE_5M_FACTOR = Decimal("1.25")
+CACHE_WRITE_1H_FACTOR = Decimal(2)
+
+
+def _catalog_price_plan(
+    found: CatalogPrices,
+) -> list[tuple[str, Decimal | None, RelativeToIn | None]]:
+    """(meter, unit amount per 1M tokens, or a reference) for each price of one model."""
+    plan: list[tuple[str, Decimal | None, RelativeToIn | None]] = []
+    for meter, amount in (
+        ("input_tokens", found.input),
+        ("output_tokens", found.output),
+        ("cache_read_tokens", found.cache_read),
+    ):
+        if amount is not None:
+            plan.append((meter, amount, None))
+    for meter, amount, factor in (
+        ("cache_write_5m_tokens", found.cache_write_5m, CACHE_WRITE_5M_FACTOR),
+        ("cache_write_1h_tokens", found.cache_write_1h, CACHE_WRITE_1H_FACTOR),
+    ):
+        if amount is not None:
+            plan.append((meter, amount, None))
+        elif found.input is not None:
+            plan.append((meter, None, RelativeToIn(meter="input_tokens", factor=factor)))
+    return plan
+
+
 class PriceService:
     def __init__(self, session: AsyncSession) -> None:
         self.meters = MeterRepository(session)
@@ -358,6 +534,9 @@ class PriceService:
         self.tenants = TenantRepository(session)
 
     async def create(self, data: PriceCreate) -> PriceOut:
+        if data.relative_to is not None:
+            # Before the meter lock (see lock_price_references).
+            await self.prices.lock_price_references()
         # The lock serializes every price change of this meter (see the module docstring).
         meter = await self.meters.get(data.meter, for_update=True)
         if meter is None:
@@ -370,19 +549,46 @@ class PriceService:
             raise _invalid(
                 "tenant_id", "unknown tenant", f"tenant '{data.tenant_id}' does not exist"
             )
-        _validate_match(data.match, meter)
-        per_units = exact_decimal(data.per_units, "per_units", positive=True)
-        tiers = _checked_tiers(data.tiers)
-        if data.unit_amount is not None:
-            unit_amount = exact_decimal(data.unit_amount, "unit_amount")
-        elif tiers:
-            unit_amount = tiers[0].unit_amount  # stored for reference; tiers set the price
-        else:
+        if meter.currency is None:
             raise _invalid(
-                "unit_amount",
-                "required",
-                'unit_amount is required (a string such as "2.50"), unless tiers are given',
+                "meter",
+                "meter has no currency",
+                f"meter '{meter.event_name}' has no currency, so it cannot be priced; give it "
+                f"one first (PATCH /v1/meters/{meter.event_name} with a currency)",
             )
+        _validate_match(data.match, meter)
+        per_units = (
+            None
+            if data.per_units is None
+            else exact_decimal(data.per_units, "per_units", positive=True)
+        )
+        tiers = _checked_tiers(data.tiers)
+        relative_to = None
+        unit_amount: Decimal | None
+        if data.relative_to is not None:
+            relative_to = await self._checked_reference(data.relative_to, meter)
+            for field, given in (("unit_amount", data.unit_amount), ("tiers", tiers)):
+                if given:
+                    raise _invalid(
+                        field,
+                        "not with relative_to",
+                        f"{field} cannot be given with relative_to: a relative price's amount "
+                        "is a factor of the referenced meter's price",
+                    )
+            unit_amount = None
+        else:
+            per_units = Decimal(1) if per_units is None else per_units
+            if data.unit_amount is not None:
+                unit_amount = exact_decimal(data.unit_amount, "unit_amount")
+            elif tiers:
+                unit_amount = tiers[0].unit_amount  # stored for reference; tiers set the price
+            else:
+                raise _invalid(
+                    "unit_amount",
+                    "required",
+                    'unit_amount is required (a string such as "2.50"), unless tiers or '
+                    "relative_to are given",
+                )
         if data.effective_from is None:
             effective_from = next_price_boundary(datetime.now(UTC))
         else:
@@ -402,8 +608,9 @@ class PriceService:
             id=str(price_id),
             meter=meter.event_name,
             currency=meter.currency,
-            unit_amount=unit_amount,
+            unit_amount=Decimal(0) if unit_amount is None else unit_amount,
             per_units=per_units,
+            relative_to=relative_to,
             match=dict(data.match),
             tenant_id=data.tenant_id,
             tiers=tiers,
@@ -418,6 +625,8 @@ class PriceService:
                 tenant_id=data.tenant_id,
                 unit_amount=unit_amount,
                 per_units=per_units,
+                relative_to_meter=None if relative_to is None else relative_to.meter,
+                relative_factor=None if relative_to is None else relative_to.factor,
                 match=dict(data.match),
                 tiers=_tiers_to_json(tiers),
                 effective_from=effective_from,
@@ -425,6 +634,117 @@ class PriceService:
             )
         )
         return price_out(price, meter)
+
+    async def import_llm(self, data: LlmPriceImport) -> LlmPriceImportOut:
+        """Per-model prices per 1,000,000 tokens on the LLM preset's token meters, from the
+        bundled price catalog: input, output and cache reads as the catalog has them (the base
+        tier where it has context-size tiers); cache writes too where it has them, else
+        relative prices of 1.25 (5 minutes) and 2 (1 hour) times input, so an input override
+        carries through. Models the catalog lacks are `not_found`; a price that would overlap
+        an existing one is left out and listed in `conflicts`; the rest are created."""
+        from service.meters import catalog  # its bundled data costs ~30 MB: only when used
+
+        duplicates = sorted({model for model in data.models if data.models.count(model) > 1})
+        if duplicates:
+            raise _invalid(
+                "models", "duplicate", f"models lists {', '.join(duplicates)} more than once"
+            )
+        if data.provider is not None:
+            try:
+                catalog.check_provider(data.provider)
+            except catalog.UnknownProvider as exc:
+                raise _invalid(
+                    "provider",
+                    "unknown provider",
+                    f"provider '{data.provider}' is not in the price catalog; known: "
+                    f"{', '.join(catalog.provider_ids())}",
+                ) from exc
+        if data.tenant_id is not None and await self.tenants.get(data.tenant_id) is None:
+            raise _invalid(
+                "tenant_id", "unknown tenant", f"tenant '{data.tenant_id}' does not exist"
+            )
+        if data.effective_from is None:
+            effective_from = next_price_boundary(datetime.now(UTC))
+        else:
+            effective_from = price_instant(data.effective_from, "effective_from")
+        # Relative prices are among those created: the references lock before any meter lock.
+        await self.prices.lock_price_references()
+        await self._require_catalog_meters(catalog.CATALOG_CURRENCY)
+        answer = LlmPriceImportOut(created=[], not_found=[], conflicts=[])
+        for model in data.models:
+            found = catalog.lookup(model, data.provider, effective_from)
+            if found is None:
+                answer.not_found.append(model)
+                continue
+            for meter, amount, relative_to in _catalog_price_plan(found):
+                try:
+                    created = await self.create(
+                        PriceCreate(
+                            meter=meter,
+                            unit_amount=amount,
+                            per_units=catalog.PER_MILLION,
+                            relative_to=relative_to,
+                            match={"model": model},
+                            tenant_id=data.tenant_id,
+                            effective_from=effective_from,
+                        )
+                    )
+                except PriceOverlap as exc:
+                    answer.conflicts.append(
+                        ImportConflict(
+                            model=model, meter=meter, price_id=uuid.UUID(exc.existing_price_id)
+                        )
+                    )
+                    continue
+                answer.created.append(created)
+        return answer
+
+    async def _require_catalog_meters(self, currency: str) -> None:
+        problems = []
+        for name in CATALOG_METERS:
+            meter = await self.meters.get(name)
+            if meter is None:
+                problems.append(f"'{name}' does not exist")
+            elif meter.currency != currency:
+                problems.append(
+                    f"'{name}' bills in {meter.currency or 'no currency'}, the catalog in "
+                    f"{currency}"
+                )
+        if problems:
+            raise CatalogMetersMissing(
+                "catalog prices go on the LLM preset's token meters: "
+                + "; ".join(problems)
+                + f". Create them with POST /v1/meters/presets/llm (currency {currency})"
+            )
+
+    async def _checked_reference(self, reference: RelativeToIn, meter: Meter) -> RelativeTo:
+        """The reference of a new relative price on `meter`: an existing meter in the same
+        currency, and no cycle of references (the caller holds the references lock)."""
+        factor = exact_decimal(reference.factor, "relative_to.factor", positive=True)
+        target = await self.meters.get(reference.meter)
+        if target is None:
+            raise _invalid(
+                "relative_to.meter",
+                "unknown meter",
+                f"relative_to.meter: meter '{reference.meter}' does not exist",
+            )
+        if target.currency != meter.currency:
+            raise _invalid(
+                "relative_to.meter",
+                "another currency",
+                f"relative_to.meter: meter '{target.event_name}' bills in "
+                f"{target.currency or 'no currency'}, meter '{meter.event_name}' in "
+                f"{meter.currency}; a relative price refers to a meter of its own currency",
+            )
+        cycle = reference_cycle(await self.prices.references(), meter.event_name, target.event_name)
+        if cycle:
+            raise PriceCycle(
+                "relative_to.meter: relative prices would refer in a cycle: "
+                + " -> ".join(cycle)
+                + "; a meter's price cannot depend, directly or not, on itself",
+                errors=[FieldError(field="relative_to.meter", message="cycle")],
+            )
+        return RelativeTo(meter=target.event_name, factor=factor)
 
     async def _refuse_overlap(self, rule: PriceRule, meter: Meter) -> None:
         """409 when `rule` would compete with a stored price of the same meter and tenant level:
@@ -437,17 +757,19 @@ class PriceService:
             other = to_price_rule(stored, meter)
             if prices_overlap(rule, other):
                 raise PriceOverlap(
-                    f"price {other.id} ({_describe(other)}) already prices meter "
+                    existing_price_id=other.id,
+                    detail=f"price {other.id} ({_describe(other)}) already prices meter "
                     f"'{meter.event_name}' for the same tenant and match in that time; end it "
                     f"first with POST /v1/prices/{other.id}/end, or let this price start when "
-                    "it ends"
+                    "it ends",
                 )
             if prices_conflict(rule, other):
                 raise PriceOverlap(
-                    f"price {other.id} ({_describe(other)}) would apply to the same usage as "
-                    f"this one ({_describe(rule)}) with equal specificity, for usage carrying "
+                    existing_price_id=other.id,
+                    detail=f"price {other.id} ({_describe(other)}) would apply to the same usage "
+                    f"as this one ({_describe(rule)}) with equal specificity, for usage carrying "
                     "both matches; add a key to one match so the more specific price wins, or "
-                    "make their effective periods disjoint"
+                    "make their effective periods disjoint",
                 )
 
     async def get(self, price_id: uuid.UUID, principal: Principal) -> PriceOut:
