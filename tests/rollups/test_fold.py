@@ -278,3 +278,69 @@ async def test_pending_rows_are_read_from_the_partial_index(pg_pool: asyncpg.Poo
         "AND pending AND bucket_start >= now() AND bucket_start < now()"
     )
     assert "ix_rollups_pending" in plan
+
+
+async def test_a_folded_month_read_cell_by_cell_equals_the_events(
+    world: dict[str, int], pg_pool: asyncpg.Pool, client: Client, reader: dict[str, str]
+) -> None:
+    """A UTC month grouped by fields one projection keeps exactly is read straight from the
+    cube cells (ordered by the grouped fields, in any order of them); a late event makes the
+    month pending again and the answer stays the same plus that event."""
+    users, models = ["u2", "u10", "ü", None], ["m-b", "m-a"]
+    events = [
+        Ev(
+            "globex",
+            "input_tokens",
+            datetime(2026, 9, 1, tzinfo=UTC) + timedelta(hours=7 * n),
+            Decimal(n % 13),
+            f"m{n}",
+            attribution={"user_id": users[n % 4], "model": models[n % 2]},
+        )
+        for n in range(100)
+    ]
+    await store(pg_pool, world, events)
+    async with pg_pool.acquire() as connection:
+        await fold_rollups(connection)
+
+    async def month(group_by: list[str]) -> list[tuple[Any, ...]]:
+        answer = await usage(
+            client,
+            reader,
+            tenant_id="globex",
+            meter="input_tokens",
+            from_="2026-09-01T00:00:00Z",
+            to="2026-10-01T00:00:00Z",
+            timezone="UTC",
+            group_by=group_by,
+        )
+        return [
+            (*(row["group"][key] for key in group_by), row["sum"], row["count"], row["avg"])
+            for row in answer["rows"]
+        ]
+
+    def naive(group_by: list[str], stored: list[Ev]) -> list[tuple[Any, ...]]:
+        totals: dict[tuple[Any, ...], list[Decimal]] = {}
+        for event in stored:
+            key = tuple(event.attribution.get(k) for k in group_by)
+            total = totals.setdefault(key, [Decimal(0), Decimal(0)])
+            total[0] += event.value or 0
+            total[1] += 1
+        rows = []
+        for key in sorted(totals, key=lambda k: tuple(v or "" for v in k)):
+            total, count = totals[key]
+            avg = (total / count).quantize(Decimal("1e-12")).normalize()
+            rows.append((*key, str(total), int(count), format(avg, "f")))
+        return rows
+
+    for group_by in (["user_id"], ["model", "user_id"], ["user_id", "model"]):
+        assert await month(group_by) == naive(group_by, events)
+    late = Ev(
+        "globex",
+        "input_tokens",
+        datetime(2026, 9, 30, 23, 59, tzinfo=UTC),
+        Decimal(5),
+        "late",
+        attribution={"user_id": "u2", "model": "m-a"},
+    )
+    await store(pg_pool, world, [late])
+    assert await month(["user_id", "model"]) == naive(["user_id", "model"], [*events, late])

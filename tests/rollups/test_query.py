@@ -7,7 +7,14 @@ from datetime import UTC, datetime
 
 import pytest
 
-from service.rollups.query import SUM_AND_COUNT, RollupQuery, rollup_sql, rollup_table
+from service.rollups.query import (
+    SUM_AND_COUNT,
+    RollupQuery,
+    _direct_cells,
+    plan,
+    rollup_sql,
+    rollup_table,
+)
 
 EDGES = [datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)]
 
@@ -62,3 +69,33 @@ def test_one_statement_for_several_queries_with_values_as_parameters() -> None:
     # The second query has one window and does not ask for `last`.
     assert "width_bucket" not in sql.split("\nUNION ALL\n")[1]
     assert "NULL::numeric AS last" in sql.split("\nUNION ALL\n")[1]
+
+
+@pytest.mark.parametrize(
+    ("group_by", "filters", "edges", "direct"),
+    [
+        (["user_id"], {}, EDGES, True),  # a UTC month: one cell per user
+        (["model", "user_id"], {}, EDGES, True),  # any order of the grouped fields
+        (["user_id"], {"user_id": ["u1"]}, EDGES, True),  # filtered on a grouped field
+        (["user_id"], {"project_id": ["p1"]}, EDGES, False),  # cells per user and project
+        (["model"], {}, EDGES, False),  # cells per model and dimension set
+        (["region"], {}, EDGES, False),  # a dimension
+        ([], {}, EDGES, False),  # cells per org, summed
+        # A Berlin month: an hour, 29 days and 23 hours per user.
+        (
+            ["user_id"],
+            {},
+            [datetime(2026, 10, 31, 23, tzinfo=UTC), datetime(2026, 11, 30, 23, tzinfo=UTC)],
+            False,
+        ),
+        # Daily windows in UTC: one day cell per window and user.
+        (["user_id"], {}, [datetime(2026, 11, d, tzinfo=UTC) for d in range(1, 8)], True),
+    ],
+)
+def test_cells_are_the_answer_only_when_each_row_is_one_cell(
+    group_by: list[str], filters: dict[str, list[str]], edges: list[datetime], direct: bool
+) -> None:
+    query = RollupQuery(
+        tenant_id="acme", meter_ids=[1], edges=edges, group_by=group_by, filters=filters
+    )
+    assert (_direct_cells(query, plan(query)) is not None) is direct
