@@ -25,12 +25,12 @@ import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import structlog
 
-from service.common.time import QUARTER_HOUR, floor_to_quarter_hour
+from service.common.time import floor_to_quarter_hour
 from service.rollups.levels import (
     DIMENSIONS,
     PROJECTION_FIELDS,
@@ -44,9 +44,11 @@ from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
-# Rows of buckets that ended this long ago are folded by the background loop; newer ones are
-# still filling up, and folding them now would only fold them again a minute later.
-FOLD_DELAY = QUARTER_HOUR
+# The background loop folds buckets that ended at least this long ago. Late events mostly land
+# in the last hour; folding rows that are still being written would make ingestion wait on the
+# fold's row locks (and fold them again a minute later). Reads add the unfolded hour
+# themselves: a few thousand rows of a busy tenant.
+FOLD_DELAY = timedelta(hours=1)
 FIRST_RUN_DELAY_SECONDS = 10.0
 # Consecutive pending days of one tenant and UTC month are folded together up to this many
 # rows: a month's cells are then written once per chunk rather than once per day.
