@@ -26,7 +26,19 @@ BUCKET_MINUTES = QUARTER_HOUR_MINUTES
 BUCKET = QUARTER_HOUR
 
 
-class Rollup(Base):
+class Aggregates:
+    """What every rollup row holds, whatever its key: the values' sum (an event without value
+    adds 0), their number, and the latest event's value, time and id (latest by event time,
+    ties to the higher id, the later stored)."""
+
+    sum: Mapped[Decimal] = mapped_column(Numeric)
+    count: Mapped[int] = mapped_column(BigInteger)
+    last_value: Mapped[Decimal | None] = mapped_column(Numeric)
+    last_ts: Mapped[datetime]
+    last_event_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class Rollup(Aggregates, Base):
     """Pre-aggregated usage per 15-minute bucket and full attribution key."""
 
     __tablename__ = "rollups"
@@ -40,12 +52,6 @@ class Rollup(Base):
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     model: Mapped[str] = mapped_column(String(255), primary_key=True)
     dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, primary_key=True)
-    sum: Mapped[Decimal] = mapped_column(Numeric)
-    count: Mapped[int] = mapped_column(BigInteger)
-    # The value of the latest event by event time; ties broken by the higher event id.
-    last_value: Mapped[Decimal | None] = mapped_column(Numeric)
-    last_ts: Mapped[datetime]
-    last_event_id: Mapped[int] = mapped_column(BigInteger)
     # How much of `sum` and `count` the fold has already added to the coarse levels
     # (`rollup_cube`). A row is pending while count <> folded_count: every event adds 1 to
     # count, so any event not yet folded shows there. Ingestion never writes these columns.
@@ -61,7 +67,7 @@ class Rollup(Base):
     )
 
 
-class ModelRollup(Base):
+class ModelRollup(Aggregates, Base):
     """The same 15-minute buckets as `Rollup`, keyed only by model and dimensions: a tenant's
     month grouped by model reads thousands of these rows instead of one rollup row per event
     (with many users and keys, the full-key rollups barely aggregate). Kept by ingestion in the
@@ -75,15 +81,9 @@ class ModelRollup(Base):
     bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
     model: Mapped[str] = mapped_column(String(255), primary_key=True)
     dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, primary_key=True)
-    sum: Mapped[Decimal] = mapped_column(Numeric)
-    count: Mapped[int] = mapped_column(BigInteger)
-    # As in `Rollup`: the latest event by (ts, id) across every rollup row folded in here.
-    last_value: Mapped[Decimal | None] = mapped_column(Numeric)
-    last_ts: Mapped[datetime]
-    last_event_id: Mapped[int] = mapped_column(BigInteger)
 
 
-class RollupCube(Base):
+class RollupCube(Aggregates, Base):
     """The coarse levels: the 15-minute rollups folded into hour, day and month buckets (UTC),
     each in several projections (the rollup key with some attribution fields dropped, stored
     as '' and '{}'), so a month grouped by user reads one row per user instead of one per
@@ -108,8 +108,3 @@ class RollupCube(Base):
     user_id: Mapped[str] = mapped_column(String(255, collation="C"), primary_key=True)
     model: Mapped[str] = mapped_column(String(255, collation="C"), primary_key=True)
     dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, primary_key=True)
-    sum: Mapped[Decimal] = mapped_column(Numeric)
-    count: Mapped[int] = mapped_column(BigInteger)
-    last_value: Mapped[Decimal | None] = mapped_column(Numeric)
-    last_ts: Mapped[datetime]
-    last_event_id: Mapped[int] = mapped_column(BigInteger)
