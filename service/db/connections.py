@@ -10,15 +10,18 @@ PostgreSQL starts here.
 2. **Autocommit statements on a driver connection** (`driver_connection`): a pooled asyncpg
    connection outside any explicit transaction, so each statement is its own transaction,
    committed when it returns, with no BEGIN/COMMIT round trips. Ingestion writes events and
-   their rollups with one statement this way (the hot path), and usage queries read rollups
-   with one statement. `driver_transaction` is the same connection inside one explicit
+   their rollups with one statement this way (the hot path). A caller may open a short
+   transaction on it for reads that must share a snapshot (the rollup store reads usage in a
+   read-only REPEATABLE READ transaction: a check for unfolded rows, then the read).
+   `driver_transaction` is the same connection inside one explicit
    transaction, committed on exit (event listing's consistent reads, rollup rebuilds; the
    rebuild command takes it from its own engine, `create_maintenance_engine` in
    service.db.session, whose statements are not cut short by the request timeouts).
 3. **Dedicated connections for long jobs** (`dedicated_connection`): an asyncpg connection of
    its own, outside the request pool, for jobs that run long or hold a session-level advisory
-   lock (retention), so they neither take a request's connection nor leave a lock on a pooled
-   one. The job commits as it goes (each retention batch its own short transaction).
+   lock (retention, the rollup fold), so they neither take a request's connection nor leave a
+   lock on a pooled one. The job commits as it goes (each retention batch, each fold chunk its
+   own transaction).
 
 Connections of 1. and 2. share one pool per process (`METERING_DB_POOL_SIZE`) and carry the
 request engine's time bounds (service.db.session). Caches that load reference data outside

@@ -277,7 +277,7 @@ async def read_rendered(connection: asyncpg.Connection, query: RollupQuery) -> l
     in meter, window and group order (by code point, an absent value first).
 
     When the cube's cells are the answer (a month grouped by user: one cell per user) they are
-    read as they are, in index order; otherwise the pieces are aggregated. Both statements run
+    read as they are; otherwise the pieces are aggregated. Both statements run
     in one read-only REPEATABLE READ transaction, so the check for pending rows and the read
     see the same snapshot, with memory enough to aggregate and sort a 100,000-row answer
     without spilling to disk (the default 4 MB would)."""
@@ -316,8 +316,8 @@ async def read_rendered(connection: asyncpg.Connection, query: RollupQuery) -> l
             values = "".join(
                 f"nullif({key}, '') AS {g}, " for key, g in zip(query.group_by, groups, strict=True)
             )
-            # The key columns are in the "C" collation: index order is code point order, with
-            # '' (absent) first, so the ORDER BY is the index scan's own order.
+            # The key columns are in the "C" collation: ordering by them is code point order,
+            # '' (absent) first, as answers list groups; fields not grouped hold ''.
             sql = f"""SELECT meter_id, {window} - 1 AS window, {values}sum::text AS sum, count,
        last_value::text AS last, {AVERAGE_SQL} AS avg
 FROM rollup_cube
