@@ -89,6 +89,12 @@ class Unavailable(ServiceError):
     status, code, title = 503, "unavailable", "Service temporarily unavailable"
 
 
+class QueryTimeout(ServiceError):
+    """The database is fine but this query needed longer than a request's statement may run."""
+
+    status, code, title = 503, "query_timeout", "Query took too long"
+
+
 def problem_response(
     status: int,
     code: str,

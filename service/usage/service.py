@@ -13,7 +13,7 @@ import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.auth import Principal
-from service.common.errors import FieldError, InvalidInput, NotFound
+from service.common.errors import FieldError, InvalidInput, NotFound, QueryTimeout
 from service.common.gc_pause import no_collection
 from service.common.time import QUARTER_HOUR, floor_to_quarter_hour, is_on_quarter_hour
 from service.common.timezones import zone_named
@@ -103,7 +103,17 @@ class UsageService:
                 group_by=group_by,
                 filters=filters,
             )
-            cells = await read_rendered(connection, rollup_query)
+            try:
+                cells = await read_rendered(connection, rollup_query)
+            except asyncpg.QueryCanceledError as exc:
+                # The statement timeout cut this read short: the database is up, the query is
+                # too heavy (say, daily windows grouped by user in a zone whose midnight is
+                # not a UTC midnight, over a busy month). Not database_unavailable.
+                raise QueryTimeout(
+                    "the usage query did not finish within the statement timeout "
+                    "(METERING_DB_STATEMENT_TIMEOUT_SECONDS); ask for a shorter range, fewer "
+                    "group_by keys, or windows in UTC or the tenant's zone"
+                ) from exc
         local = [b.astimezone(zone) for b in boundaries]
         with no_collection():  # no await inside: only this request's rows are being built
             blocks = _blocks(meters, cells, local, group_by)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import pytest
 
-from tests.conftest import Keys
+from service.app import create_app
+from tests.conftest import Keys, make_settings
+from tests.support.in_loop import in_loop_client
 from tests.usage.conftest import Client, usage
 
 pytestmark = pytest.mark.usefixtures("world")
@@ -173,3 +176,52 @@ async def test_scopes_and_tenant_binding(client: Client, keys: Keys) -> None:
         problem = await usage(client, bound, 403, **{**DAY, "tenant_id": other})
         assert problem["code"] == "forbidden"
     await usage(client, bound, 403, **{**DAY, "tenant_id": "globex", "group_by": "colour"})
+
+
+async def test_a_read_cut_short_by_the_statement_timeout_is_query_timeout_not_an_outage(
+    world: dict[str, int], pg_pool: asyncpg.Pool, database_url: str, reader: dict[str, str]
+) -> None:
+    """300,000 unfolded 15-minute rows to aggregate by user and hour cannot be read within a
+    50 ms statement timeout: 503 `query_timeout` naming the setting, while the database answers
+    (the same app's next small query succeeds)."""
+    await pg_pool.execute(
+        """
+        INSERT INTO rollups (tenant_id, meter_id, bucket_start, org_id, project_id, api_key_id,
+                             user_id, model, dimensions, sum, count, last_value, last_ts,
+                             last_event_id)
+        SELECT 'acme', $1, TIMESTAMPTZ '2026-06-01 00:00+00' + (n % 2880) * INTERVAL '15 min',
+               '', '', '', 'u' || (n / 2880), '', '{}', n, 1, n,
+               TIMESTAMPTZ '2026-06-01 00:00+00' + (n % 2880) * INTERVAL '15 min', n
+        FROM generate_series(1, 300000) AS n
+        """,
+        world["input_tokens"],
+    )
+    settings = make_settings(database_url, db_statement_timeout_seconds=0.05)
+    async with in_loop_client(create_app(settings)) as client:
+        heavy = await client.get(
+            "/v1/usage",
+            params={
+                "tenant_id": "acme",
+                "meter": "input_tokens",
+                "from": "2026-06-01T00:00:00Z",
+                "to": "2026-07-01T00:00:00Z",
+                "window_size": "hour",
+                "timezone": "UTC",
+                "group_by": "user_id",
+            },
+            headers=reader,
+        )
+        assert heavy.status_code == 503, heavy.text
+        assert heavy.json()["code"] == "query_timeout"
+        assert "METERING_DB_STATEMENT_TIMEOUT_SECONDS" in heavy.json()["detail"]
+        small = await client.get(
+            "/v1/usage",
+            params={
+                "tenant_id": "acme",
+                "meter": "input_tokens",
+                "from": "2026-08-01T00:00:00Z",
+                "to": "2026-08-02T00:00:00Z",
+            },
+            headers=reader,
+        )
+        assert small.status_code == 200, small.text
