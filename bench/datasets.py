@@ -18,7 +18,7 @@ whole UTC calendar month), a random token count. Raw events go in by COPY (async
 `copy_records_to_table`, generated in time order so every index of `events` is appended to);
 then `build_rollups` builds the rollups day by day with the service's own rebuild SQL
 (`rebuild_rollups`: the same aggregation as ingestion), folds them into the coarser levels
-(`service.rollups.fold.fold_rollups`, when the service has it) and runs VACUUM ANALYZE on
+(`service.rollups.fold.fold_rollups`) and runs VACUUM ANALYZE on
 events and every rollup table. 10M events take a few minutes on a laptop-class machine.
 
     from bench.datasets import seed_llm_month, seed_realistic_month
@@ -115,7 +115,7 @@ class LlmMonth:
     busiest_user: str | None = None
     # Seconds spent per seeding phase (copy, rollups, fold, vacuum) and rows folded.
     timings: dict[str, float] = field(default_factory=dict)
-    folded: int | None = None
+    folded: int = 0
 
 
 async def rollup_tables(connection: asyncpg.Connection) -> list[str]:
@@ -317,10 +317,10 @@ async def build_rollups(
     end: datetime,
     timings: dict[str, float],
     progress: Progress = print,
-) -> int | None:
-    """Rebuild the rollups of [start, end) day by day, fold them into the coarser levels (if the
-    service has `fold_rollups`), VACUUM ANALYZE events and every rollup table. Records each
-    phase's seconds in `timings`; returns the rows folded (None without `fold_rollups`)."""
+) -> int:
+    """Rebuild the rollups of [start, end) day by day, fold them into the coarser levels,
+    VACUUM ANALYZE events and every rollup table. Records each phase's seconds in `timings`;
+    returns the rows folded."""
     rolled = time.perf_counter()
     await connection.execute("SET work_mem = '256MB'")
     day = start

@@ -4,8 +4,8 @@ Data (`bench.datasets`), each shape seeded in its own fresh database (migrated t
 server of BENCH_DATABASE_URL, else DATABASE_URL, else the embedded PostgreSQL: one tenant (UTC),
 --events events (default 10M) over the 30 days of November 2026 (one whole calendar month),
 2 sum meters (input_tokens, output_tokens), by COPY; rollups rebuilt day by day with the
-service's rebuild SQL, folded into the coarser levels (`service.rollups.fold.fold_rollups`;
-"fold: not available" while the service lacks it), VACUUM ANALYZE.
+service's rebuild SQL, folded into the coarser levels (`service.rollups.fold.fold_rollups`),
+VACUUM ANALYZE.
   - realistic: 10,000 API keys, each owned by one user (2,000 users) in one project (50
     projects, 5 orgs), 20 models; key popularity Zipf 1.1 (every key used, a few dominant),
     models Zipf 1.1 too (real gateways have a few dominant models);
@@ -373,7 +373,7 @@ def run_shape(shape: str, server: str, args: argparse.Namespace) -> ShapeReport:
 def summary(report: ShapeReport) -> None:
     month = report.month
     timings = ", ".join(f"{phase} {seconds:.0f} s" for phase, seconds in month.timings.items())
-    folded = f"{month.folded or 0:,} rows"
+    folded = f"{month.folded:,} rows"
     total = sum(report.rollup_bytes.values())
     print(
         f"\n{month.shape}: {month.events:,} events; seeding {timings}; fold {folded}; "
