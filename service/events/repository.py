@@ -11,13 +11,14 @@ from typing import Any
 
 import asyncpg
 
-from service.rollups.upkeep import UPKEEP_SOURCE_COLUMNS, ingest_upkeep_ctes
+from service.rollups.upkeep import ingest_upkeep_ctes
 
-# Every row of `input` is a validated event; `quantities` holds the quantities of its `values`
-# events (one row per meter, with the dimensions that meter keeps, null for all of the
-# event's). Accepted events (those whose idempotency key is new) come back from `inserted`;
-# `accepted` turns them into one row per quantity, which the store's upkeep CTEs fold into the
-# rollups, in the same statement (one transaction, one round trip).
+# Every row of `input` is a validated event (a `values` event with its meters sorted by id);
+# `parts` holds, for the few `values` events whose meters keep different sets of its
+# dimensions, one row per such set (each meter keeps the dimensions it declares). Accepted
+# events (those whose idempotency key is new) come back from `inserted`; `accepted` makes them
+# parts (one per event unless split), which the store's upkeep CTEs fold into the rollups, in
+# the same statement (one transaction, one round trip).
 INGEST_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest(
@@ -28,9 +29,9 @@ WITH input AS (
            org_id, project_id, api_key_id, user_id, model, dimensions, metadata,
            meter_ids, quantities)
 ),
-quantities AS (
-    SELECT * FROM unnest($16::text[], $17::text[], $18::int[], $19::numeric[], $20::text[])
-        AS q(tenant_id, idempotency_key, meter_id, value, dimensions)
+parts AS (
+    SELECT * FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::text[])
+        AS p(tenant_id, idempotency_key, meter_ids, quantities, dimensions)
 ),
 inserted AS (
     INSERT INTO events (tenant_id, meter_id, idempotency_key, payload_hash, value, ts,
@@ -41,16 +42,23 @@ inserted AS (
            meter_ids::int[], quantities::numeric[]
     FROM input
     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-    RETURNING idempotency_key, {UPKEEP_SOURCE_COLUMNS}
+    RETURNING tenant_id, id, idempotency_key, meter_id, value, meter_ids, quantities, ts,
+              org_id, project_id, api_key_id, user_id, model, dimensions
 ),
 accepted AS (
-    SELECT {UPKEEP_SOURCE_COLUMNS} FROM inserted WHERE meter_id IS NOT NULL
-    UNION ALL
-    SELECT i.tenant_id, i.id, q.meter_id, q.value, i.ts, i.org_id, i.project_id, i.api_key_id,
-           i.user_id, i.model, coalesce(q.dimensions::jsonb, i.dimensions)
+    SELECT tenant_id, id, ts, org_id, project_id, api_key_id, user_id, model, dimensions,
+           coalesce(meter_ids, ARRAY[meter_id]) AS meter_ids,
+           coalesce(quantities, ARRAY[value]) AS quantities
     FROM inserted i
-    JOIN quantities q ON q.tenant_id = i.tenant_id AND q.idempotency_key = i.idempotency_key
-    WHERE i.meter_id IS NULL
+    WHERE NOT EXISTS (
+        SELECT FROM parts p
+        WHERE p.tenant_id = i.tenant_id AND p.idempotency_key = i.idempotency_key
+    )
+    UNION ALL
+    SELECT i.tenant_id, i.id, i.ts, i.org_id, i.project_id, i.api_key_id, i.user_id, i.model,
+           p.dimensions::jsonb, p.meter_ids::int[], p.quantities::numeric[]
+    FROM inserted i
+    JOIN parts p ON p.tenant_id = i.tenant_id AND p.idempotency_key = i.idempotency_key
 ),
 {ingest_upkeep_ctes("accepted")}
 SELECT tenant_id, idempotency_key, id FROM inserted
@@ -71,8 +79,8 @@ MARK_METERS_USED_SQL = (
 class EventRow:
     """A validated event, ready to store (not frozen: built per event on the hot path, and a
     frozen dataclass' __init__ is several times slower). A `values` event has no meter_id and
-    value but meter_ids, quantities and, per quantity, the dimensions that meter keeps as JSON
-    (None: all of the event's)."""
+    value but meter_ids (sorted) and quantities, and `parts` when its meters keep different
+    sets of its dimensions: (meter_ids, quantities, dimensions JSON) per set."""
 
     tenant_id: str
     meter_id: int | None
@@ -89,7 +97,7 @@ class EventRow:
     metadata_json: str | None
     meter_ids: list[int] | None = None
     quantities: list[Decimal | None] | None = None
-    quantity_dimensions: list[str | None] | None = None
+    parts: list[tuple[list[int], list[Decimal | None], str]] | None = None
 
     def all_meter_ids(self) -> list[int]:
         return self.meter_ids if self.meter_id is None else [self.meter_id]  # type: ignore[return-value]
@@ -136,21 +144,15 @@ async def store_events(
         [None if r.meter_ids is None else _array_literal(r.meter_ids) for r in ordered],
         [None if r.quantities is None else _array_literal(r.quantities) for r in ordered],
     ]
-    q_tenant: list[str] = []
-    q_key: list[str] = []
-    q_meter: list[int] = []
-    q_value: list[Decimal | None] = []
-    q_dimensions: list[str | None] = []
+    parts: list[list[Any]] = [[], [], [], [], []]
     for r in ordered:
-        if r.meter_ids is None:
-            continue
-        assert r.quantities is not None and r.quantity_dimensions is not None
-        q_tenant.extend([r.tenant_id] * len(r.meter_ids))
-        q_key.extend([r.idempotency_key] * len(r.meter_ids))
-        q_meter.extend(r.meter_ids)
-        q_value.extend(r.quantities)
-        q_dimensions.extend(r.quantity_dimensions)
-    columns.extend([q_tenant, q_key, q_meter, q_value, q_dimensions])
+        for meter_ids, quantities, dimensions in r.parts or ():
+            parts[0].append(r.tenant_id)
+            parts[1].append(r.idempotency_key)
+            parts[2].append(_array_literal(meter_ids))
+            parts[3].append(_array_literal(quantities))
+            parts[4].append(dimensions)
+    columns.extend(parts)
     by_key = {(r.tenant_id, r.idempotency_key): r for r in ordered}
     result: dict[tuple[str, str], StoredKey] = {}
     for record in await connection.fetch(INGEST_SQL, *columns):

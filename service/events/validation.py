@@ -260,14 +260,22 @@ def _validate_values(
     if isinstance(common, Rejection):
         return common
     ts, dimensions, metadata_json = common
-    # Each meter keeps the dimensions it declares: None where that is all of the event's.
-    quantity_dimensions: list[str | None] = []
-    for meter in named:
-        if meter.dimensions.issuperset(dimensions):
-            quantity_dimensions.append(None)
-        else:
-            own = {k: v for k, v in dimensions.items() if k in meter.dimensions}
-            quantity_dimensions.append(msgspec.json.encode(own, order="sorted").decode())
+    # Stored and rolled up in meter id order: the same meters make the same rollup row
+    # whatever order the event listed them in.
+    order = sorted(range(len(named)), key=lambda i: named[i].id)
+    meter_ids = [named[i].id for i in order]
+    values = [quantities[i] for i in order]
+    # Each meter keeps the dimensions it declares: when some meters keep fewer than the
+    # event's, the event is rolled up as one part per set of kept dimensions.
+    parts = None
+    if any(not named[i].dimensions.issuperset(dimensions) for i in order):
+        by_kept: dict[str, tuple[list[int], list[Decimal | None]]] = {}
+        for i in order:
+            own = {k: v for k, v in dimensions.items() if k in named[i].dimensions}
+            part = by_kept.setdefault(msgspec.json.encode(own, order="sorted").decode(), ([], []))
+            part[0].append(named[i].id)
+            part[1].append(quantities[i])
+        parts = [(ids, qs, kept) for kept, (ids, qs) in by_kept.items()]
     return EventRow(
         tenant_id=tenant_id,
         meter_id=None,
@@ -282,9 +290,9 @@ def _validate_values(
         model=event.model,
         dimensions_json=msgspec.json.encode(dimensions, order="sorted").decode(),
         metadata_json=metadata_json,
-        meter_ids=[m.id for m in named],
-        quantities=quantities,
-        quantity_dimensions=quantity_dimensions,
+        meter_ids=meter_ids,
+        quantities=values,
+        parts=parts,
     )
 
 

@@ -126,6 +126,11 @@ async def test_a_values_event_counts_as_the_same_quantities_sent_one_by_one(
 
     acme = await rollups_of(pg_pool, "acme")
     assert acme == await rollups_of(pg_pool, "globex")
+    # Stored as one 15-minute row for all six meters of the three calls (one key), where the
+    # single events, one meter each, take six.
+    count_rows = "SELECT count(*) FROM rollup_rows WHERE tenant_id = $1"
+    assert await pg_pool.fetchval(count_rows, "acme") == 1
+    assert await pg_pool.fetchval(count_rows, "globex") == 6
     by_meter = {row[0]: row for row in acme}
     assert by_meter["input_tokens"][8:10] == (3 * 1834, 3)
     assert by_meter["llm_requests"][8:10] == (0, 3)
@@ -313,13 +318,14 @@ async def test_each_meter_keeps_only_the_dimensions_it_declares(
     # A rebuild from raw events gives the rollups ingestion gave, and the fold the cube.
     await post(client, "/v1/events", values_event("more", when(), user_id="u2"), llm)
     before = await rollups_of(pg_pool, "acme")
+    wide_rows = await pg_pool.fetchval("SELECT count(*) FROM rollup_rows WHERE tenant_id = 'acme'")
     async with pg_pool.acquire() as connection:
         await fold_rollups(connection, before=when(-60))
         folded = await connection.fetch("SELECT * FROM rollup_cube ORDER BY 1, 2, 3, 4, 5, 6")
         async with connection.transaction():
             start = when(120).replace(minute=0, second=0, microsecond=0)
             written = await rebuild_rollups(connection, "acme", start, start + timedelta(hours=3))
-        assert written[1] == len(before)
+        assert written[1] == wide_rows
         await fold_rollups(connection, before=when(-60))
         refolded = await connection.fetch("SELECT * FROM rollup_cube ORDER BY 1, 2, 3, 4, 5, 6")
     assert await rollups_of(pg_pool, "acme") == before
