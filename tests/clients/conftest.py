@@ -4,6 +4,7 @@ proxy that can lose an answer after the service committed the batch."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -51,7 +52,7 @@ class ServiceProcess:
         self._log: IO[bytes] | None = None
 
     def start(self) -> None:
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed with the test session)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "service", "serve", "--workers", str(self.workers)],
             cwd=PROJECT_ROOT,
@@ -138,7 +139,7 @@ async def setup(service: ServiceProcess, keys: Keys) -> Setup:
         ]
         for answer in answers:
             assert answer.status_code in (200, 201), answer.text
-    time.sleep(0.3)  # past the server's reference cache
+    await asyncio.sleep(0.3)  # past the server's reference cache
     return Setup(
         base_url=service.base_url,
         admin_key=_bearer(keys.admin),

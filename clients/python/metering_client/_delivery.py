@@ -166,7 +166,7 @@ def backoff(attempt: int, retry_after: float | None) -> float:
     many clients do not come back at the same instant; never sooner than Retry-After."""
     delay = min(MAX_BACKOFF_SECONDS, FIRST_BACKOFF_SECONDS * 2**attempt)
     delay *= random.uniform(0.5, 1.0)
-    return max(delay, retry_after or 0.0)
+    return float(max(delay, retry_after or 0.0))
 
 
 def retry_after_seconds(value: str | None) -> float | None:
@@ -218,7 +218,12 @@ def deliver(
                 parts += [part[half:], part[:half]]
                 continue
             elif not _retryable(reply.status):
-                _refuse(part, MeteringError.from_response(reply.status, reply.content), options, counters)
+                _refuse(
+                    part,
+                    MeteringError.from_response(reply.status, reply.content),
+                    options,
+                    counters,
+                )
                 continue
             else:
                 why = f"HTTP {reply.status}"
@@ -233,10 +238,14 @@ def deliver(
             counters.add(dropped=len(part))
             logger.error(
                 "metering: gave up on %d events after %.0f s of failures (last: %s)",
-                len(part), now - failing_since, why,
+                len(part),
+                now - failing_since,
+                why,
             )
             continue
-        logger.warning("metering: batch of %d events failed (%s), retrying in %.2f s", len(part), why, delay)
+        logger.warning(
+            "metering: batch of %d events failed (%s), retrying in %.2f s", len(part), why, delay
+        )
         attempt += 1
         counters.add(retries=1)
         if (yield Sleep(delay)) is ABANDON:
@@ -273,14 +282,19 @@ def _refuse(part: list[Event], error: MeteringError, options: Options, counters:
     if options.on_rejected is None:
         return
     for event in part:
-        _reject(Rejection(event, "refused", error.code, error.detail or error.title), options, log=False)
+        _reject(
+            Rejection(event, "refused", error.code, error.detail or error.title), options, log=False
+        )
 
 
 def _reject(rejection: Rejection, options: Options, log: bool = True) -> None:
     if log:
         logger.warning(
             "metering: event %s %s: %s %s",
-            rejection.event.idempotency_key, rejection.status, rejection.code, rejection.message,
+            rejection.event.idempotency_key,
+            rejection.status,
+            rejection.code,
+            rejection.message,
         )
     if options.on_rejected is not None:
         try:

@@ -4,6 +4,7 @@ of threads. Same buffering, batching, retries and counters; use it from one even
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -154,10 +155,8 @@ class AsyncTracker(Recording[Coroutine[Any, Any, str]]):
                     wait = None
                     if self._buffer:
                         wait = self._waiting_since + self.options.flush_seconds - time.monotonic()
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._changed.wait(), wait)
-                    except TimeoutError:
-                        pass
                 if self._abandon.is_set():
                     return
                 count = min(len(self._buffer), self.options.max_batch)
@@ -201,7 +200,7 @@ class AsyncTracker(Recording[Coroutine[Any, Any, str]]):
                 except TimeoutError:
                     reply = None
 
-    async def flush(self, timeout: float | None = None) -> bool:
+    async def flush(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (as Tracker's)
         """Send every event recorded before this call now and wait (at most `timeout`
         seconds) until all were answered; True when they were."""
         async with self._changed:
@@ -220,7 +219,7 @@ class AsyncTracker(Recording[Coroutine[Any, Any, str]]):
                 return False
             return not self._abandon.is_set()
 
-    async def close(self, timeout: float | None = None) -> bool:
+    async def close(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (as Tracker's)
         """Stop taking events, deliver the buffered ones (at most `timeout` seconds; the rest
         are counted as dropped) and stop the senders. True when everything was delivered."""
         async with self._changed:
@@ -241,10 +240,8 @@ class AsyncTracker(Recording[Coroutine[Any, Any, str]]):
                 self._counters.add(dropped=lost)
                 logger.error("metering: closed with %d events not delivered", lost)
         for sender in self._senders:
-            try:
+            with contextlib.suppress(TimeoutError):  # wait_for cancelled it
                 await asyncio.wait_for(sender, None if delivered else 5.0)
-            except TimeoutError:
-                pass  # wait_for cancelled it
         if self._http is not None:
             await self._http.aclose()
         return delivered

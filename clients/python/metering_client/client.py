@@ -23,7 +23,7 @@ from metering_client.results import (
 )
 
 T = TypeVar("T")
-Params = list[tuple[str, str]]
+Params = list[tuple[str, str | int | float | bool | None]]
 TimeBound = datetime | str
 
 
@@ -176,9 +176,17 @@ class Client:
         """One meter's usage over `[start, end)` (or `period`), by window and group."""
         return self._call(  # type: ignore[no-any-return]
             _Calls.usage(
-                meter, tenant_id=tenant_id, from_=start, to=end, period=period,
-                window_size=window_size, timezone=timezone, group_by=list(group_by),
-                filter=filters, order_by=order_by, limit=limit,
+                meter,
+                tenant_id=tenant_id,
+                from_=start,
+                to=end,
+                period=period,
+                window_size=window_size,
+                timezone=timezone,
+                group_by=list(group_by),
+                filter=filters,
+                order_by=order_by,
+                limit=limit,
             )
         )
 
@@ -197,8 +205,14 @@ class Client:
         """Every meter's usage of a tenant (GET /v1/usage without a meter)."""
         return self._call(  # type: ignore[no-any-return]
             _Calls.usage(
-                None, tenant_id=tenant_id, from_=start, to=end, period=period,
-                window_size=window_size, timezone=timezone, group_by=list(group_by),
+                None,
+                tenant_id=tenant_id,
+                from_=start,
+                to=end,
+                period=period,
+                window_size=window_size,
+                timezone=timezone,
+                group_by=list(group_by),
                 filter=filters,
             )
         )
@@ -222,9 +236,18 @@ class Client:
         """The rated cost of a tenant's usage (exact decimals), grouped like usage."""
         return self._call(
             _Calls.costs(
-                tenant_id=tenant_id, from_=start, to=end, period=period,
-                window_size=window_size, timezone=timezone, group_by=list(group_by),
-                filter=filters, meter=meter, currency=currency, order_by=order_by, limit=limit,
+                tenant_id=tenant_id,
+                from_=start,
+                to=end,
+                period=period,
+                window_size=window_size,
+                timezone=timezone,
+                group_by=list(group_by),
+                filter=filters,
+                meter=meter,
+                currency=currency,
+                order_by=order_by,
+                limit=limit,
             )
         )
 
@@ -243,8 +266,13 @@ class Client:
         """Requests, tokens, cache hit rate, latency and cost of LLM calls."""
         return self._call(
             _Calls.llm_report(
-                tenant_id=tenant_id, from_=start, to=end, period=period,
-                window_size=window_size, timezone=timezone, group_by=list(group_by),
+                tenant_id=tenant_id,
+                from_=start,
+                to=end,
+                period=period,
+                window_size=window_size,
+                timezone=timezone,
+                group_by=list(group_by),
                 filter=filters,
             )
         )
@@ -340,9 +368,17 @@ class AsyncClient:
     ) -> Usage:
         return await self._call(  # type: ignore[no-any-return]
             _Calls.usage(
-                meter, tenant_id=tenant_id, from_=start, to=end, period=period,
-                window_size=window_size, timezone=timezone, group_by=list(group_by),
-                filter=filters, order_by=order_by, limit=limit,
+                meter,
+                tenant_id=tenant_id,
+                from_=start,
+                to=end,
+                period=period,
+                window_size=window_size,
+                timezone=timezone,
+                group_by=list(group_by),
+                filter=filters,
+                order_by=order_by,
+                limit=limit,
             )
         )
 
@@ -360,8 +396,14 @@ class AsyncClient:
     ) -> UsageByMeter:
         return await self._call(  # type: ignore[no-any-return]
             _Calls.usage(
-                None, tenant_id=tenant_id, from_=start, to=end, period=period,
-                window_size=window_size, timezone=timezone, group_by=list(group_by),
+                None,
+                tenant_id=tenant_id,
+                from_=start,
+                to=end,
+                period=period,
+                window_size=window_size,
+                timezone=timezone,
+                group_by=list(group_by),
                 filter=filters,
             )
         )
@@ -384,9 +426,18 @@ class AsyncClient:
     ) -> Costs:
         return await self._call(
             _Calls.costs(
-                tenant_id=tenant_id, from_=start, to=end, period=period,
-                window_size=window_size, timezone=timezone, group_by=list(group_by),
-                filter=filters, meter=meter, currency=currency, order_by=order_by, limit=limit,
+                tenant_id=tenant_id,
+                from_=start,
+                to=end,
+                period=period,
+                window_size=window_size,
+                timezone=timezone,
+                group_by=list(group_by),
+                filter=filters,
+                meter=meter,
+                currency=currency,
+                order_by=order_by,
+                limit=limit,
             )
         )
 
@@ -404,8 +455,13 @@ class AsyncClient:
     ) -> LlmReport:
         return await self._call(
             _Calls.llm_report(
-                tenant_id=tenant_id, from_=start, to=end, period=period,
-                window_size=window_size, timezone=timezone, group_by=list(group_by),
+                tenant_id=tenant_id,
+                from_=start,
+                to=end,
+                period=period,
+                window_size=window_size,
+                timezone=timezone,
+                group_by=list(group_by),
                 filter=filters,
             )
         )

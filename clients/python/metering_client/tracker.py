@@ -138,9 +138,13 @@ class Tracker(Recording[str]):
             self._counters.add(dropped=1)
             dropped = self._counters.dropped
             if dropped == 1 or dropped % 10_000 == 0:
-                logger.warning("metering: buffer full, dropped the oldest event (%d so far)", dropped)
+                logger.warning(
+                    "metering: buffer full, dropped the oldest event (%d so far)", dropped
+                )
             return
-        deadline = None if options.block_timeout is None else time.monotonic() + options.block_timeout
+        deadline = (
+            None if options.block_timeout is None else time.monotonic() + options.block_timeout
+        )
         while len(self._buffer) >= options.max_buffered:
             if self._closed:
                 raise TrackerClosed("the tracker is closed")
