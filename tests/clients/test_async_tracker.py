@@ -7,8 +7,8 @@ import asyncio
 import time
 
 import pytest
-from metering_client import AsyncTracker, BufferFull, Rejection
 
+from metering_client import AsyncTracker, BufferFull, Rejection
 from tests.clients.conftest import Proxy, ProxyAction, Setup, stored_events, stored_keys
 from tests.support.live_server import free_port
 

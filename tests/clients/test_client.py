@@ -8,8 +8,8 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from metering_client import AsyncClient, Client, Invoice, MeteringError, Tracker
 
+from metering_client import AsyncClient, Client, Invoice, MeteringError, Tracker
 from tests.clients.conftest import Setup
 from tests.support.live_server import free_port
 

@@ -8,6 +8,7 @@ from email.utils import format_datetime
 
 import msgspec
 import pytest
+
 from metering_client import Event, Tracker, uuid7
 from metering_client._delivery import backoff, encode_batch, retry_after_seconds
 from metering_client._events import EventFactory

@@ -11,8 +11,8 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from metering_client import BufferFull, Rejection, Tracker, TrackerClosed
 
+from metering_client import BufferFull, Rejection, Tracker, TrackerClosed
 from tests.clients.conftest import (
     Proxy,
     ProxyAction,
