@@ -13,27 +13,46 @@ import asyncpg
 
 from service.rollups.upkeep import UPKEEP_SOURCE_COLUMNS, ingest_upkeep_ctes
 
-# Every row of `input` is a validated event. Accepted events (those whose idempotency key is
-# new) come back from `inserted` and are folded into the rollups by the store's upkeep CTEs,
-# in the same statement (one transaction, one round trip).
+# Every row of `input` is a validated event; `quantities` holds the quantities of its `values`
+# events (one row per meter, with the dimensions that meter keeps, null for all of the
+# event's). Accepted events (those whose idempotency key is new) come back from `inserted`;
+# `accepted` turns them into one row per quantity, which the store's upkeep CTEs fold into the
+# rollups, in the same statement (one transaction, one round trip).
 INGEST_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest(
         $1::text[], $2::int[], $3::text[], $4::bytea[], $5::numeric[], $6::timestamptz[],
-        $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[]
+        $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+        $14::text[], $15::text[]
     ) AS t(tenant_id, meter_id, idempotency_key, payload_hash, value, ts,
-           org_id, project_id, api_key_id, user_id, model, dimensions, metadata)
+           org_id, project_id, api_key_id, user_id, model, dimensions, metadata,
+           meter_ids, quantities)
+),
+quantities AS (
+    SELECT * FROM unnest($16::text[], $17::text[], $18::int[], $19::numeric[], $20::text[])
+        AS q(tenant_id, idempotency_key, meter_id, value, dimensions)
 ),
 inserted AS (
     INSERT INTO events (tenant_id, meter_id, idempotency_key, payload_hash, value, ts,
-                        org_id, project_id, api_key_id, user_id, model, dimensions, metadata)
+                        org_id, project_id, api_key_id, user_id, model, dimensions, metadata,
+                        meter_ids, quantities)
     SELECT tenant_id, meter_id, idempotency_key, payload_hash, value, ts,
-           org_id, project_id, api_key_id, user_id, model, dimensions::jsonb, metadata::jsonb
+           org_id, project_id, api_key_id, user_id, model, dimensions::jsonb, metadata::jsonb,
+           meter_ids::int[], quantities::numeric[]
     FROM input
     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
     RETURNING idempotency_key, {UPKEEP_SOURCE_COLUMNS}
 ),
-{ingest_upkeep_ctes("inserted")}
+accepted AS (
+    SELECT {UPKEEP_SOURCE_COLUMNS} FROM inserted WHERE meter_id IS NOT NULL
+    UNION ALL
+    SELECT i.tenant_id, i.id, q.meter_id, q.value, i.ts, i.org_id, i.project_id, i.api_key_id,
+           i.user_id, i.model, coalesce(q.dimensions::jsonb, i.dimensions)
+    FROM inserted i
+    JOIN quantities q ON q.tenant_id = i.tenant_id AND q.idempotency_key = i.idempotency_key
+    WHERE i.meter_id IS NULL
+),
+{ingest_upkeep_ctes("accepted")}
 SELECT tenant_id, idempotency_key, id FROM inserted
 """
 
@@ -51,10 +70,12 @@ MARK_METERS_USED_SQL = (
 @dataclass(slots=True)
 class EventRow:
     """A validated event, ready to store (not frozen: built per event on the hot path, and a
-    frozen dataclass' __init__ is several times slower)."""
+    frozen dataclass' __init__ is several times slower). A `values` event has no meter_id and
+    value but meter_ids, quantities and, per quantity, the dimensions that meter keeps as JSON
+    (None: all of the event's)."""
 
     tenant_id: str
-    meter_id: int
+    meter_id: int | None
     idempotency_key: str
     payload_hash: bytes
     value: Decimal | None
@@ -66,6 +87,18 @@ class EventRow:
     model: str | None
     dimensions_json: str
     metadata_json: str | None
+    meter_ids: list[int] | None = None
+    quantities: list[Decimal | None] | None = None
+    quantity_dimensions: list[str | None] | None = None
+
+    def all_meter_ids(self) -> list[int]:
+        return self.meter_ids if self.meter_id is None else [self.meter_id]  # type: ignore[return-value]
+
+
+def _array_literal(items: Sequence[object]) -> str:
+    """A PostgreSQL array literal of numbers (and NULLs), cast to int[] or numeric[] in SQL:
+    asyncpg cannot pass arrays of arrays of different lengths as one parameter."""
+    return "{" + ",".join("NULL" if i is None else str(i) for i in items) + "}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +133,24 @@ async def store_events(
         [r.model for r in ordered],
         [r.dimensions_json for r in ordered],
         [r.metadata_json for r in ordered],
+        [None if r.meter_ids is None else _array_literal(r.meter_ids) for r in ordered],
+        [None if r.quantities is None else _array_literal(r.quantities) for r in ordered],
     ]
+    q_tenant: list[str] = []
+    q_key: list[str] = []
+    q_meter: list[int] = []
+    q_value: list[Decimal | None] = []
+    q_dimensions: list[str | None] = []
+    for r in ordered:
+        if r.meter_ids is None:
+            continue
+        assert r.quantities is not None and r.quantity_dimensions is not None
+        q_tenant.extend([r.tenant_id] * len(r.meter_ids))
+        q_key.extend([r.idempotency_key] * len(r.meter_ids))
+        q_meter.extend(r.meter_ids)
+        q_value.extend(r.quantities)
+        q_dimensions.extend(r.quantity_dimensions)
+    columns.extend([q_tenant, q_key, q_meter, q_value, q_dimensions])
     by_key = {(r.tenant_id, r.idempotency_key): r for r in ordered}
     result: dict[tuple[str, str], StoredKey] = {}
     for record in await connection.fetch(INGEST_SQL, *columns):
@@ -125,12 +175,18 @@ async def mark_meters_used(connection: asyncpg.Connection, meter_ids: Sequence[i
     await connection.execute(MARK_METERS_USED_SQL, list(meter_ids))
 
 
+# A `values` event comes with its meters' event_names in the order of its quantities.
 LIST_EVENTS_SQL = """
 SELECT e.id, e.tenant_id, m.event_name, e.idempotency_key, e.ts, e.received_at, e.value,
-       e.org_id, e.project_id, e.api_key_id, e.user_id, e.model, e.dimensions, e.metadata
-FROM events e JOIN meters m ON m.id = e.meter_id
+       e.org_id, e.project_id, e.api_key_id, e.user_id, e.model, e.dimensions, e.metadata,
+       e.quantities,
+       CASE WHEN e.meter_ids IS NOT NULL THEN ARRAY(
+           SELECT vm.event_name FROM unnest(e.meter_ids) WITH ORDINALITY AS u(id, n)
+           JOIN meters vm ON vm.id = u.id ORDER BY u.n
+       ) END AS value_names
+FROM events e LEFT JOIN meters m ON m.id = e.meter_id
 WHERE e.tenant_id = $1
-  AND ($2::int IS NULL OR e.meter_id = $2)
+  AND ($2::int IS NULL OR e.meter_id = $2 OR $2 = ANY(e.meter_ids))
   AND ($3::timestamptz IS NULL OR e.ts >= $3)
   AND ($4::timestamptz IS NULL OR e.ts < $4)
   AND ($5::bigint IS NULL OR e.id < $5)

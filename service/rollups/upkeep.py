@@ -117,12 +117,29 @@ upserted AS (
 REBUILD_DELETE_SQL = """
 DELETE FROM rollups WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 """
+# The quantities of a tenant's raw events in [$2, $3), one row per quantity with
+# UPKEEP_SOURCE_COLUMNS: a single-quantity event as it is; a `values` event once per meter, with
+# the dimensions that meter declares (as ingestion keeps them).
+EVENT_QUANTITIES_SQL = """
+SELECT tenant_id, id, meter_id, value, ts, org_id, project_id, api_key_id, user_id, model,
+       dimensions
+FROM events
+WHERE tenant_id = $1 AND ts >= $2 AND ts < $3 AND meter_id IS NOT NULL
+UNION ALL
+SELECT e.tenant_id, e.id, q.meter_id, q.value, e.ts, e.org_id, e.project_id, e.api_key_id,
+       e.user_id, e.model,
+       coalesce((SELECT jsonb_object_agg(d.key, d.value) FROM jsonb_each(e.dimensions) AS d
+                 WHERE d.key = ANY(m.dimensions)), '{}'::jsonb)
+FROM events e
+CROSS JOIN LATERAL unnest(e.meter_ids, e.quantities) AS q(meter_id, value)
+JOIN meters m ON m.id = q.meter_id
+WHERE e.tenant_id = $1 AND e.ts >= $2 AND e.ts < $3 AND e.meter_id IS NULL
+"""
 REBUILD_INSERT_SQL = f"""
 INSERT INTO rollups ({ROLLUP_KEY}, {AGGREGATE_COLUMNS})
 SELECT {EVENT_TO_ROLLUP_KEY},
        {EVENT_AGGREGATES}
-FROM events
-WHERE tenant_id = $1 AND ts >= $2 AND ts < $3
+FROM ({EVENT_QUANTITIES_SQL}) AS quantities
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """
 REBUILD_MODEL_DELETE_SQL = """
