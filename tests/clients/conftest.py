@@ -92,8 +92,9 @@ class ServiceProcess:
         return self._process is not None and self._process.poll() is None
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def service(database_url: str) -> Iterator[ServiceProcess]:
+    """One server for the client's tests (a test that stops it starts it again)."""
     process = ServiceProcess(database_url)
     process.start()
     yield process

@@ -192,19 +192,22 @@ def test_100k_events_from_8_threads_through_a_restart_are_stored_exactly_once(
 ) -> None:
     threads, per_thread = 8, 12_500
     tracker = Tracker(setup.base_url, setup.ingest_key, tenant_id="acme")
-    started = threading.Barrier(threads + 1)
+    halfway = threading.Barrier(threads + 1)
+    server_down = threading.Event()
 
     def record(number: int) -> None:
-        started.wait()
         for event in range(per_thread):
+            if event == per_thread // 2:  # the second half is recorded while the server is down
+                halfway.wait()
+                server_down.wait()
             tracker.record("api_calls", 1, user_id=f"thread-{number}", org_id=f"e{event % 5}")
 
     workers = [threading.Thread(target=record, args=(n,)) for n in range(threads)]
     for worker in workers:
         worker.start()
-    started.wait()
-    time.sleep(0.5)  # traffic before the outage
-    service.stop()
+    halfway.wait()
+    service.stop()  # SIGKILL: batches in flight get no answer
+    server_down.set()
     time.sleep(5)
     service.start()
     for worker in workers:
