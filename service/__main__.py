@@ -367,6 +367,95 @@ def prices_import_llm(
         click.echo(f"not found {model}")
 
 
+@cli.group()
+def report() -> None:
+    """Reports: tables for people, CSV or JSON for programs (the API's answers)."""
+
+
+# The command line reads as an operator with database access: every tenant, every scope.
+CLI_PRINCIPAL_SCOPES = frozenset({"admin"})
+FORMAT_HELP = "table (for people), csv (every row, exact values) or json (the API's answer)"
+
+
+@report.command("usage")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id")
+@click.option(
+    "--period",
+    required=True,
+    help="today, yesterday, 7d, 30d, this_month, last_month, YYYY-MM or YYYY-MM-DD",
+)
+@click.option(
+    "--timezone", default=None, help="IANA zone of the period and windows (default: the tenant's)"
+)
+@click.option("--meter", default=None, help="One meter's event_name (default: every meter)")
+@click.option(
+    "--group-by", "group_by", multiple=True, help="Group by this key (repeat for several)"
+)
+@click.option("--filter", "filters", multiple=True, help="key:value equality filter (repeatable)")
+@click.option("--window", type=click.Choice(["hour", "day", "month"]), default=None)
+@click.option("--order-by", type=click.Choice(["value", "-value"]), default=None)
+@click.option("--limit", type=click.IntRange(1), default=None, help="Top N rows per meter")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help=FORMAT_HELP,
+)
+def report_usage(
+    tenant_id: str,
+    period: str,
+    timezone: str | None,
+    meter: str | None,
+    group_by: tuple[str, ...],
+    filters: tuple[str, ...],
+    window: str | None,
+    order_by: str | None,
+    limit: int | None,
+    output_format: str,
+) -> None:
+    """A tenant's usage over a period, as GET /v1/usage answers it: one table per meter."""
+    from service.common.auth import Principal
+    from service.common.errors import ServiceError
+    from service.db.session import create_maintenance_engine
+    from service.reports.render import Format, print_report
+    from service.reports.usage import usage_heading, usage_tables
+    from service.usage.schemas import MetersUsageOut, UsageOut, UsageQuery
+    from service.usage.service import UsageService
+
+    settings = _settings()
+    url = resolve_database_url(settings)
+    query = UsageQuery(
+        period=period,
+        tenant_id=tenant_id,
+        meter=meter,
+        window_size=window,
+        timezone=timezone,
+        group_by=list(group_by),
+        filters=list(filters),
+        order_by=order_by,
+        limit=limit,
+    )
+    principal = Principal("cli", "command line", CLI_PRINCIPAL_SCOPES, None)
+
+    async def run() -> UsageOut | MetersUsageOut:
+        # No request statement limit: a report may read a long range.
+        engine = create_maintenance_engine(settings, url)
+        try:
+            return await UsageService(engine).usage(principal, query)
+        finally:
+            await engine.dispose()
+
+    try:
+        answer = asyncio.run(run())
+    except ServiceError as exc:
+        raise click.ClickException(exc.detail) from exc
+    print_report(
+        answer, usage_tables(answer), usage_heading(answer), Format(output_format), sys.stdout
+    )
+
+
 @cli.command()
 @click.option("--output", type=click.Path(path_type=Path), default=Path("openapi/openapi.json"))
 def openapi(output: Path) -> None:
