@@ -214,7 +214,9 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
     from datetime import datetime
 
     from service.common.errors import ServiceError
+    from service.common.progress import Progress
     from service.db.session import create_maintenance_engine
+    from service.operations.progress import terminal_progress
     from service.rollups.rebuild import rebuild_tenant_rollups
 
     settings = _settings()
@@ -225,10 +227,12 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
     except ValueError as exc:
         raise click.BadParameter(f"not an RFC 3339 time: {exc}") from exc
 
-    async def run() -> None:
+    async def run(progress: Progress) -> None:
         engine = create_maintenance_engine(settings, url)
         try:
-            report = await rebuild_tenant_rollups(engine, settings, tenant_id, start_at, end_at)
+            report = await rebuild_tenant_rollups(
+                engine, settings, tenant_id, start_at, end_at, progress
+            )
         finally:
             await engine.dispose()
         click.echo(
@@ -239,7 +243,8 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
         )
 
     try:
-        asyncio.run(run())
+        with terminal_progress() as progress:
+            asyncio.run(run(progress))
     except ServiceError as exc:
         raise click.ClickException(exc.detail) from exc
 
@@ -331,6 +336,7 @@ def prices_import_llm(
 
     from service.meters.schemas import LlmPriceImport
     from service.meters.service import PriceService
+    from service.operations.progress import terminal_progress
 
     try:
         data = msgspec.convert(
@@ -347,10 +353,12 @@ def prices_import_llm(
     except (ValueError, msgspec.ValidationError) as exc:
         raise click.BadParameter(str(exc)) from exc
 
-    async def work(session: AsyncSession) -> LlmPriceImportOut:
-        return await PriceService(session).import_llm(data)
+    with terminal_progress() as progress:
 
-    answer = _run_in_session(work)
+        async def work(session: AsyncSession) -> LlmPriceImportOut:
+            return await PriceService(session).import_llm(data, progress)
+
+        answer = _run_in_session(work)
     for price in answer.created:
         amount = (
             f"{price.unit_amount} per {price.per_units}"
@@ -481,6 +489,7 @@ def retention_run(dry_run: bool, tenant_id: str | None) -> None:
 
     from service.common.logging import configure_logging
     from service.db.url import DatabaseUrlError
+    from service.operations.progress import terminal_progress
     from service.retention.schemas import TenantRetention
     from service.retention.service import RetentionError, run_retention
     from service.settings import SettingsError
@@ -508,11 +517,17 @@ def retention_run(dry_run: bool, tenant_id: str | None) -> None:
         click.echo(line)
 
     try:
-        report = asyncio.run(
-            run_retention(
-                settings, url, dry_run=dry_run, tenant_id=tenant_id, on_tenant=echo_tenant
+        with terminal_progress() as progress:
+            report = asyncio.run(
+                run_retention(
+                    settings,
+                    url,
+                    dry_run=dry_run,
+                    tenant_id=tenant_id,
+                    on_tenant=echo_tenant,
+                    progress=progress,
+                )
             )
-        )
     except (RetentionError, DatabaseUrlError) as exc:
         raise click.ClickException(str(exc)) from exc
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
