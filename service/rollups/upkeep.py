@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from service.common.progress import NO_PROGRESS, Progress
 from service.common.time import QUARTER_HOUR
 from service.rollups.levels import Grain, grain_end
 from service.rollups.models import BUCKET_MINUTES
@@ -241,18 +242,32 @@ async def reset_cube(
     )
 
 
+REBUILD_STEPS = 5
+
+
 async def rebuild_rollups(
-    connection: asyncpg.Connection, tenant_id: str, start: datetime, end: datetime
+    connection: asyncpg.Connection,
+    tenant_id: str,
+    start: datetime,
+    end: datetime,
+    progress: Progress = NO_PROGRESS,
 ) -> tuple[int, int]:
     """Replace the tenant's rollups in [start, end) (bucket-aligned) with ones recomputed from
     raw events, and its model rollups with ones folded from those, in the caller's transaction.
-    Returns (rollup rows deleted, rollup rows written)."""
+    Returns (rollup rows deleted, rollup rows written). `progress` counts its REBUILD_STEPS
+    statements (each is one pass over the range: rows cannot be counted as they go)."""
+    progress.start("rebuilding rollups from raw events (steps)", REBUILD_STEPS)
     # SHARE mode blocks concurrent ingestion (ROW EXCLUSIVE) until this transaction ends, so no
     # event can be counted both by the rebuild and by an in-flight insert.
     await connection.execute("LOCK TABLE events IN SHARE MODE")
     await reset_cube(connection, tenant_id, start, end)
+    progress.advance()
     deleted = await connection.execute(REBUILD_DELETE_SQL, tenant_id, start, end)
+    progress.advance()
     written = await connection.execute(REBUILD_INSERT_SQL, tenant_id, start, end)
+    progress.advance()
     await connection.execute(REBUILD_MODEL_DELETE_SQL, tenant_id, start, end)
+    progress.advance()
     await connection.execute(REBUILD_MODEL_INSERT_SQL, tenant_id, start, end)
+    progress.advance()
     return int(deleted.split()[-1]), int(written.split()[-1])
