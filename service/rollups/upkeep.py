@@ -67,6 +67,10 @@ WIDE_FROM_CELLS = """ARRAY(SELECT cells[i][2] FROM generate_subscripts(cells, 1)
            ARRAY(SELECT cells[i][3] FROM generate_subscripts(cells, 1) AS i
                  ORDER BY cells[i][1]) AS last_values,
            last_ts, last_event_id"""
+# The same for groups of one meter (single-value events): arrays of one element.
+ONE_METER_WIDE = (
+    "ARRAY[sum] AS sums, count, ARRAY[last_value] AS last_values, last_ts, last_event_id"
+)
 # What the upkeep reads: event parts, one per event and set of dimensions (an event whose
 # meters all keep its dimensions is one part): the meters (sorted) and their quantities.
 PART_COLUMNS = (
@@ -100,8 +104,11 @@ def merge_on_conflict(table: str) -> str:
 def merge_wide_on_conflict(table: str) -> str:
     """The upsert that adds a new wide row into an existing one of the same meters."""
     newer = f"(EXCLUDED.last_ts, EXCLUDED.last_event_id) > ({table}.last_ts, {table}.last_event_id)"
+    # One-meter rows (every single-value event's) add without the element-wise subquery.
     return f"""DO UPDATE SET
-        sums = {add_arrays(f"{table}.sums", "EXCLUDED.sums")},
+        sums = CASE WHEN cardinality(EXCLUDED.sums) = 1
+                    THEN ARRAY[{table}.sums[1] + EXCLUDED.sums[1]]
+                    ELSE {add_arrays(f"{table}.sums", "EXCLUDED.sums")} END,
         count = {table}.count + EXCLUDED.count,
         last_values = CASE WHEN {newer} THEN EXCLUDED.last_values ELSE {table}.last_values END,
         last_event_id = CASE WHEN {newer} THEN EXCLUDED.last_event_id
@@ -122,6 +129,27 @@ def _positions(source: str) -> str:
     FROM {source}
     CROSS JOIN LATERAL unnest(quantities) WITH ORDINALITY AS q(value, n)
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"""
+
+
+# The two upserts that end every ingest statement, from the CTEs model_buckets and buckets
+# (wide rows as cells, see WIDE_FROM_CELLS, or as arrays already: `wide` says which).
+def _upserts(wide_from: str) -> str:
+    return f"""model_upserted AS (
+    INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {WIDE_COLUMNS})
+    SELECT {MODEL_WIDE_KEY}, {wide_from}
+    FROM model_buckets
+    ORDER BY {MODEL_WIDE_KEY}
+    ON CONFLICT ({MODEL_WIDE_KEY}) {merge_wide_on_conflict("model_rollup_rows")}
+    RETURNING 1
+),
+upserted AS (
+    INSERT INTO rollup_rows ({WIDE_KEY}, {WIDE_COLUMNS})
+    SELECT {WIDE_KEY}, {wide_from}
+    FROM buckets
+    ORDER BY {WIDE_KEY}
+    ON CONFLICT ({WIDE_KEY}) {merge_wide_on_conflict("rollup_rows")}
+    RETURNING 1
+)"""
 
 
 def ingest_upkeep_ctes(source: str) -> str:
@@ -156,22 +184,39 @@ model_buckets AS (
     FROM model_positions
     GROUP BY 1, 2, 3, 4, 5
 ),
-model_upserted AS (
-    INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {WIDE_COLUMNS})
-    SELECT {MODEL_WIDE_KEY}, {WIDE_FROM_CELLS}
-    FROM model_buckets
-    ORDER BY {MODEL_WIDE_KEY}
-    ON CONFLICT ({MODEL_WIDE_KEY}) {merge_wide_on_conflict("model_rollup_rows")}
-    RETURNING 1
+{_upserts(WIDE_FROM_CELLS)}"""
+
+
+# Columns of newly inserted single-value events that single_upkeep_ctes reads.
+SINGLE_SOURCE_COLUMNS = (
+    "tenant_id, id, meter_id, value, ts, org_id, project_id, api_key_id, user_id, model, dimensions"
+)
+
+
+def single_upkeep_ctes(source: str) -> str:
+    """ingest_upkeep_ctes for a statement whose events all hold one quantity (the CTE
+    `source`, SINGLE_SOURCE_COLUMNS): their rows are one-meter wide rows, aggregated in one
+    pass without the per-position step, which costs a small group commit about a third of its
+    statement time. Same tables, same key order, same upserts (so the two statements lock
+    alike and cannot deadlock each other), same results."""
+    return f"""buckets AS (
+    SELECT tenant_id, {bucket_of("ts")} AS bucket_start,
+           coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
+           coalesce(api_key_id, '') AS api_key_id, coalesce(user_id, '') AS user_id,
+           coalesce(model, '') AS model, dimensions, ARRAY[meter_id] AS meter_ids,
+           sum(coalesce(value, 0)) AS sum, count(*) AS count,
+           {latest("value", "ts", "id")} AS last_value,
+           max(ts) AS last_ts,
+           {latest_id("ts", "id")} AS last_event_id
+    FROM {source}
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, meter_id
 ),
-upserted AS (
-    INSERT INTO rollup_rows ({WIDE_KEY}, {WIDE_COLUMNS})
-    SELECT {WIDE_KEY}, {WIDE_FROM_CELLS}
+model_buckets AS (
+    SELECT {MODEL_WIDE_KEY}, {ROLLUP_AGGREGATES}
     FROM buckets
-    ORDER BY {WIDE_KEY}
-    ON CONFLICT ({WIDE_KEY}) {merge_wide_on_conflict("rollup_rows")}
-    RETURNING 1
-)"""
+    GROUP BY 1, 2, 3, 4, 5
+),
+{_upserts(ONE_METER_WIDE)}"""
 
 
 REBUILD_DELETE_SQL = """
