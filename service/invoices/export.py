@@ -1,12 +1,15 @@
 """CSV export of an invoice (RFC 4180, CRLF line ends): a header, one row per line, then a
 subtotal row and a total row. `row_type` (`line`, `subtotal`, `total`) tells them apart, so
-the line amounts can be summed and checked against the subtotal."""
+the line amounts can be summed and checked against the subtotal. A tiered line's tiers are one
+JSON cell (`tiers`)."""
 
 from __future__ import annotations
 
 import csv
 import io
 from datetime import UTC, datetime
+
+import msgspec
 
 from service.invoices.schemas import InvoiceOut
 
@@ -17,6 +20,7 @@ CSV_COLUMNS = (
     "status",
     "period",
     "currency",
+    "kind",
     "meter",
     "description",
     "match",
@@ -30,6 +34,11 @@ CSV_COLUMNS = (
     "unpriced",
     "adjusts_period",
     "price_id",
+    "adjusts_kind",
+    "free_units_applied",
+    "packages",
+    "minimum_amount",
+    "tiers",
     "row_type",
 )
 # A spreadsheet would run a cell starting with one of these as a formula; free text from
@@ -59,6 +68,7 @@ def invoice_csv(invoice: InvoiceOut) -> str:
                 invoice.status,
                 invoice.period,
                 invoice.currency,
+                line.kind,
                 line.meter,
                 _text(line.description),
                 _text(match),
@@ -72,6 +82,11 @@ def invoice_csv(invoice: InvoiceOut) -> str:
                 "true" if line.unpriced else "false",
                 line.adjusts_period or "",
                 line.price_id or "",
+                line.adjusts_kind or "",
+                line.free_units_applied or "",
+                line.packages or "",
+                line.minimum_amount or "",
+                msgspec.json.encode(line.tiers).decode() if line.tiers else "",
                 "line",
             )
         )

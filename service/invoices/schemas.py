@@ -26,11 +26,31 @@ class FinalizeRequest(msgspec.Struct, forbid_unknown_fields=True):
     period: Period
 
 
-class InvoiceLineOut(msgspec.Struct):
-    """One line: a meter's usage at one price (one tier of a graduated price), or its usage
-    that no price covers (`unpriced`, amount 0), or a prior-period adjustment
-    (`adjusts_period` names the period whose late usage it bills)."""
+LineKind = Literal["usage", "minimum", "adjustment"]
 
+
+class TierLineOut(msgspec.Struct):
+    """The part of a tiered line's quantity (after free units) one tier billed."""
+
+    tier: int  # 1-based
+    up_to: str | None  # inclusive; null for the open-ended last tier
+    quantity: str
+    unit_amount: str  # per the line's per_units
+    flat_amount: str  # counted on this line (when its usage entered the tier), else 0
+    amount: str  # exact: quantity x unit_amount / per_units + flat_amount, not rounded
+
+
+class InvoiceLineOut(msgspec.Struct, kw_only=True):
+    """One line, by `kind`: `usage`, a meter's usage at one price for the period (a tiered
+    price's tiers listed in `tiers`), or its usage that no price covers (`unpriced`, amount 0);
+    `minimum`, the top-up of a price whose period amount is below its `minimum_amount`;
+    `adjustment`, a prior-period correction (`adjusts_period` names the period whose late
+    usage it bills, `adjusts_kind` the kind of line it corrects).
+
+    Fields added after invoices were first stored have defaults, so stored lines still
+    decode."""
+
+    kind: LineKind = "usage"
     meter: str
     description: str
     match: dict[str, str]
@@ -44,6 +64,13 @@ class InvoiceLineOut(msgspec.Struct):
     unpriced: bool
     adjusts_period: str | None
     price_id: str | None
+    adjusts_kind: LineKind | None = None
+    # What applied: the tiers entered, the free units used, the packages billed (null when the
+    # price has no such rule).
+    tiers: list[TierLineOut] = msgspec.field(default_factory=list)
+    free_units_applied: str | None = None
+    packages: str | None = None
+    minimum_amount: str | None = None  # on a minimum line: the price's minimum
 
 
 class InvoiceOut(msgspec.Struct):

@@ -67,9 +67,9 @@ from service.invoices.repository import (
     MeterPricing,
     load_pricing,
 )
-from service.invoices.schemas import InvoiceLineOut, InvoiceOut, InvoiceStatus
+from service.invoices.schemas import InvoiceLineOut, InvoiceOut, InvoiceStatus, TierLineOut
 from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT
-from service.meters.pricing import AmbiguousPriceError, price_boundaries
+from service.meters.pricing import AmbiguousPriceError, TierShare, price_boundaries
 from service.rollups.query import ALL_AGGREGATES, SUM_AND_COUNT, RollupQuery, read_cells
 from service.settings import Settings
 from service.tenants.models import Tenant
@@ -171,8 +171,13 @@ def decode_document(document: str | bytes) -> InvoiceOut:
     return msgspec.json.decode(document, type=InvoiceOut)
 
 
+def _optional_quantity(value: Decimal | None) -> str | None:
+    return None if value is None else render_quantity(value)
+
+
 def line_out(line: InvoiceLine, currency: str) -> InvoiceLineOut:
     return InvoiceLineOut(
+        kind=line.kind,
         meter=line.meter,
         description=line.description,
         match=dict(line.match),
@@ -186,13 +191,36 @@ def line_out(line: InvoiceLine, currency: str) -> InvoiceLineOut:
         unpriced=line.unpriced,
         adjusts_period=line.adjusts_period,
         price_id=line.price_id,
+        adjusts_kind=line.adjusts_kind,
+        tiers=[
+            TierLineOut(
+                tier=share.tier,
+                up_to=_optional_quantity(share.up_to),
+                quantity=render_quantity(share.quantity),
+                unit_amount=render_amount(share.unit_amount, currency),
+                flat_amount=render_amount(share.flat_amount, currency),
+                amount=render_amount(share.amount, currency),
+            )
+            for share in line.tiers
+        ],
+        free_units_applied=_optional_quantity(line.free_units_applied),
+        packages=_optional_quantity(line.packages),
+        minimum_amount=None
+        if line.minimum_amount is None
+        else render_amount(line.minimum_amount, currency),
     )
 
 
+def _optional_decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
 def line_from_snapshot(line: Mapping[str, Any]) -> InvoiceLine:
-    """A stored line (as in the document) back into a rating line, for adjustments."""
+    """A stored line (as in the document) back into a rating line, for adjustments. Lines
+    stored before a field existed take its default (`kind` usage, no tiers listed)."""
     snapshot = msgspec.convert(line, type=InvoiceLineOut)
     return InvoiceLine(
+        kind=snapshot.kind,
         meter=snapshot.meter,
         description=snapshot.description,
         match=snapshot.match,
@@ -206,6 +234,21 @@ def line_from_snapshot(line: Mapping[str, Any]) -> InvoiceLine:
         tier=snapshot.tier,
         unpriced=snapshot.unpriced,
         adjusts_period=snapshot.adjusts_period,
+        adjusts_kind=snapshot.adjusts_kind,
+        tiers=tuple(
+            TierShare(
+                tier=share.tier,
+                up_to=_optional_decimal(share.up_to),
+                quantity=Decimal(share.quantity),
+                unit_amount=Decimal(share.unit_amount),
+                flat_amount=Decimal(share.flat_amount),
+                amount=Decimal(share.amount),
+            )
+            for share in snapshot.tiers
+        ),
+        free_units_applied=_optional_decimal(snapshot.free_units_applied),
+        packages=_optional_decimal(snapshot.packages),
+        minimum_amount=_optional_decimal(snapshot.minimum_amount),
     )
 
 
