@@ -479,7 +479,7 @@ def _line_order(line: InvoiceLine) -> tuple[object, ...]:
     return (
         line.meter,
         tuple(sorted(line.match.items())),
-        _KIND_ORDER.get(line.kind, 2),
+        _KIND_ORDER.get(line.adjusts_kind or line.kind, 2),
         line.period_start,
         line.tier or 0,
         line.unpriced,
@@ -519,19 +519,71 @@ def _identity(line: InvoiceLine) -> _LineIdentity:
 
     The unit amount matters for a plain or relative price (a relative price bills at the rate
     of whichever price it refers to, so one price may give lines at several unit amounts). A
-    tiered price's line shows the rate of the highest tier reached, which late usage may
-    change, so the price alone identifies it; lines stored per tier (`tier` set, before a
-    tiered price became one line) compare with it too."""
-    tiered = line.tier is not None or bool(line.tiers)
+    tiered price's line shows the rate of the highest tier reached, and a minimum line's unit
+    amount is its top-up, both of which late usage may change, so the price alone identifies
+    those and the lines of prices with free units or packages (one line per price and period
+    anyway); lines stored per tier (`tier` set, before a tiered price became one line) compare
+    with the one line too."""
+    kind = line.adjusts_kind or line.kind
+    # Lines of prices with tiers, free units or packages say so (an adjustment line of one
+    # carries the differences of those), and a minimum line's unit amount is its top-up.
+    by_price = (
+        kind == "minimum"
+        or line.tier is not None
+        or bool(line.tiers)
+        or line.free_units_applied is not None
+        or line.packages is not None
+    )
     return (
-        line.adjusts_kind or line.kind,
+        kind,
         line.meter,
         line.price_id,
         tuple(sorted(line.match.items())),
         line.unpriced,
-        None if tiered else line.unit_amount,
+        None if by_price else line.unit_amount,
         line.per_units,
     )
+
+
+@dataclass(slots=True)
+class _Difference:
+    """Current minus billed, for one line identity."""
+
+    template: InvoiceLine
+    quantity: Decimal = Decimal(0)
+    amount: Decimal = Decimal(0)
+    free_units_applied: Decimal | None = None
+    packages: Decimal | None = None
+    tiers: dict[int, TierShare] = field(default_factory=dict)
+
+    def add(self, sign: int, line: InvoiceLine) -> None:
+        self.quantity += sign * line.quantity
+        self.amount += sign * line.amount
+        if line.free_units_applied is not None:
+            self.free_units_applied = (self.free_units_applied or Decimal(0)) + (
+                sign * line.free_units_applied
+            )
+        if line.packages is not None:
+            self.packages = (self.packages or Decimal(0)) + sign * line.packages
+        # A line stored per tier (before a tiered price became one line) is that tier's share.
+        shares = line.tiers
+        if not shares and line.tier is not None and line.kind == "usage":
+            shares = (
+                TierShare(
+                    line.tier, None, line.quantity, line.unit_amount, Decimal(0), line.amount
+                ),
+            )
+        for share in shares:
+            known = self.tiers.get(share.tier)
+            self.tiers[share.tier] = TierShare(
+                tier=share.tier,
+                up_to=share.up_to if known is None or known.up_to is None else known.up_to,
+                quantity=(Decimal(0) if known is None else known.quantity) + sign * share.quantity,
+                unit_amount=share.unit_amount if known is None else known.unit_amount,
+                flat_amount=(Decimal(0) if known is None else known.flat_amount)
+                + sign * share.flat_amount,
+                amount=(Decimal(0) if known is None else known.amount) + sign * share.amount,
+            )
 
 
 def adjustment_lines(
@@ -544,34 +596,27 @@ def adjustment_lines(
 
     `current` is a fresh rating of the prior period; `billed` is every line already billed for
     it (the finalized invoice's lines and earlier adjustment lines for that period). For each
-    line identity (meter, price, match, tier, unpriced, unit amount) the result carries the
-    difference in quantity and amount, current minus billed, when either is non-zero; amounts
-    are differences of rounded amounts, so no new rounding happens. Each line is of kind
+    line identity (`_identity`) the result carries the difference in quantity and amount,
+    current minus billed, when either is non-zero; amounts are differences of rounded amounts,
+    so no new rounding happens. Free units used, packages and each tier's share are
+    differences too (tiers that did not change are left out). Each line is of kind
     `adjustment`, says which kind of line it corrects (`adjusts_kind`: usage or minimum) and
     names the period it adjusts (`adjusts_period`, and a description starting
     "Adjustment for <period>: ").
     """
-    order: list[_LineIdentity] = []
-    templates: dict[_LineIdentity, InvoiceLine] = {}
-    quantity: dict[_LineIdentity, Decimal] = {}
-    amount: dict[_LineIdentity, Decimal] = {}
+    differences: dict[_LineIdentity, _Difference] = {}
     with localcontext(MONEY_CONTEXT):
         for sign, lines in ((1, current), (-1, billed)):
             for line in lines:
                 key = _identity(line)
-                if key not in templates:
-                    order.append(key)
-                    templates[key] = line
-                    quantity[key] = Decimal(0)
-                    amount[key] = Decimal(0)
-                quantity[key] += sign * line.quantity
-                amount[key] += sign * line.amount
+                differences.setdefault(key, _Difference(line)).add(sign, line)
         adjustments: list[InvoiceLine] = []
-        for key in order:
-            if quantity[key] == 0 and amount[key] == 0:
+        for key, difference in differences.items():
+            if difference.quantity == 0 and difference.amount == 0:
                 continue
-            template = templates[key]
+            template = difference.template
             description = _ADJUSTMENT_PREFIX.sub("", template.description)
+            amount = difference.amount
             adjustments.append(
                 InvoiceLine(
                     kind="adjustment",
@@ -582,13 +627,20 @@ def adjustment_lines(
                     price_id=template.price_id,
                     period_start=template.period_start,
                     period_end=template.period_end,
-                    quantity=quantity[key],
+                    quantity=difference.quantity,
                     unit_amount=template.unit_amount,
                     per_units=template.per_units,
-                    amount=amount[key].copy_abs() if amount[key].is_zero() else amount[key],
-                    tier=None if key[5] is None else template.tier,
+                    amount=amount.copy_abs() if amount.is_zero() else amount,
+                    tier=template.tier,
                     unpriced=template.unpriced,
                     adjusts_period=period_label,
+                    tiers=tuple(
+                        share
+                        for _, share in sorted(difference.tiers.items())
+                        if share.quantity or share.amount
+                    ),
+                    free_units_applied=difference.free_units_applied,
+                    packages=difference.packages,
                 )
             )
     return sorted(adjustments, key=_line_order)

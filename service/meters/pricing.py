@@ -448,6 +448,9 @@ def price_quantity(
             return PricedQuantity(
                 quantity, free_applied, packages, (), packages * price.unit_amount
             )
+        if not price.tiers:
+            amount = (net_after - net_before) * price.unit_amount / per_units
+            return PricedQuantity(quantity, free_applied, None, (), amount)
         if price.tier_mode == "volume":
             shares = _volume_shares(price, per_units, net_before, net_after, total - free)
         else:

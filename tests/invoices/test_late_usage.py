@@ -66,8 +66,8 @@ def lines_of(invoice: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 def calls_line(quantity: str, unit: str, amount: str, tier: int | None, adjusts: str | None) -> Any:
-    """The tiered price's one line: `unit` and `tier` are the highest tier's reached (an
-    adjustment line names no tier: late usage may have moved the period to another)."""
+    """The tiered price's one line: `unit` and `tier` are the highest tier's the period reached
+    (on an adjustment line: reaches now)."""
     prefix = f"Adjustment for {adjusts}: " if adjusts else ""
     return (
         "api_calls",
@@ -119,7 +119,7 @@ async def july_and_august(
         calls_line("100", "0.00", "0.00", 1, None),
         tokens_line("250000", "0.50", None),
         # July now has 1200 calls (300 more than billed): 1000 in tier 1, 200 in tier 2.
-        calls_line("300", "0.01", "2.00", None, "2026-07"),
+        calls_line("300", "0.01", "2.00", 2, "2026-07"),
         tokens_line("500000", "1.00", "2026-07"),
     ]
     [draft] = await preview(client, billing, "acme", "2026-08")
@@ -156,7 +156,7 @@ async def test_late_usage_is_billed_on_the_next_invoice_as_adjustments(
     assert lines_of(september) == [
         calls_line("10", "0.00", "0.00", 1, None),
         # August now has 1100 calls (1000 more than billed): 100 of them in tier 2.
-        calls_line("1000", "0.01", "1.00", None, "2026-08"),
+        calls_line("1000", "0.01", "1.00", 2, "2026-08"),
     ]
     assert (september["subtotal"], september["total"]) == ("1.00", "1.00")
     for line in september["lines"][1:]:
@@ -191,7 +191,7 @@ async def test_voided_adjustments_are_billed_again(
         calls_line("1100", "0.01", "1.00", 2, None),
         tokens_line("250000", "0.50", None),
         # July: 1250 calls (billed: 900), 1.5M tokens (billed: 1M).
-        calls_line("350", "0.01", "2.50", None, "2026-07"),
+        calls_line("350", "0.01", "2.50", 2, "2026-07"),
         tokens_line("500000", "1.00", "2026-07"),
     ]
     assert august_again["total"] == "5.00"

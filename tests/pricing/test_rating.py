@@ -629,7 +629,7 @@ def test_adjustment_for_tiers_and_for_a_new_identity() -> None:
         # The tiered price is one line, whichever tier it reaches.
         (
             "api",
-            None,
+            3,
             Decimal(3005),
             "4.01",
             "Adjustment for 2026-10: API calls — graduated tiers",
