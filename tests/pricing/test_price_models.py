@@ -462,3 +462,31 @@ def test_splitting_a_period_never_changes_its_amount(rule: PriceRule, parts: lis
     assert sum((piece.free_units_applied for piece in pieces), D(0)) == whole.free_units_applied
     if whole.packages is not None:
         assert sum((piece.packages or 0 for piece in pieces), D(0)) == whole.packages
+
+
+def test_lines_stored_before_kinds_existed_still_decode() -> None:
+    from service.invoices.service import line_from_snapshot
+
+    stored = {
+        "meter": "api_calls",
+        "description": "API calls — tier 2",
+        "match": {},
+        "period_start": "2026-10-01T00:00:00Z",
+        "period_end": "2026-11-01T00:00:00Z",
+        "quantity": "900",
+        "unit_amount": "0.01",
+        "per_units": "1",
+        "amount": "9.00",
+        "tier": 2,
+        "unpriced": False,
+        "adjusts_period": None,
+        "price_id": "api",
+    }
+    line = line_from_snapshot(stored)
+    assert (line.kind, line.tiers, line.free_units_applied, line.adjusts_kind) == (
+        "usage",
+        (),
+        None,
+        None,
+    )
+    assert (line.tier, line.amount) == (2, D("9.00"))
