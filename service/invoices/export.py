@@ -38,6 +38,8 @@ CSV_COLUMNS = (
     "free_units_applied",
     "packages",
     "minimum_amount",
+    "charge_id",
+    "proration",
     "tiers",
     "row_type",
 )
@@ -69,7 +71,7 @@ def invoice_csv(invoice: InvoiceOut) -> str:
                 invoice.period,
                 invoice.currency,
                 line.kind,
-                line.meter,
+                line.meter or "",
                 _text(line.description),
                 _text(match),
                 _instant(line.period_start),
@@ -86,6 +88,8 @@ def invoice_csv(invoice: InvoiceOut) -> str:
                 line.free_units_applied or "",
                 line.packages or "",
                 line.minimum_amount or "",
+                line.charge_id or "",
+                line.proration or "",
                 msgspec.json.encode(line.tiers).decode() if line.tiers else "",
                 "line",
             )

@@ -62,18 +62,19 @@ class MeterInfo:
     currency: str
 
 
-LineKind = Literal["usage", "minimum", "adjustment"]
+LineKind = Literal["usage", "minimum", "charge", "adjustment"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InvoiceLine:
     """One invoice line. `usage`: a meter's usage at one price for the period (all its tiers
     in one line), or usage no price covers (`unpriced`, amount 0); `minimum`: the top-up of
-    a price whose period amount is below its `minimum_amount`; `adjustment`: a correction of
-    a prior period's line (`adjusts_period`, `adjusts_kind`)."""
+    a price whose period amount is below its `minimum_amount`; `charge`: a recurring charge
+    for the period (no meter, `charge_id`, `proration`); `adjustment`: a correction of a prior
+    period's line (`adjusts_period`, `adjusts_kind`)."""
 
     kind: LineKind = "usage"
-    meter: str
+    meter: str | None  # None on a charge line
     description: str
     match: Mapping[str, str]  # the price's match; for unpriced usage, the group's attributes
     price_id: str | None  # None when unpriced
@@ -93,6 +94,9 @@ class InvoiceLine:
     free_units_applied: Decimal | None = None  # for a price with free units
     packages: Decimal | None = None  # whole packages billed, for a package price
     minimum_amount: Decimal | None = None  # on a minimum line
+    charge_id: str | None = None  # on a charge line
+    # On a charge line: the share of the period the charge was effective in (1 unprorated).
+    proration: Decimal | None = None
 
 
 @dataclass(slots=True)
@@ -472,18 +476,21 @@ def _plain(value: Decimal) -> str:
 
 
 # Lines of one meter and match: usage first, then the minimum that tops them up.
-_KIND_ORDER = {"usage": 0, "minimum": 1}
+_KIND_ORDER = {"usage": 0, "minimum": 1, "charge": 2}
 
 
 def _line_order(line: InvoiceLine) -> tuple[object, ...]:
+    """Meters' lines by meter, then charges (no meter)."""
     return (
-        line.meter,
+        line.meter is None,
+        line.meter or "",
         tuple(sorted(line.match.items())),
         _KIND_ORDER.get(line.adjusts_kind or line.kind, 2),
         line.period_start,
         line.tier or 0,
         line.unpriced,
         line.price_id or "",
+        line.charge_id or "",
         line.period_end,
         line.unit_amount,
     )
@@ -509,7 +516,14 @@ def invoice_totals(lines: Iterable[InvoiceLine], currency: str) -> tuple[Decimal
 
 
 _LineIdentity = tuple[
-    LineKind, str, str | None, tuple[tuple[str, str], ...], bool, Decimal | None, Decimal
+    LineKind,
+    str | None,
+    str | None,
+    tuple[tuple[str, str], ...],
+    bool,
+    Decimal | None,
+    Decimal,
+    str | None,
 ]
 
 
@@ -542,6 +556,7 @@ def _identity(line: InvoiceLine) -> _LineIdentity:
         line.unpriced,
         None if by_price else line.unit_amount,
         line.per_units,
+        line.charge_id,
     )
 
 
@@ -634,6 +649,7 @@ def adjustment_lines(
                     tier=template.tier,
                     unpriced=template.unpriced,
                     adjusts_period=period_label,
+                    charge_id=template.charge_id,
                     tiers=tuple(
                         share
                         for _, share in sorted(difference.tiers.items())

@@ -26,7 +26,7 @@ class FinalizeRequest(msgspec.Struct, forbid_unknown_fields=True):
     period: Period
 
 
-LineKind = Literal["usage", "minimum", "adjustment"]
+LineKind = Literal["usage", "minimum", "charge", "adjustment"]
 
 
 class TierLineOut(msgspec.Struct):
@@ -44,6 +44,7 @@ class InvoiceLineOut(msgspec.Struct, kw_only=True):
     """One line, by `kind`: `usage`, a meter's usage at one price for the period (a tiered
     price's tiers listed in `tiers`), or its usage that no price covers (`unpriced`, amount 0);
     `minimum`, the top-up of a price whose period amount is below its `minimum_amount`;
+    `charge`, a recurring charge for the period (`meter` null, `charge_id`, `proration`);
     `adjustment`, a prior-period correction (`adjusts_period` names the period whose late
     usage it bills, `adjusts_kind` the kind of line it corrects).
 
@@ -51,7 +52,7 @@ class InvoiceLineOut(msgspec.Struct, kw_only=True):
     decode."""
 
     kind: LineKind = "usage"
-    meter: str
+    meter: str | None  # null on a charge line
     description: str
     match: dict[str, str]
     period_start: datetime
@@ -71,6 +72,10 @@ class InvoiceLineOut(msgspec.Struct, kw_only=True):
     free_units_applied: str | None = None
     packages: str | None = None
     minimum_amount: str | None = None  # on a minimum line: the price's minimum
+    charge_id: str | None = None  # on a charge line
+    # On a charge line: the share of the period's seconds the charge was effective in, to 10
+    # places (the amount uses the exact share); 1 when not prorated.
+    proration: str | None = None
 
 
 class InvoiceOut(msgspec.Struct):

@@ -39,6 +39,9 @@ import msgspec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.charges.rating import charge_line
+from service.charges.repository import ChargeRepository
+from service.charges.service import charge_rule
 from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import render_amount, render_quantity, round_money, to_plain_string
@@ -208,6 +211,8 @@ def line_out(line: InvoiceLine, currency: str) -> InvoiceLineOut:
         minimum_amount=None
         if line.minimum_amount is None
         else render_amount(line.minimum_amount, currency),
+        charge_id=line.charge_id,
+        proration=_optional_quantity(line.proration),
     )
 
 
@@ -249,6 +254,8 @@ def line_from_snapshot(line: Mapping[str, Any]) -> InvoiceLine:
         free_units_applied=_optional_decimal(snapshot.free_units_applied),
         packages=_optional_decimal(snapshot.packages),
         minimum_amount=_optional_decimal(snapshot.minimum_amount),
+        charge_id=snapshot.charge_id,
+        proration=_optional_decimal(snapshot.proration),
     )
 
 
@@ -320,6 +327,7 @@ class Draft:
 class InvoiceService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self.invoices = InvoiceRepository(session)
+        self.charges = ChargeRepository(session)
         self.tenants = TenantRepository(session)
         self.session = session
         self.settings = settings
@@ -341,7 +349,8 @@ class InvoiceService:
         end: datetime,
     ) -> dict[str, list[InvoiceLine]]:
         """Lines per currency for the tenant's usage in `[start, end)`, at today's price book
-        (prices are effective-dated, so a past period keeps its prices)."""
+        (prices are effective-dated, so a past period keeps its prices), and its recurring
+        charges effective in it, prorated (`charge_line`)."""
         queries = [
             RollupQuery(
                 tenant_id=tenant_id,
@@ -393,6 +402,10 @@ class InvoiceService:
                 ) from exc
             if meter_lines:
                 lines.setdefault(meter.info.currency, []).extend(meter_lines)
+        for charge in await self.charges.effective_in(tenant_id, start, end):
+            line = charge_line(charge_rule(charge), start, end)
+            if line is not None:
+                lines.setdefault(charge.currency, []).append(line)
         return lines
 
     async def _adjustments(
@@ -417,7 +430,8 @@ class InvoiceService:
             for invoice_period, currency, lines in stored:
                 for line in lines:
                     adjusts = line.get("adjusts_period")
-                    if line["meter"] not in billable:
+                    # Charge lines have no meter and are always compared.
+                    if line["meter"] is not None and line["meter"] not in billable:
                         continue
                     if (invoice_period == prior and adjusts is None) or adjusts == prior:
                         billed.setdefault(currency, []).append(line_from_snapshot(line))
