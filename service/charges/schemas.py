@@ -37,3 +37,25 @@ class ChargeOut(msgspec.Struct):
     effective_to: datetime | None
     prorate: bool
     created_at: datetime
+
+
+class CommitmentCreate(msgspec.Struct, forbid_unknown_fields=True):
+    # Per month, in `currency` (at most its minor units).
+    amount: ExactDecimal
+    effective_from: datetime
+    effective_to: datetime | None = None
+    currency: CurrencyCode | None = None  # default: the tenant's
+
+
+class CommitmentEnd(msgspec.Struct, forbid_unknown_fields=True):
+    effective_to: datetime
+
+
+class CommitmentOut(msgspec.Struct):
+    id: uuid.UUID
+    tenant_id: str
+    amount: str
+    currency: str
+    effective_from: datetime
+    effective_to: datetime | None
+    created_at: datetime

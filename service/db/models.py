@@ -1,6 +1,6 @@
 """The models registry: importing this module registers every table on Base.metadata."""
 
-from service.charges.models import Charge
+from service.charges.models import Charge, Commitment
 from service.db.base import Base
 from service.events.models import Event
 from service.invoices.models import Invoice, InvoiceCounter
@@ -12,6 +12,7 @@ __all__ = [
     "ApiKey",
     "Base",
     "Charge",
+    "Commitment",
     "Event",
     "Invoice",
     "InvoiceCounter",

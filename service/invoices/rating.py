@@ -62,7 +62,7 @@ class MeterInfo:
     currency: str
 
 
-LineKind = Literal["usage", "minimum", "charge", "adjustment"]
+LineKind = Literal["usage", "minimum", "charge", "commitment", "adjustment"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -70,8 +70,10 @@ class InvoiceLine:
     """One invoice line. `usage`: a meter's usage at one price for the period (all its tiers
     in one line), or usage no price covers (`unpriced`, amount 0); `minimum`: the top-up of
     a price whose period amount is below its `minimum_amount`; `charge`: a recurring charge
-    for the period (no meter, `charge_id`, `proration`); `adjustment`: a correction of a prior
-    period's line (`adjusts_period`, `adjusts_kind`)."""
+    for the period (no meter, `charge_id`, `proration`); `commitment`: the true-up of a
+    monthly minimum spend (no meter, `commitment_id`, `minimum_amount` the prorated
+    commitment); `adjustment`: a correction of a prior period's line
+    (`adjusts_period`, `adjusts_kind`)."""
 
     kind: LineKind = "usage"
     meter: str | None  # None on a charge line
@@ -95,6 +97,7 @@ class InvoiceLine:
     packages: Decimal | None = None  # whole packages billed, for a package price
     minimum_amount: Decimal | None = None  # on a minimum line
     charge_id: str | None = None  # on a charge line
+    commitment_id: str | None = None  # on a commitment line: the period's latest commitment
     # On a charge line: the share of the period the charge was effective in (1 unprorated).
     proration: Decimal | None = None
 
@@ -476,7 +479,7 @@ def _plain(value: Decimal) -> str:
 
 
 # Lines of one meter and match: usage first, then the minimum that tops them up.
-_KIND_ORDER = {"usage": 0, "minimum": 1, "charge": 2}
+_KIND_ORDER = {"usage": 0, "minimum": 1, "charge": 2, "commitment": 3}
 
 
 def _line_order(line: InvoiceLine) -> tuple[object, ...]:
@@ -542,7 +545,7 @@ def _identity(line: InvoiceLine) -> _LineIdentity:
     # Lines of prices with tiers, free units or packages say so (an adjustment line of one
     # carries the differences of those), and a minimum line's unit amount is its top-up.
     by_price = (
-        kind == "minimum"
+        kind in ("minimum", "commitment")
         or line.tier is not None
         or bool(line.tiers)
         or line.free_units_applied is not None
@@ -650,6 +653,7 @@ def adjustment_lines(
                     unpriced=template.unpriced,
                     adjusts_period=period_label,
                     charge_id=template.charge_id,
+                    commitment_id=template.commitment_id,
                     tiers=tuple(
                         share
                         for _, share in sorted(difference.tiers.items())

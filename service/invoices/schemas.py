@@ -26,7 +26,7 @@ class FinalizeRequest(msgspec.Struct, forbid_unknown_fields=True):
     period: Period
 
 
-LineKind = Literal["usage", "minimum", "charge", "adjustment"]
+LineKind = Literal["usage", "minimum", "charge", "commitment", "adjustment"]
 
 
 class TierLineOut(msgspec.Struct):
@@ -45,6 +45,8 @@ class InvoiceLineOut(msgspec.Struct, kw_only=True):
     price's tiers listed in `tiers`), or its usage that no price covers (`unpriced`, amount 0);
     `minimum`, the top-up of a price whose period amount is below its `minimum_amount`;
     `charge`, a recurring charge for the period (`meter` null, `charge_id`, `proration`);
+    `commitment`, the true-up of a monthly minimum spend (`meter` null, `commitment_id`,
+    `minimum_amount` the prorated commitment, `proration` its share of the period);
     `adjustment`, a prior-period correction (`adjusts_period` names the period whose late
     usage it bills, `adjusts_kind` the kind of line it corrects).
 
@@ -71,8 +73,10 @@ class InvoiceLineOut(msgspec.Struct, kw_only=True):
     tiers: list[TierLineOut] = msgspec.field(default_factory=list)
     free_units_applied: str | None = None
     packages: str | None = None
-    minimum_amount: str | None = None  # on a minimum line: the price's minimum
+    # On a minimum line: the price's minimum; on a commitment line: the period's commitment.
+    minimum_amount: str | None = None
     charge_id: str | None = None  # on a charge line
+    commitment_id: str | None = None  # on a commitment line
     # On a charge line: the share of the period's seconds the charge was effective in, to 10
     # places (the amount uses the exact share); 1 when not prorated.
     proration: str | None = None

@@ -39,9 +39,9 @@ import msgspec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.charges.rating import charge_line
-from service.charges.repository import ChargeRepository
-from service.charges.service import charge_rule
+from service.charges.rating import charge_line, commitment_line
+from service.charges.repository import ChargeRepository, CommitmentRepository
+from service.charges.service import charge_rule, commitment_rule
 from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import render_amount, render_quantity, round_money, to_plain_string
@@ -212,6 +212,7 @@ def line_out(line: InvoiceLine, currency: str) -> InvoiceLineOut:
         if line.minimum_amount is None
         else render_amount(line.minimum_amount, currency),
         charge_id=line.charge_id,
+        commitment_id=line.commitment_id,
         proration=_optional_quantity(line.proration),
     )
 
@@ -255,6 +256,7 @@ def line_from_snapshot(line: Mapping[str, Any]) -> InvoiceLine:
         packages=_optional_decimal(snapshot.packages),
         minimum_amount=_optional_decimal(snapshot.minimum_amount),
         charge_id=snapshot.charge_id,
+        commitment_id=snapshot.commitment_id,
         proration=_optional_decimal(snapshot.proration),
     )
 
@@ -328,6 +330,7 @@ class InvoiceService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self.invoices = InvoiceRepository(session)
         self.charges = ChargeRepository(session)
+        self.commitments = CommitmentRepository(session)
         self.tenants = TenantRepository(session)
         self.session = session
         self.settings = settings
@@ -350,7 +353,8 @@ class InvoiceService:
     ) -> dict[str, list[InvoiceLine]]:
         """Lines per currency for the tenant's usage in `[start, end)`, at today's price book
         (prices are effective-dated, so a past period keeps its prices), and its recurring
-        charges effective in it, prorated (`charge_line`)."""
+        charges effective in it, prorated (`charge_line`), and per currency the true-up of its
+        commitments (`commitment_line`)."""
         queries = [
             RollupQuery(
                 tenant_id=tenant_id,
@@ -406,6 +410,20 @@ class InvoiceService:
             line = charge_line(charge_rule(charge), start, end)
             if line is not None:
                 lines.setdefault(charge.currency, []).append(line)
+        commitments = [
+            commitment_rule(commitment)
+            for commitment in await self.commitments.effective_in(tenant_id, start, end)
+        ]
+        for currency in sorted({commitment.currency for commitment in commitments}):
+            true_up = commitment_line(
+                commitments,
+                lines.get(currency, []),
+                currency=currency,
+                period_start=start,
+                period_end=end,
+            )
+            if true_up is not None:
+                lines.setdefault(currency, []).append(true_up)
         return lines
 
     async def _adjustments(

@@ -49,8 +49,15 @@ async def test_create_list_and_end(client: Client, keys: Keys, billing: dict[str
         "prorate": True,
     }
     fee = await create_charge(
-        client, keys, name="Platform fee", unit_amount="99", currency="USD", prorate=False
+        client,
+        keys,
+        name="Platform fee",
+        unit_amount="99",
+        currency="USD",
+        prorate=False,
+        effective_from="2026-10-01T00:00:00Z",
     )
+    # Listed by effective_from.
     listed = await client.get("/v1/tenants/acme/charges", headers=billing)
     assert listed.status_code == 200
     assert [item["id"] for item in listed.json()["items"]] == [seats["id"], fee["id"]]
