@@ -1,7 +1,7 @@
 """prices: volume tiers, flat amounts per tier, free units, packages, minimum amounts
 
-Revision ID: 5b8e1f3a9c24
-Revises: 7a4c9e2d5f13
+Revision ID: c41d7e2a8f35
+Revises: 9c3d7e1a5b42
 Create Date: 2026-12-01 13:30:00.000000+00:00
 
 New columns with defaults that keep every existing price as it was (graduated, no free
@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from alembic import op
 
-revision: str = "5b8e1f3a9c24"
-down_revision: str | None = "7a4c9e2d5f13"
+revision: str = "c41d7e2a8f35"
+down_revision: str | None = "9c3d7e1a5b42"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,7 +1,7 @@
 """charges: recurring fixed charges per tenant (platform fees, seats)
 
 Revision ID: 9d2f6c1e8a47
-Revises: 5b8e1f3a9c24
+Revises: c41d7e2a8f35
 Create Date: 2026-12-01 14:00:00.000000+00:00
 
 A new table, keyed by tenant first like every tenant-scoped table. The downgrade drops it with
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "9d2f6c1e8a47"
-down_revision: str | None = "5b8e1f3a9c24"
+down_revision: str | None = "c41d7e2a8f35"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
