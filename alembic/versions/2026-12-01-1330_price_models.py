@@ -1,7 +1,7 @@
 """prices: volume tiers, flat amounts per tier, free units, packages, minimum amounts
 
 Revision ID: c41d7e2a8f35
-Revises: 9c3d7e1a5b42
+Revises: 2e7b9d4c6a18
 Create Date: 2026-12-01 13:30:00.000000+00:00
 
 New columns with defaults that keep every existing price as it was (graduated, no free
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "c41d7e2a8f35"
-down_revision: str | None = "9c3d7e1a5b42"
+down_revision: str | None = "2e7b9d4c6a18"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
