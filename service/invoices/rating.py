@@ -84,8 +84,9 @@ class _UnpricedUsage:
 
 
 @dataclass(slots=True)
-class _Rated:
-    """Usage of one meter for the period, merged per price and per unpriced attribute set."""
+class RatedUsage:
+    """Usage of one meter for the period, merged per rate (`Rate.key`) and per unpriced
+    attribute set."""
 
     # By price and, for a relative price, the prices its rate came from.
     priced: dict[tuple[str, ...], _PricedUsage] = field(default_factory=dict)
@@ -155,37 +156,16 @@ def rate_meter(
     whether the price changed. A price with other bounds starts again from zero. Each tier a
     line reaches gives its own line (`tier` = 1-based index), amount rounded once per tier.
     """
-    if not period_start < period_end:
-        raise ValueError("period_start must be before period_end")
-    if meter.aggregation not in AGGREGATIONS:
-        raise ValueError(
-            f"meter {meter.event_name!r}: unknown aggregation {meter.aggregation!r};"
-            f" expected one of {', '.join(AGGREGATIONS)}"
-        )
-    currency_exponent(meter.currency)  # an unknown currency fails here, before any arithmetic
-    # The meter's own prices and those of the meters relative prices refer to.
-    meter_prices = [
-        price for price in prices if price.tenant_id is None or price.tenant_id == tenant_id
-    ]
-    for price in meter_prices:
-        if price.currency != meter.currency:
-            raise ValueError(
-                f"price {price.id!r} is in {price.currency} but meter {meter.event_name!r}"
-                f" bills in {meter.currency}"
-            )
-
+    rated = rate_usage(
+        meter,
+        groups,
+        prices,
+        tenant_id=tenant_id,
+        period_start=period_start,
+        period_end=period_end,
+    )
     with localcontext(MONEY_CONTEXT):
-        rated = _Rated()
-        for group in groups:
-            if meter.aggregation == "last":
-                _add_last_usage(
-                    rated, meter, group, meter_prices, tenant_id, period_start, period_end
-                )
-            else:
-                _add_segment_usage(
-                    rated, meter, group, meter_prices, tenant_id, period_start, period_end
-                )
-        lines = _priced_lines(meter, rated, period_start, period_end)
+        lines = _priced_lines(meter, period_charges(rated), period_start, period_end)
         for unpriced in rated.unpriced.values():
             if unpriced.quantity == 0:
                 continue
@@ -208,6 +188,50 @@ def rate_meter(
     return sorted(lines, key=_line_order)
 
 
+def rate_usage(
+    meter: MeterInfo,
+    groups: Sequence[GroupUsage],
+    prices: Sequence[PriceRule],
+    *,
+    tenant_id: str,
+    period_start: datetime,
+    period_end: datetime,
+) -> RatedUsage:
+    """The meter's usage over the period merged per rate, as `rate_meter` bills it (its rules
+    and its ValueErrors); `period_charges` then says what each rate's usage costs."""
+    if not period_start < period_end:
+        raise ValueError("period_start must be before period_end")
+    if meter.aggregation not in AGGREGATIONS:
+        raise ValueError(
+            f"meter {meter.event_name!r}: unknown aggregation {meter.aggregation!r};"
+            f" expected one of {', '.join(AGGREGATIONS)}"
+        )
+    currency_exponent(meter.currency)  # an unknown currency fails here, before any arithmetic
+    # The meter's own prices and those of the meters relative prices refer to.
+    meter_prices = [
+        price for price in prices if price.tenant_id is None or price.tenant_id == tenant_id
+    ]
+    for price in meter_prices:
+        if price.currency != meter.currency:
+            raise ValueError(
+                f"price {price.id!r} is in {price.currency} but meter {meter.event_name!r}"
+                f" bills in {meter.currency}"
+            )
+
+    with localcontext(MONEY_CONTEXT):
+        rated = RatedUsage()
+        for group in groups:
+            if meter.aggregation == "last":
+                _add_last_usage(
+                    rated, meter, group, meter_prices, tenant_id, period_start, period_end
+                )
+            else:
+                _add_segment_usage(
+                    rated, meter, group, meter_prices, tenant_id, period_start, period_end
+                )
+    return rated
+
+
 def _check_segment(segment: SegmentUsage, period_start: datetime, period_end: datetime) -> None:
     if not period_start <= segment.start < segment.end <= period_end:
         raise ValueError(
@@ -217,7 +241,7 @@ def _check_segment(segment: SegmentUsage, period_start: datetime, period_end: da
 
 
 def _add_segment_usage(
-    rated: _Rated,
+    rated: RatedUsage,
     meter: MeterInfo,
     group: GroupUsage,
     prices: Sequence[PriceRule],
@@ -255,7 +279,7 @@ def _add_segment_usage(
 
 
 def _add_last_usage(
-    rated: _Rated,
+    rated: RatedUsage,
     meter: MeterInfo,
     group: GroupUsage,
     prices: Sequence[PriceRule],
@@ -303,65 +327,105 @@ def _fill_tiers(tiers: Sequence[Tier], offset: Decimal, quantity: Decimal) -> li
     return shares
 
 
-def _priced_lines(
-    meter: MeterInfo, rated: _Rated, period_start: datetime, period_end: datetime
-) -> list[InvoiceLine]:
-    lines: list[InvoiceLine] = []
+@dataclass(frozen=True, slots=True)
+class ChargePart:
+    """A part of what one rate's usage costs over the period: the whole quantity of a price
+    without tiers, or the quantity that falls in one tier (`tier`, 1-based). One invoice line
+    each."""
+
+    tier: int | None
+    quantity: Decimal
+    unit_amount: Decimal  # per the rate's per_units: the price's, or the tier's
+    amount: Decimal  # exact: not rounded
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodCharge:
+    """What the usage one rate prices costs over the whole period, exactly."""
+
+    rate: Rate
+    quantity: Decimal
+    parts: tuple[ChargePart, ...]
+
+    @property
+    def amount(self) -> Decimal:
+        with localcontext(MONEY_CONTEXT):
+            return sum((part.amount for part in self.parts), Decimal(0))
+
+
+def period_charges(rated: RatedUsage) -> list[PeriodCharge]:
+    """The amount of each rate's quantity for the period, exact: the one amount function of
+    the service. Invoice lines round its parts; costs share each charge among the groups and
+    windows whose usage it prices, in proportion to quantity, so they add up to it.
+
+    Untiered: quantity x unit_amount / per_units. Graduated: the tiers of a chain (see
+    `rate_meter`) are filled in `effective_from` order, each rate where the previous stopped.
+    Zero quantities give no charge."""
+    charges: list[PeriodCharge] = []
     chains: dict[tuple[object, ...], list[_PricedUsage]] = {}
-    for usage in rated.priced.values():
-        price = usage.rate.price
-        if usage.quantity == 0:
-            continue
-        if price.tiers:
-            if usage.quantity < 0:
-                raise ValueError(
-                    f"price {price.id!r}: a negative quantity ({usage.quantity}) cannot be"
-                    " rated against graduated tiers"
-                )
-            chain_key = (
-                price.tenant_id,
-                tuple(sorted(price.match.items())),
-                tuple(tier.up_to for tier in price.tiers),
-            )
-            chains.setdefault(chain_key, []).append(usage)
-            continue
-        rate = usage.rate
-        amount = usage.quantity * rate.unit_amount / rate.per_units
-        lines.append(
-            _price_line(
-                meter,
-                rate,
-                quantity=usage.quantity,
-                unit_amount=rate.unit_amount,
-                amount=round_money(amount, meter.currency),
-                tier=None,
-                period_start=period_start,
-                period_end=period_end,
-            )
-        )
-    for chain in chains.values():
-        offset = Decimal(0)
-        for usage in sorted(chain, key=lambda usage: usage.rate.price.effective_from):
+    with localcontext(MONEY_CONTEXT):
+        for usage in rated.priced.values():
             price = usage.rate.price
-            shares = _fill_tiers(price.tiers, offset, usage.quantity)
-            for index, (tier, share) in enumerate(zip(price.tiers, shares, strict=True)):
-                if share == 0:
-                    continue
-                amount = share * tier.unit_amount / usage.rate.per_units
-                lines.append(
-                    _price_line(
-                        meter,
-                        usage.rate,
-                        quantity=share,
-                        unit_amount=tier.unit_amount,
-                        amount=round_money(amount, meter.currency),
-                        tier=index + 1,
-                        period_start=period_start,
-                        period_end=period_end,
+            if usage.quantity == 0:
+                continue
+            if price.tiers:
+                if usage.quantity < 0:
+                    raise ValueError(
+                        f"price {price.id!r}: a negative quantity ({usage.quantity}) cannot be"
+                        " rated against graduated tiers"
                     )
+                chain_key = (
+                    price.tenant_id,
+                    tuple(sorted(price.match.items())),
+                    tuple(tier.up_to for tier in price.tiers),
                 )
-            offset += usage.quantity
-    return lines
+                chains.setdefault(chain_key, []).append(usage)
+                continue
+            rate = usage.rate
+            amount = usage.quantity * rate.unit_amount / rate.per_units
+            part = ChargePart(None, usage.quantity, rate.unit_amount, amount)
+            charges.append(PeriodCharge(rate, usage.quantity, (part,)))
+        for chain in chains.values():
+            offset = Decimal(0)
+            for usage in sorted(chain, key=lambda usage: usage.rate.price.effective_from):
+                price = usage.rate.price
+                shares = _fill_tiers(price.tiers, offset, usage.quantity)
+                parts = tuple(
+                    ChargePart(
+                        index + 1,
+                        share,
+                        tier.unit_amount,
+                        share * tier.unit_amount / usage.rate.per_units,
+                    )
+                    for index, (tier, share) in enumerate(zip(price.tiers, shares, strict=True))
+                    if share != 0
+                )
+                charges.append(PeriodCharge(usage.rate, usage.quantity, parts))
+                offset += usage.quantity
+    return charges
+
+
+def _priced_lines(
+    meter: MeterInfo,
+    charges: Sequence[PeriodCharge],
+    period_start: datetime,
+    period_end: datetime,
+) -> list[InvoiceLine]:
+    """One line per part of each charge, its amount rounded once."""
+    return [
+        _price_line(
+            meter,
+            charge.rate,
+            quantity=part.quantity,
+            unit_amount=part.unit_amount,
+            amount=round_money(part.amount, meter.currency),
+            tier=part.tier,
+            period_start=period_start,
+            period_end=period_end,
+        )
+        for charge in charges
+        for part in charge.parts
+    ]
 
 
 def _price_line(

@@ -53,10 +53,9 @@ from service.invoices.errors import (
     PeriodOverlaps,
 )
 from service.invoices.models import Invoice
+from service.invoices.period_usage import group_usage, period_query
 from service.invoices.rating import (
-    GroupUsage,
     InvoiceLine,
-    SegmentUsage,
     adjustment_lines,
     invoice_totals,
     rate_meter,
@@ -69,8 +68,8 @@ from service.invoices.repository import (
 )
 from service.invoices.schemas import InvoiceLineOut, InvoiceOut, InvoiceStatus
 from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT
-from service.meters.pricing import AmbiguousPriceError, price_boundaries
-from service.rollups.query import ALL_AGGREGATES, SUM_AND_COUNT, RollupQuery, read_cells
+from service.meters.pricing import AmbiguousPriceError
+from service.rollups.query import read_cells
 from service.settings import Settings
 from service.tenants.models import Tenant
 from service.tenants.repository import TenantRepository
@@ -299,45 +298,16 @@ class InvoiceService:
     ) -> dict[str, list[InvoiceLine]]:
         """Lines per currency for the tenant's usage in `[start, end)`, at today's price book
         (prices are effective-dated, so a past period keeps its prices)."""
-        queries = [
-            RollupQuery(
-                tenant_id=tenant_id,
-                meter_ids=[meter.meter_id],
-                # The period split where a price starts or ends inside it.
-                edges=[start, *price_boundaries(meter.prices, start, end), end],
-                group_by=meter.group_keys,
-                aggregates=ALL_AGGREGATES if meter.info.aggregation == "last" else SUM_AND_COUNT,
-            )
-            for meter in meters
-        ]
+        queries = [period_query(tenant_id, meter, start, end) for meter in meters]
         usage = await read_cells(await session_driver(self.session), queries)
         lines: dict[str, list[InvoiceLine]] = {}
         for meter, query, cells in zip(meters, queries, usage, strict=True):
             if not cells:
                 continue
-            groups: dict[tuple[str | None, ...], list[SegmentUsage]] = {}
-            for cell in cells:
-                groups.setdefault(cell.group, []).append(
-                    SegmentUsage(
-                        start=query.edges[cell.window],
-                        end=query.edges[cell.window + 1],
-                        sum=cell.sum,
-                        count=cell.count,
-                        last=cell.last,
-                        last_at=cell.last_ts,
-                    )
-                )
-            group_usage = [
-                GroupUsage(
-                    attributes=dict(zip(query.group_by, values, strict=True)),
-                    segments=tuple(sorted(segments, key=lambda s: s.start)),
-                )
-                for values, segments in groups.items()
-            ]
             try:
                 meter_lines = rate_meter(
                     meter.info,
-                    group_usage,
+                    group_usage(query, cells),
                     meter.prices,
                     tenant_id=tenant_id,
                     period_start=start,
