@@ -23,6 +23,7 @@ from service.common.logging import configure_logging
 from service.common.openapi_contract import complete_openapi
 from service.common.query_parameters import check_query_parameters
 from service.common.request_body import ServiceRequest
+from service.costs.endpoints import CostController
 from service.db.connections import request_transaction
 from service.db.embedded import start_embedded_postgres
 from service.db.session import create_engine, create_sessionmaker
@@ -56,6 +57,7 @@ def _route_handlers() -> list[Any]:
         MeterController,
         PriceController,
         UsageController,
+        CostController,
         TenantInvoiceController,
         InvoiceController,
         docs_assets_router(),

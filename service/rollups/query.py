@@ -56,6 +56,9 @@ class Cell:
     count: int
     last: Decimal | None  # None when not asked for, or when the last event had no value
     last_ts: datetime | None
+    # The id of that last event: (last_ts, last_event_id) orders cells' last events as `last`
+    # itself does (ties in time to the later-stored event). None when not asked for.
+    last_event_id: int | None = None
 
 
 def rollup_table(keys: Sequence[str]) -> str:
@@ -184,10 +187,12 @@ def _branch(
     if "last" in query.aggregates:
         last = (
             "(max(ARRAY[extract(epoch FROM last_ts), last_event_id::numeric, last_value]))[3] "
-            "AS last, max(last_ts) AS last_ts"
+            "AS last, max(last_ts) AS last_ts, "
+            "(max(ARRAY[extract(epoch FROM last_ts), last_event_id::numeric]))[2]::bigint "
+            "AS last_event_id"
         )
     else:
-        last = "NULL::numeric AS last, NULL::timestamptz AS last_ts"
+        last = "NULL::numeric AS last, NULL::timestamptz AS last_ts, NULL::bigint AS last_event_id"
     if group_columns:  # g0, g1, ...: cheaper to decode than an array
         group = "".join(f"{value} AS g{position}, " for position, value in enumerate(values))
     else:
@@ -228,6 +233,7 @@ async def read_cells(
                 count=record["count"],
                 last=record["last"],
                 last_ts=record["last_ts"],
+                last_event_id=record["last_event_id"],
             )
         )
     return results

@@ -76,7 +76,7 @@ class UsageService:
         if tenant_id is None:
             raise _invalid("tenant_id", "tenant_id is required (this API key is not bound)")
         principal.ensure_tenant(tenant_id)
-        start, end, size, group_by, filters = _parse(query)
+        start, end, size, group_by, filters = parse_usage_query(query)
         # Checked by _parse: a limit without order_by keeps the first rows in the usual order.
         order = UsageOrder(query.order_by) if query.order_by else None
         limit = query.limit
@@ -91,7 +91,7 @@ class UsageService:
             meters = await repository.meters(connection, query.meter)
             if query.meter is not None and not meters:
                 raise _invalid("meter", f"no meter has event_name '{query.meter}'")
-            _check_keys(meters, group_by, filters)
+            check_group_keys(meters, group_by, filters)
             try:
                 boundaries = window_boundaries(start, end, size, zone)
             except WindowError as exc:
@@ -137,7 +137,7 @@ def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput(message, errors=[FieldError(field=field, message=message)])
 
 
-def _parse(
+def parse_usage_query(
     query: UsageQuery,
 ) -> tuple[datetime, datetime, WindowSize | None, list[str], dict[str, list[str]]]:
     """Everything that needs no database; all problems at once."""
@@ -239,7 +239,7 @@ def _floor_hint(instant: datetime) -> str:
     return floor_to_quarter_hour(instant).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _check_keys(
+def check_group_keys(
     meters: Sequence[MeterRecord], group_by: Sequence[str], filters: dict[str, list[str]]
 ) -> None:
     """group_by and filter keys: attribution fields, or a dimension the meter declares (for
