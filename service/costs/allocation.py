@@ -7,7 +7,7 @@ one amount function, tiers filled by the whole period's usage). A piece of usage
 costs answer (one group, one window, one stretch between price changes) carries the share of
 its rate's charge in proportion to its quantity:
 
-    cost = quantity x charge amount / charge quantity
+    cost = quantity x (charge amount / charge quantity)
 
 so the pieces of a rate add up to its charge, whatever the amount function is (graduated
 tiers today), and the answer's costs add up to the invoice's lines before rounding. For a
@@ -102,12 +102,14 @@ class Costs:
         self.unpriced[meter] = self.unpriced.get(meter, Decimal(0)) + quantity
 
 
-def share(charge: PeriodCharge | None, quantity: Decimal) -> Decimal:
-    """The part of `charge` that `quantity` of its usage carries. No charge (its usage adds up
-    to zero) costs nothing."""
+def unit_share(charge: PeriodCharge | None) -> Decimal:
+    """What one unit of `charge`'s usage carries of it: amount / quantity, to the money
+    context's 200 significant digits (far below the 12 places shown). No charge (its usage
+    adds up to zero) costs nothing."""
     if charge is None or charge.quantity == 0:
         return Decimal(0)
-    return quantity * charge.amount / charge.quantity
+    with localcontext(MONEY_CONTEXT):
+        return charge.amount / charge.quantity
 
 
 def allocate(
@@ -132,6 +134,7 @@ def allocate(
     period_starts = [period.start for period in periods]
     edges = query.edges
     rates: dict[tuple[int, Group], Rate | None] = {}
+    units: dict[tuple[int, tuple[str, ...]], Decimal] = {}  # by period and rate
 
     def place(cell: Cell) -> tuple[int, PeriodRating, Group]:
         at = edges[cell.window]
@@ -174,5 +177,9 @@ def allocate(
             if rate is None:
                 costs.add_unpriced(name, quantity)
                 continue
-            cost = share(period.charges.get(rate.key), quantity)
+            unit_key = (id(period), rate.key)
+            unit = units.get(unit_key)
+            if unit is None:
+                unit = units[unit_key] = unit_share(period.charges.get(rate.key))
+            cost = quantity * unit
             costs.add_priced(window, cell.group[:shown], name, quantity, cost)
