@@ -31,7 +31,7 @@ from service.invoices.period_usage import group_usage
 from service.invoices.rating import PeriodCharge, period_charges, rate_usage
 from service.invoices.repository import MeterPricing
 from service.meters.pricing import Rate, resolve_rate
-from service.rollups.query import Cell, RollupQuery
+from service.rollups.query import Cell, RollupQuery, WeightedCell, Weighting
 
 Group = tuple[str | None, ...]
 # (the latest event's time, its id): how `last` orders events.
@@ -183,3 +183,59 @@ def allocate(
                 unit = units[unit_key] = unit_share(period.charges.get(rate.key))
             cost = quantity * unit
             costs.add_priced(window, cell.group[:shown], name, quantity, cost)
+
+
+def weighting(
+    meter: MeterPricing,
+    *,
+    tenant_id: str,
+    query: RollupQuery,
+    shown: int,
+    windows: Sequence[datetime],
+    periods: Sequence[tuple[RollupQuery, Sequence[Cell], PeriodRating]],
+) -> Weighting:
+    """How the database prices the cells of `query` (a sum or count meter's shown usage, as
+    `allocate` takes it): per stretch of a period between price changes (a segment of its
+    `period_query`) and values of the meter's price keys, the per-unit share of the charge of
+    the rate that prices it (`unit_share`); usage without a rate gets no weight (unpriced)."""
+    name = meter.info.event_name
+    keys = meter.group_keys
+    starts: list[datetime] = []
+    weights: list[tuple[int, tuple[str, ...], Decimal]] = []
+    for period_query, cells, rating in periods:
+        first = len(starts)
+        starts += period_query.edges[:-1]
+        units: dict[tuple[str, ...], Decimal] = {}
+        for cell in cells:  # one per segment and values of the price keys
+            rate = resolve_rate(
+                meter.prices,
+                meter=name,
+                tenant_id=tenant_id,
+                attributes=dict(zip(keys, cell.group, strict=True)),
+                at=period_query.edges[cell.window],
+            )
+            if rate is None:
+                continue
+            if rate.key not in units:
+                units[rate.key] = unit_share(rating.charges.get(rate.key))
+            values = tuple("" if value is None else value for value in cell.group)
+            weights.append((first + cell.window, values, units[rate.key]))
+    edges = query.edges[:-1]
+    return Weighting(
+        quantity="sum" if meter.info.aggregation == "sum" else "count",
+        shown=shown,
+        keys=[list(query.group_by).index(key) for key in keys],
+        windows=[bisect_right(windows, edge) - 1 for edge in edges],
+        # 1-based: PostgreSQL arrays start at 1, like the query's window index.
+        parts=[bisect_right(starts, edge) for edge in edges],
+        weights=[(part + 1, values, weight) for part, values, weight in weights],
+    )
+
+
+def add_weighted(costs: Costs, meter: str, cells: Sequence[WeightedCell]) -> None:
+    """Add the answer of a `read_weighted` to `costs`."""
+    for cell in cells:
+        if cell.quantity != 0:
+            costs.add_priced(cell.window, cell.group, meter, cell.quantity, cell.cost)
+        if cell.unweighted != 0:
+            costs.add_unpriced(meter, cell.unweighted)

@@ -16,14 +16,14 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound, QueryTimeout
 from service.common.gc_pause import no_collection
 from service.common.money import MONEY_CONTEXT, is_currency, render_quantity, to_plain_string
 from service.common.timezones import zone_named
-from service.costs.allocation import Costs, allocate, rate_period
+from service.costs.allocation import Costs, add_weighted, allocate, rate_period, weighting
 from service.costs.schemas import (
     CostOrder,
     CostQuery,
@@ -32,13 +32,19 @@ from service.costs.schemas import (
     MeterCost,
     UnpricedQuantity,
 )
-from service.db.connections import session_driver
+from service.db.connections import driver_connection, session_driver
 from service.invoices.errors import AmbiguousPrices
 from service.invoices.period_usage import period_query
 from service.invoices.repository import MeterPricing, load_pricing
 from service.invoices.service import invoice_period
 from service.meters.pricing import AmbiguousPriceError, price_boundaries
-from service.rollups.query import ALL_AGGREGATES, SUM_AND_COUNT, RollupQuery, read_cells
+from service.rollups.query import (
+    ALL_AGGREGATES,
+    SUM_AND_COUNT,
+    RollupQuery,
+    read_cells,
+    read_weighted,
+)
 from service.tenants.repository import TenantRepository
 from service.usage import repository as usage_repository
 from service.usage.schemas import MAX_LIMIT, UsageQuery
@@ -56,8 +62,9 @@ def render_cost(value: Decimal) -> str:
 
 
 class CostService:
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, engine: AsyncEngine) -> None:
         self.session = session
+        self.engine = engine
 
     async def costs(self, principal: Principal, query: CostQuery) -> CostsOut:
         tenant_id = query.tenant_id or principal.tenant_id
@@ -86,44 +93,23 @@ class CostService:
             raise _invalid(exc.field, exc.message) from exc
         periods = billing_periods(start, end, tenant.timezone)
 
-        queries: list[RollupQuery] = []
-        for meter in meters:
-            queries += [period_query(tenant_id, meter, *period) for period in periods]
-            queries.append(shown_query(tenant_id, meter, windows, periods, group_by, filters))
+        costs = Costs()
         try:
-            cells = await read_cells(connection, queries)
+            # Two statements (the months, then the weighted usage) in one snapshot.
+            async with (
+                driver_connection(self.engine) as reader,
+                reader.transaction(isolation="repeatable_read", readonly=True),
+            ):
+                await self._read(
+                    reader, costs, tenant_id, meters, windows, periods, group_by, filters
+                )
         except asyncpg.QueryCanceledError as exc:
             raise QueryTimeout(
                 "the costs query did not finish within the statement timeout "
                 "(METERING_DB_STATEMENT_TIMEOUT_SECONDS); ask for a shorter range or fewer "
                 "group_by keys"
             ) from exc
-
-        costs = Costs()
-        step = len(periods) + 1
         with no_collection():  # no await inside: only this request's objects are being built
-            for index, meter in enumerate(meters):
-                first = index * step
-                try:
-                    rated = [
-                        rate_period(meter, tenant_id, queries[first + i], cells[first + i])
-                        for i in range(len(periods))
-                    ]
-                    allocate(
-                        costs,
-                        meter,
-                        tenant_id=tenant_id,
-                        query=queries[first + len(periods)],
-                        cells=cells[first + len(periods)],
-                        shown=len(group_by),
-                        windows=windows,
-                        periods=rated,
-                    )
-                except AmbiguousPriceError as exc:
-                    raise AmbiguousPrices(
-                        f"meter '{meter.info.event_name}': {exc}",
-                        errors=[FieldError(field="prices", message="ambiguous")],
-                    ) from exc
             local = [boundary.astimezone(zone) for boundary in windows]
             rows, total = _rows(costs, local, group_by)
         if order is not None:
@@ -152,6 +138,78 @@ class CostService:
             ],
             truncated=truncated,
         )
+
+    async def _read(
+        self,
+        connection: asyncpg.Connection,
+        costs: Costs,
+        tenant_id: str,
+        meters: Sequence[MeterPricing],
+        windows: Sequence[datetime],
+        periods: Sequence[tuple[datetime, datetime]],
+        group_by: Sequence[str],
+        filters: dict[str, list[str]],
+    ) -> None:
+        """Rate each meter's months, then add the shown usage's costs to `costs`: summed by
+        PostgreSQL with per-unit weights for sum and count meters (only answer rows come
+        back), cell by cell for `last` meters (their billed value is one event's)."""
+        queries: list[RollupQuery] = []
+        for meter in meters:
+            queries += [period_query(tenant_id, meter, *period) for period in periods]
+            queries.append(shown_query(tenant_id, meter, windows, periods, group_by, filters))
+        step = len(periods) + 1
+        # The shown usage of sum and count meters is read weighted, below.
+        wanted = [
+            query
+            for index, query in enumerate(queries)
+            if index % step < len(periods) or meters[index // step].info.aggregation == "last"
+        ]
+        found = iter(await read_cells(connection, wanted))
+        cells = [
+            next(found)
+            if index % step < len(periods) or meters[index // step].info.aggregation == "last"
+            else []
+            for index in range(len(queries))
+        ]
+        for index, meter in enumerate(meters):
+            first = index * step
+            shown = queries[first + len(periods)]
+            try:
+                rated = [
+                    rate_period(meter, tenant_id, queries[first + i], cells[first + i])
+                    for i in range(len(periods))
+                ]
+                if meter.info.aggregation == "last":
+                    allocate(
+                        costs,
+                        meter,
+                        tenant_id=tenant_id,
+                        query=shown,
+                        cells=cells[first + len(periods)],
+                        shown=len(group_by),
+                        windows=windows,
+                        periods=rated,
+                    )
+                    continue
+                weights = weighting(
+                    meter,
+                    tenant_id=tenant_id,
+                    query=shown,
+                    shown=len(group_by),
+                    windows=windows,
+                    periods=[
+                        (queries[first + i], cells[first + i], rated[i])
+                        for i in range(len(periods))
+                    ],
+                )
+            except AmbiguousPriceError as exc:
+                raise AmbiguousPrices(
+                    f"meter '{meter.info.event_name}': {exc}",
+                    errors=[FieldError(field="prices", message="ambiguous")],
+                ) from exc
+            add_weighted(
+                costs, meter.info.event_name, await read_weighted(connection, shown, weights)
+            )
 
     async def _meters(
         self,
