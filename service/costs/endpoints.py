@@ -4,7 +4,7 @@ from typing import Any
 
 from litestar import Controller, Request, get
 from litestar.params import Parameter
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.common.auth import Scope, current_principal, requires
 from service.costs.schemas import CostOrder, CostQuery, CostsOut
@@ -43,7 +43,6 @@ class CostController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: AsyncSession,
-        db_engine: AsyncEngine,
         start: str = Parameter(query="from", description=FROM_DOC),
         end: str = Parameter(query="to", description=TO_DOC),
         tenant_id: str | None = Parameter(
@@ -83,4 +82,4 @@ class CostController(Controller):
             order_by=None if order_by is None else order_by.value,
             limit=limit,
         )
-        return await CostService(db_session, db_engine).costs(current_principal(request), query)
+        return await CostService(db_session).costs(current_principal(request), query)

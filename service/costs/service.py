@@ -2,11 +2,11 @@
 rollup store, price it as the invoice does and share each charge among groups and windows
 (`allocation`), shape the answer.
 
-Everything is read in one statement, so in one snapshot: the billing periods as the invoice
-reads them (each calendar month of the tenant's zone that the range touches, whole, so tiers
-are filled by the whole month's usage) and the usage shown (the range, grouped by the asked
-keys and the keys the prices match on, filtered, split at every window, month and price
-boundary). Services never commit: the request's session ends the read-only transaction."""
+Everything is read in one REPEATABLE READ transaction, so in one snapshot: the billing periods
+as the invoice reads them (each calendar month of the tenant's zone that the range touches,
+whole, so tiers are filled by the whole month's usage) and the usage shown (the range, grouped
+by the asked keys and the keys the prices match on, filtered, split at every window, month and
+price boundary). Services never commit: the request's session ends the read-only transaction."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from decimal import ROUND_HALF_UP, Decimal, localcontext
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound, QueryTimeout
@@ -32,7 +32,7 @@ from service.costs.schemas import (
     MeterCost,
     UnpricedQuantity,
 )
-from service.db.connections import driver_connection, session_driver
+from service.db.connections import session_driver
 from service.invoices.errors import AmbiguousPrices
 from service.invoices.period_usage import period_query
 from service.invoices.repository import MeterPricing, load_pricing
@@ -62,9 +62,8 @@ def render_cost(value: Decimal) -> str:
 
 
 class CostService:
-    def __init__(self, session: AsyncSession, engine: AsyncEngine) -> None:
+    def __init__(self, session: AsyncSession) -> None:
         self.session = session
-        self.engine = engine
 
     async def costs(self, principal: Principal, query: CostQuery) -> CostsOut:
         tenant_id = query.tenant_id or principal.tenant_id
@@ -74,6 +73,10 @@ class CostService:
         start, end, size, group_by, filters, order = _parse(query)
         # Checked before the database: a bad name is the caller's mistake, whatever happens next.
         asked_zone = zone_named(query.timezone) if query.timezone else None
+        # One REPEATABLE READ transaction for the whole request: the tenant, its prices, the
+        # months and the weighted usage are one snapshot, so the shares add up exactly, on the
+        # request's one connection (a second one per request could exhaust the pool).
+        await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
         tenant = await TenantRepository(self.session).get(tenant_id)
         if tenant is None:
             raise NotFound(f"tenant '{tenant_id}' does not exist")
@@ -95,14 +98,9 @@ class CostService:
 
         costs = Costs()
         try:
-            # Two statements (the months, then the weighted usage) in one snapshot.
-            async with (
-                driver_connection(self.engine) as reader,
-                reader.transaction(isolation="repeatable_read", readonly=True),
-            ):
-                await self._read(
-                    reader, costs, tenant_id, meters, windows, periods, group_by, filters
-                )
+            await self._read(
+                connection, costs, tenant_id, meters, windows, periods, group_by, filters
+            )
         except asyncpg.QueryCanceledError as exc:
             raise QueryTimeout(
                 "the costs query did not finish within the statement timeout "

@@ -274,6 +274,14 @@ def quantity_text(value: Decimal) -> str:
     return format(value.normalize(MONEY_CONTEXT), "f")
 
 
+def unrounded_amount(line: dict[str, Any]) -> Decimal:
+    """A preview line's amount before rounding: its tiers' exact amounts where it lists them
+    (one line per tiered price), else quantity x unit amount / per units (a line per tier)."""
+    if line.get("tiers"):
+        return sum((Decimal(tier["amount"]) for tier in line["tiers"]), Decimal(0))
+    return Decimal(line["quantity"]) * Decimal(line["unit_amount"]) / Decimal(line["per_units"])
+
+
 # -- the test -----------------------------------------------------------------------------
 
 
@@ -417,8 +425,7 @@ async def test_costs_equal_the_invoice_and_a_naive_computation(
                 if line["unpriced"]:
                     invoice_unpriced[line["meter"]] += quantity
                     continue
-                unrounded = quantity * Decimal(line["unit_amount"]) / Decimal(line["per_units"])
-                invoice_amount[line["meter"]] += unrounded
+                invoice_amount[line["meter"]] += unrounded_amount(line)
         by_meter: dict[str, Decimal] = defaultdict(Decimal)
         for row in answer["rows"]:
             for entry in row["meters"]:

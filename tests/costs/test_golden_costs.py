@@ -4,11 +4,13 @@ answer's order, limit and total."""
 
 from __future__ import annotations
 
+import asyncio
 from decimal import Decimal
 from typing import Any
 
 import pytest
 
+from service.settings import Settings
 from tests.conftest import Keys
 from tests.costs.conftest import Client, costs
 from tests.invoices.conftest import (
@@ -21,6 +23,7 @@ from tests.invoices.conftest import (
 )
 
 NOV = {"from_": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+NOV_QUERY = {"from": NOV["from_"], "to": NOV["to"]}
 
 
 @pytest.fixture
@@ -168,3 +171,23 @@ async def test_another_currency_has_no_cost(client: Client, acme: dict[str, str]
     assert answer["currency"] == "EUR"
     assert answer["rows"] == []
     assert answer["total"] == "0.000000000000"
+
+
+async def test_concurrent_requests_beyond_the_pool_all_answer(
+    client: Client, acme: dict[str, str], settings: Settings
+) -> None:
+    """A request reads on its one connection: more concurrent requests than the pool holds
+    wait their turn, none waits for a second connection while holding one (which timed out
+    with 503s when the reads took a connection of their own)."""
+    answers = await asyncio.gather(
+        *(
+            client.get(
+                "/v1/costs",
+                params={**NOV_QUERY, "group_by": "user_id"},
+                headers=acme,
+            )
+            for _ in range(settings.db_pool_size + 6)
+        )
+    )
+    assert {answer.status_code for answer in answers} == {200}
+    assert {answer.json()["total"] for answer in answers} == {"15.200000000000"}
