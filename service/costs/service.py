@@ -96,10 +96,9 @@ class CostService:
             raise _invalid(exc.field, exc.message) from exc
         periods = billing_periods(start, end, tenant.timezone)
 
-        costs = Costs()
         try:
-            await self._read(
-                connection, costs, tenant_id, meters, windows, periods, group_by, filters
+            costs = await read_costs(
+                connection, tenant_id, meters, windows, periods, group_by, filters
             )
         except asyncpg.QueryCanceledError as exc:
             raise QueryTimeout(
@@ -137,78 +136,6 @@ class CostService:
             truncated=truncated,
         )
 
-    async def _read(
-        self,
-        connection: asyncpg.Connection,
-        costs: Costs,
-        tenant_id: str,
-        meters: Sequence[MeterPricing],
-        windows: Sequence[datetime],
-        periods: Sequence[tuple[datetime, datetime]],
-        group_by: Sequence[str],
-        filters: dict[str, list[str]],
-    ) -> None:
-        """Rate each meter's months, then add the shown usage's costs to `costs`: summed by
-        PostgreSQL with per-unit weights for sum and count meters (only answer rows come
-        back), cell by cell for `last` meters (their billed value is one event's)."""
-        queries: list[RollupQuery] = []
-        for meter in meters:
-            queries += [period_query(tenant_id, meter, *period) for period in periods]
-            queries.append(shown_query(tenant_id, meter, windows, periods, group_by, filters))
-        step = len(periods) + 1
-        # The shown usage of sum and count meters is read weighted, below.
-        wanted = [
-            query
-            for index, query in enumerate(queries)
-            if index % step < len(periods) or meters[index // step].info.aggregation == "last"
-        ]
-        found = iter(await read_cells(connection, wanted))
-        cells = [
-            next(found)
-            if index % step < len(periods) or meters[index // step].info.aggregation == "last"
-            else []
-            for index in range(len(queries))
-        ]
-        for index, meter in enumerate(meters):
-            first = index * step
-            shown = queries[first + len(periods)]
-            try:
-                rated = [
-                    rate_period(meter, tenant_id, queries[first + i], cells[first + i])
-                    for i in range(len(periods))
-                ]
-                if meter.info.aggregation == "last":
-                    allocate(
-                        costs,
-                        meter,
-                        tenant_id=tenant_id,
-                        query=shown,
-                        cells=cells[first + len(periods)],
-                        shown=len(group_by),
-                        windows=windows,
-                        periods=rated,
-                    )
-                    continue
-                weights = weighting(
-                    meter,
-                    tenant_id=tenant_id,
-                    query=shown,
-                    shown=len(group_by),
-                    windows=windows,
-                    periods=[
-                        (queries[first + i], cells[first + i], rated[i])
-                        for i in range(len(periods))
-                    ],
-                )
-            except AmbiguousPriceError as exc:
-                raise AmbiguousPrices(
-                    f"meter '{meter.info.event_name}': {exc}",
-                    errors=[FieldError(field="prices", message="ambiguous")],
-                ) from exc
-            add_weighted(
-                costs, meter.info.event_name, await read_weighted(connection, shown, weights)
-            )
-
     async def _meters(
         self,
         connection: asyncpg.Connection,
@@ -231,6 +158,77 @@ class CostService:
                 f"ask for currency={found[0].info.currency}",
             )
         return found
+
+
+async def read_costs(
+    connection: asyncpg.Connection,
+    tenant_id: str,
+    meters: Sequence[MeterPricing],
+    windows: Sequence[datetime],
+    periods: Sequence[tuple[datetime, datetime]],
+    group_by: Sequence[str],
+    filters: dict[str, list[str]],
+) -> Costs:
+    """The costs of `meters`' usage over `windows` by `group_by`, filtered: each meter's months
+    (`periods`) rated, then the shown usage's share of the charges, summed by PostgreSQL with
+    per-unit weights for sum and count meters (only answer rows come back), cell by cell for
+    `last` meters (their billed value is one event's). Raises AmbiguousPrices."""
+    costs = Costs()
+    queries: list[RollupQuery] = []
+    for meter in meters:
+        queries += [period_query(tenant_id, meter, *period) for period in periods]
+        queries.append(shown_query(tenant_id, meter, windows, periods, group_by, filters))
+    step = len(periods) + 1
+    # The shown usage of sum and count meters is read weighted, below.
+    wanted = [
+        query
+        for index, query in enumerate(queries)
+        if index % step < len(periods) or meters[index // step].info.aggregation == "last"
+    ]
+    found = iter(await read_cells(connection, wanted))
+    cells = [
+        next(found)
+        if index % step < len(periods) or meters[index // step].info.aggregation == "last"
+        else []
+        for index in range(len(queries))
+    ]
+    for index, meter in enumerate(meters):
+        first = index * step
+        shown = queries[first + len(periods)]
+        try:
+            rated = [
+                rate_period(meter, tenant_id, queries[first + i], cells[first + i])
+                for i in range(len(periods))
+            ]
+            if meter.info.aggregation == "last":
+                allocate(
+                    costs,
+                    meter,
+                    tenant_id=tenant_id,
+                    query=shown,
+                    cells=cells[first + len(periods)],
+                    shown=len(group_by),
+                    windows=windows,
+                    periods=rated,
+                )
+                continue
+            weights = weighting(
+                meter,
+                tenant_id=tenant_id,
+                query=shown,
+                shown=len(group_by),
+                windows=windows,
+                periods=[
+                    (queries[first + i], cells[first + i], rated[i]) for i in range(len(periods))
+                ],
+            )
+        except AmbiguousPriceError as exc:
+            raise AmbiguousPrices(
+                f"meter '{meter.info.event_name}': {exc}",
+                errors=[FieldError(field="prices", message="ambiguous")],
+            ) from exc
+        add_weighted(costs, meter.info.event_name, await read_weighted(connection, shown, weights))
+    return costs
 
 
 def billing_periods(
