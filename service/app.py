@@ -37,6 +37,7 @@ from service.operations.allow_header import fix_options_allow_header
 from service.operations.metrics import MetricsController, metrics_lifespan
 from service.operations.observability import observe_requests
 from service.operations.rate_limit import rate_limit_middleware
+from service.reports.endpoints import ReportController
 from service.settings import Settings
 from service.tenants.auth import KeyVerifier
 from service.tenants.endpoints import ApiKeyController, TenantController
@@ -58,6 +59,7 @@ def _route_handlers() -> list[Any]:
         PriceController,
         UsageController,
         CostController,
+        ReportController,
         TenantInvoiceController,
         InvoiceController,
         docs_assets_router(),

@@ -92,6 +92,18 @@ ROUTES: list[Route] = [
             "to": "2026-11-02T00:00:00Z",
         },
     ),
+    route(
+        "GET",
+        "/v1/reports/llm",
+        "read",
+        "billing",
+        tenant_scoped=True,
+        query={
+            "tenant_id": "{tenant}",
+            "from": "2026-11-01T00:00:00Z",
+            "to": "2026-11-02T00:00:00Z",
+        },
+    ),
     route("POST", "/v1/tenants", body={"id": "newco", "name": "New Co"}),
     route("GET", "/v1/tenants"),
     route("GET", "/v1/tenants/{tenant}"),

@@ -1,0 +1,2 @@
+"""Reports: answers for people and dashboards built from the rollup store and costs (the LLM
+gateway report)."""
