@@ -6,6 +6,11 @@ P2 single: req/s and p50/p99 latency of POST /v1/events at 64 connections (wrk),
 every 202 was committed.
 Peak RSS of each service process under P1.
 
+P1-LLM: the same for batches of 1000 LLM calls, each one `values` event with 6 quantities
+(requests, input, output, cache write 5m, cache read, latency) and 6 dimensions, in a database
+of its own with the LLM preset's meters; then the bytes the events table takes per call, stored
+as one values event against the 6 single events it took before values events existed.
+
 Data: 10 tenants, 3 meters (one with a declared dimension), 50 API keys, 1000 users, 5 models.
 The load generator runs on the same machine as the service and PostgreSQL."""
 
@@ -37,9 +42,11 @@ from bench.common import (
     running_service,
 )
 from service.db.url import asyncpg_dsn
+from service.events.reference import MeterView, TenantView
 from service.events.repository import EventRow, store_events
 from service.events.schemas import EventIn
-from service.events.validation import canonical_hash
+from service.events.validation import Limits, canonical_dimensions, canonical_hash, validate_event
+from service.meters.presets import LLM_DIMENSIONS, LLM_PRESET
 from service.settings import Settings
 from service.tenants.auth import generate_key
 
@@ -73,7 +80,7 @@ def make_event(rng: random.Random, key: str, now: datetime) -> dict[str, object]
     return event
 
 
-async def seed(database_url: str) -> tuple[str, dict[str, int]]:
+async def seed_tenants_and_key(database_url: str) -> tuple[str, None]:
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         for tenant in TENANTS:
@@ -81,6 +88,22 @@ async def seed(database_url: str) -> tuple[str, dict[str, int]]:
                 "INSERT INTO tenants (id, name, currency, timezone) VALUES ($1, $1, 'USD', 'UTC')",
                 tenant,
             )
+        key = generate_key(SECRET)
+        await connection.execute(
+            "INSERT INTO api_keys (id, name, prefix, key_hash, scopes) "
+            "VALUES (gen_random_uuid(), 'bench', $1, $2, '{ingest}')",
+            key.prefix,
+            key.key_hash,
+        )
+        return key.plaintext, None
+    finally:
+        await connection.close()
+
+
+async def seed(database_url: str) -> tuple[str, dict[str, int]]:
+    key, _ = await seed_tenants_and_key(database_url)
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
         meter_ids = {}
         for name, aggregation, dims in METERS:
             meter_ids[name] = await connection.fetchval(
@@ -90,14 +113,7 @@ async def seed(database_url: str) -> tuple[str, dict[str, int]]:
                 aggregation,
                 dims,
             )
-        key = generate_key(SECRET)
-        await connection.execute(
-            "INSERT INTO api_keys (id, name, prefix, key_hash, scopes) "
-            "VALUES (gen_random_uuid(), 'bench', $1, $2, '{ingest}')",
-            key.prefix,
-            key.key_hash,
-        )
-        return key.plaintext, meter_ids
+        return key, meter_ids
     finally:
         await connection.close()
 
@@ -117,9 +133,14 @@ def to_row(event: dict[str, object], meter_ids: dict[str, int]) -> EventRow:
     )
     return EventRow(
         tenant_id=str(parsed.tenant_id),
-        meter_id=meter_ids[parsed.event_name],
+        meter_id=meter_ids[str(parsed.event_name)],
         idempotency_key=parsed.idempotency_key,
-        payload_hash=canonical_hash(parsed, str(parsed.tenant_id), parsed.timestamp),
+        payload_hash=canonical_hash(
+            parsed,
+            str(parsed.tenant_id),
+            parsed.timestamp,
+            canonical_dimensions(parsed.dimensions),
+        ),
         value=parsed.value,
         ts=parsed.timestamp,
         org_id=None,
@@ -310,6 +331,182 @@ def p2_single(base: str, key: str, connections: int, seconds: int) -> dict[str, 
     }
 
 
+LLM_QUANTITIES = [
+    "llm_requests",
+    "input_tokens",
+    "output_tokens",
+    "cache_write_5m_tokens",
+    "cache_read_tokens",
+    "latency_ms",
+]
+PROVIDERS = {"gpt-4o": "openai", "gpt-4o-mini": "openai", "claude-sonnet": "anthropic"}
+LLM_MODELS = list(PROVIDERS)
+
+
+def make_llm_call(rng: random.Random, key: str, now: datetime) -> dict[str, object]:
+    """One LLM gateway record as one values event: 6 quantities, 6 dimensions."""
+    model = LLM_MODELS[rng.randrange(len(LLM_MODELS))]
+    failed = rng.random() < 0.02
+    return {
+        "tenant_id": TENANTS[rng.randrange(len(TENANTS))],
+        "idempotency_key": key,
+        "timestamp": (now - timedelta(seconds=rng.randrange(3600))).isoformat(),
+        "values": {
+            "llm_requests": None,
+            "input_tokens": rng.randrange(1, 8000),
+            "output_tokens": 0 if failed else rng.randrange(1, 2000),
+            "cache_write_5m_tokens": rng.choice((0, 0, 0, rng.randrange(1, 4000))),
+            "cache_read_tokens": rng.choice((0, rng.randrange(1, 20000))),
+            "latency_ms": rng.randrange(80, 20000),
+        },
+        "api_key_id": f"key{rng.randrange(50)}",
+        "user_id": f"user{rng.randrange(1000)}",
+        "model": model,
+        "project_id": f"proj{rng.randrange(20)}",
+        "dimensions": {
+            "provider": PROVIDERS[model],
+            "requested_model": model,
+            "operation": "chat",
+            "status": "error" if failed else "success",
+            "streamed": rng.random() < 0.7,
+            "user_tier": rng.randrange(1, 4),
+        },
+    }
+
+
+def fan_out(call: dict[str, object]) -> list[dict[str, object]]:
+    """The same call as it had to be sent before values events: one event per quantity."""
+    values: dict[str, object] = call["values"]  # type: ignore[assignment]
+    events = []
+    for name, value in values.items():
+        event = {k: v for k, v in call.items() if k != "values"}
+        event["event_name"] = name
+        event["idempotency_key"] = f"{call['idempotency_key']}-{name}"
+        if value is not None:
+            event["value"] = value
+        events.append(event)
+    return events
+
+
+async def seed_llm(database_url: str) -> tuple[str, dict[str, MeterView]]:
+    """Tenants, the LLM preset's meters (as the preset creates them) and an ingest key."""
+    key, _ = await seed_tenants_and_key(database_url)
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        views = {}
+        for meter in LLM_PRESET:
+            meter_id = await connection.fetchval(
+                "INSERT INTO meters (event_name, name, aggregation, dimensions, currency, "
+                "billable, unit) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+                meter.event_name,
+                meter.name,
+                meter.aggregation,
+                list(LLM_DIMENSIONS),
+                "USD" if meter.priced else None,
+                meter.billable,
+                meter.unit,
+            )
+            views[meter.event_name] = MeterView(
+                id=meter_id,
+                event_name=meter.event_name,
+                aggregation=meter.aggregation,
+                dimensions=frozenset(LLM_DIMENSIONS),
+                status="active",
+                has_events=False,
+            )
+        return key, views
+    finally:
+        await connection.close()
+
+
+def validated(event: dict[str, object], meters: dict[str, MeterView]) -> EventRow:
+    """An event checked and turned into a row by the service's own validation."""
+    parsed = msgspec.json.decode(msgspec.json.encode(event), type=EventIn)
+    limits = Limits(
+        now=datetime.now(UTC), late_arrival=timedelta(days=30), future_tolerance=timedelta(0)
+    )
+    tenant_id = str(parsed.tenant_id)
+    row = validate_event(
+        parsed,
+        tenant_id=tenant_id,
+        tenant=TenantView(id=tenant_id, status="active"),
+        meters=meters,
+        limits=limits,
+    )
+    assert isinstance(row, EventRow), row
+    return row
+
+
+async def events_table_bytes(database_url: str) -> int:
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await connection.execute("VACUUM ANALYZE events")
+        return int(await connection.fetchval("SELECT pg_total_relation_size('events')"))
+    finally:
+        await connection.close()
+
+
+def run_llm(args: argparse.Namespace, server: str) -> None:
+    rng = random.Random(7)
+    now = datetime.now(UTC)
+    with fresh_database(server, keep=args.keep) as database_url:
+        key, meters = asyncio.run(seed_llm(database_url))
+        batches = args.llm_batches
+        print(f"P1-LLM data: {batches} batches x 1000 LLM calls over HTTP, as many direct")
+        calls = [
+            [make_llm_call(rng, f"h-{b}-{i}", now) for i in range(1000)] for b in range(batches)
+        ]
+        bodies = [json.dumps({"events": batch}).encode() for batch in calls]
+        direct_batches = [
+            [validated(make_llm_call(rng, f"d-{b}-{i}", now), meters) for i in range(1000)]
+            for b in range(batches)
+        ]
+        env = {
+            "METERING_SECRET_KEY": SECRET,
+            "METERING_DB_POOL_SIZE": str(max(Settings().db_pool_size, args.connections + 4)),
+        }
+        with running_service(database_url, args.port, args.workers, **env):
+            half = len(bodies) // 2
+            http_seconds = direct_seconds = 0.0
+            for part in (slice(0, half), slice(half, None)):
+                count = len(direct_batches[part]) * 1000
+                rate = asyncio.run(p1_direct(database_url, direct_batches[part], args.connections))
+                direct_seconds += count / rate
+                rate = asyncio.run(p1_http(args.port, key, bodies[part], args.connections))
+                http_seconds += count / rate
+        total = batches * 1000
+        http_rate, direct_rate = total / http_seconds, total / direct_seconds
+        quantities = len(LLM_QUANTITIES)
+        print(
+            f"P1-LLM    HTTP:   {http_rate:10,.0f} calls/s = {http_rate * quantities:,.0f} "
+            f"quantities/s ({args.connections} connections, {args.workers} workers; "
+            "goal >= 15,000 calls/s)"
+        )
+        print(f"P1-LLM    direct: {direct_rate:10,.0f} calls/s (asyncpg, same ingest SQL)")
+        print(f"P1-LLM    ratio  HTTP/direct: {http_rate / direct_rate:.2f} (goal >= 0.75)")
+        asyncio.run(report_stored(database_url))
+
+        # Storage: the same calls as one values event each, then as 6 single events each.
+        sample = [make_llm_call(rng, f"s-{i}", now) for i in range(args.storage_calls)]
+        before = asyncio.run(events_table_bytes(database_url))
+        rows = [validated(call, meters) for call in sample]
+        asyncio.run(p1_direct(database_url, chunks(rows), args.connections))
+        middle = asyncio.run(events_table_bytes(database_url))
+        singles = [validated(e, meters) for call in sample for e in fan_out(call)]
+        asyncio.run(p1_direct(database_url, chunks(singles), args.connections))
+        after = asyncio.run(events_table_bytes(database_url))
+        one, six = (middle - before) / len(sample), (after - middle) / len(sample)
+        print(
+            f"Events table per call ({len(sample):,} calls, heap + indexes): "
+            f"{one:,.0f} bytes as one values event, {six:,.0f} bytes as {quantities} single "
+            f"events (ratio {one / six:.2f})"
+        )
+
+
+def chunks(rows: list[EventRow], size: int = 1000) -> list[list[EventRow]]:
+    return [rows[i : i + size] for i in range(0, len(rows), size)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--batches", type=int, default=200, help="P1 batches of 1000 events")
@@ -319,9 +516,18 @@ def main() -> None:
     parser.add_argument("--p2-connections", type=int, default=64)
     parser.add_argument("--port", type=int, default=8791)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    parser.add_argument("--llm-batches", type=int, default=100, help="P1-LLM batches of 1000")
+    parser.add_argument("--storage-calls", type=int, default=20_000, help="calls for bytes/call")
+    parser.add_argument(
+        "--only", choices=("single", "llm"), help="run only the single-event or the LLM part"
+    )
     args = parser.parse_args()
 
     server = bench_server_url()
+    if args.only != "single":
+        run_llm(args, server)
+        if args.only == "llm":
+            return
     rng = random.Random(42)
     now = datetime.now(UTC)
     with fresh_database(server, keep=args.keep) as database_url:
@@ -384,10 +590,16 @@ async def report_stored(database_url: str) -> None:
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         events = await connection.fetchval("SELECT count(*) FROM events")
+        quantities = await connection.fetchval(
+            "SELECT sum(coalesce(cardinality(meter_ids), 1)) FROM events"
+        )
         rolled = await connection.fetchval("SELECT sum(count) FROM rollups")
     finally:
         await connection.close()
-    print(f"Stored: {events:,} events; rollups count {rolled:,} (must be equal)")
+    print(
+        f"Stored: {events:,} events holding {quantities:,} quantities; rollups count "
+        f"{rolled:,} (must equal the quantities)"
+    )
 
 
 if __name__ == "__main__":

@@ -70,6 +70,7 @@ def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         raise body_error("the body is nested too deeply") from exc
     except msgspec.ValidationError as exc:
         field, message = field_of(exc)
+        field = entry_field(decoder, body, field)
         raise InvalidInput(
             f"{field}: {message}", errors=[FieldError(field=field, message=message)]
         ) from exc
@@ -89,6 +90,31 @@ def field_of(exc: msgspec.ValidationError) -> tuple[str, str]:
     if found is None:
         return "body", text
     return found.group(1) or "body", text[: found.start()]
+
+
+def entry_field(decoder: msgspec.json.Decoder[Any], body: bytes, field: str) -> str:
+    """msgspec names a bad mapping value 'dimensions[...]', not its key. For a top-level
+    mapping field, find the key: the first entry that, alone in that mapping, still fails at
+    the same place (only run on the error path). Returns 'dimensions.<key>', or `field`."""
+    name = field.removesuffix("[...]")
+    if name == field or not name.isidentifier():
+        return field
+    try:
+        whole = _ANY_JSON.decode(body)
+    except (msgspec.DecodeError, RecursionError, UnicodeDecodeError):
+        return field
+    mapping = whole.get(name) if isinstance(whole, dict) else None
+    if not isinstance(mapping, dict):
+        return field
+    for key, value in mapping.items():
+        try:
+            decoder.decode(msgspec.json.encode({**whole, name: {key: value}}))
+        except msgspec.ValidationError as exc:
+            if field_of(exc)[0] == field:
+                return f"{name}.{key}"
+        except (msgspec.DecodeError, RecursionError):
+            return field
+    return field
 
 
 def _without_path(text: str) -> str:

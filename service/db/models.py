@@ -4,7 +4,7 @@ from service.db.base import Base
 from service.events.models import Event
 from service.invoices.models import Invoice, InvoiceCounter
 from service.meters.models import Meter, Price
-from service.rollups.models import ModelRollup, Rollup, RollupCube
+from service.rollups.models import ModelRollupRow, RollupCube, RollupRow
 from service.tenants.models import ApiKey, Tenant
 
 __all__ = [
@@ -14,9 +14,9 @@ __all__ = [
     "Invoice",
     "InvoiceCounter",
     "Meter",
-    "ModelRollup",
+    "ModelRollupRow",
     "Price",
-    "Rollup",
     "RollupCube",
+    "RollupRow",
     "Tenant",
 ]

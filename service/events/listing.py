@@ -68,6 +68,7 @@ async def list_events(
             timestamp=row["ts"],
             received_at=row["received_at"],
             value=None if row["value"] is None else to_plain_string(row["value"]),
+            values=_values(row["value_names"], row["quantities"]),
             org_id=row["org_id"],
             project_id=row["project_id"],
             api_key_id=row["api_key_id"],
@@ -80,6 +81,15 @@ async def list_events(
     ]
     next_cursor = encode_cursor([rows[limit - 1]["id"]]) if len(rows) > limit else None
     return Page(items=items, next_cursor=next_cursor)
+
+
+def _values(names: list[str] | None, quantities: list[Any] | None) -> dict[str, str | None] | None:
+    if names is None or quantities is None:
+        return None
+    return {
+        name: None if quantity is None else to_plain_string(quantity)
+        for name, quantity in zip(names, quantities, strict=True)
+    }
 
 
 def _json(value: Any) -> Any:

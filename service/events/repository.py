@@ -11,29 +11,56 @@ from typing import Any
 
 import asyncpg
 
-from service.rollups.upkeep import UPKEEP_SOURCE_COLUMNS, ingest_upkeep_ctes
+from service.rollups.upkeep import ingest_upkeep_ctes
 
-# Every row of `input` is a validated event. Accepted events (those whose idempotency key is
-# new) come back from `inserted` and are folded into the rollups by the store's upkeep CTEs,
-# in the same statement (one transaction, one round trip).
+# Every row of `input` is a validated event (a `values` event with its meters sorted by id);
+# `parts` holds, for the few `values` events whose meters keep different sets of its
+# dimensions, one row per such set (each meter keeps the dimensions it declares). Accepted
+# events (those whose idempotency key is new) come back from `inserted`; `accepted` makes them
+# parts (one per event unless split), which the store's upkeep CTEs fold into the rollups, in
+# the same statement (one transaction, one round trip).
 INGEST_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest(
         $1::text[], $2::int[], $3::text[], $4::bytea[], $5::numeric[], $6::timestamptz[],
-        $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[]
+        $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+        $14::text[], $15::text[]
     ) AS t(tenant_id, meter_id, idempotency_key, payload_hash, value, ts,
-           org_id, project_id, api_key_id, user_id, model, dimensions, metadata)
+           org_id, project_id, api_key_id, user_id, model, dimensions, metadata,
+           meter_ids, quantities)
+),
+parts AS (
+    SELECT * FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::text[])
+        AS p(tenant_id, idempotency_key, meter_ids, quantities, dimensions)
 ),
 inserted AS (
     INSERT INTO events (tenant_id, meter_id, idempotency_key, payload_hash, value, ts,
-                        org_id, project_id, api_key_id, user_id, model, dimensions, metadata)
+                        org_id, project_id, api_key_id, user_id, model, dimensions, metadata,
+                        meter_ids, quantities)
     SELECT tenant_id, meter_id, idempotency_key, payload_hash, value, ts,
-           org_id, project_id, api_key_id, user_id, model, dimensions::jsonb, metadata::jsonb
+           org_id, project_id, api_key_id, user_id, model, dimensions::jsonb, metadata::jsonb,
+           meter_ids::int[], quantities::numeric[]
     FROM input
     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
-    RETURNING idempotency_key, {UPKEEP_SOURCE_COLUMNS}
+    RETURNING tenant_id, id, idempotency_key, meter_id, value, meter_ids, quantities, ts,
+              org_id, project_id, api_key_id, user_id, model, dimensions
 ),
-{ingest_upkeep_ctes("inserted")}
+accepted AS (
+    SELECT tenant_id, id, ts, org_id, project_id, api_key_id, user_id, model, dimensions,
+           coalesce(meter_ids, ARRAY[meter_id]) AS meter_ids,
+           coalesce(quantities, ARRAY[value]) AS quantities
+    FROM inserted i
+    WHERE NOT EXISTS (
+        SELECT FROM parts p
+        WHERE p.tenant_id = i.tenant_id AND p.idempotency_key = i.idempotency_key
+    )
+    UNION ALL
+    SELECT i.tenant_id, i.id, i.ts, i.org_id, i.project_id, i.api_key_id, i.user_id, i.model,
+           p.dimensions::jsonb, p.meter_ids::int[], p.quantities::numeric[]
+    FROM inserted i
+    JOIN parts p ON p.tenant_id = i.tenant_id AND p.idempotency_key = i.idempotency_key
+),
+{ingest_upkeep_ctes("accepted")}
 SELECT tenant_id, idempotency_key, id FROM inserted
 """
 
@@ -51,10 +78,12 @@ MARK_METERS_USED_SQL = (
 @dataclass(slots=True)
 class EventRow:
     """A validated event, ready to store (not frozen: built per event on the hot path, and a
-    frozen dataclass' __init__ is several times slower)."""
+    frozen dataclass' __init__ is several times slower). A `values` event has no meter_id and
+    value but meter_ids (sorted) and quantities, and `parts` when its meters keep different
+    sets of its dimensions: (meter_ids, quantities, dimensions JSON) per set."""
 
     tenant_id: str
-    meter_id: int
+    meter_id: int | None
     idempotency_key: str
     payload_hash: bytes
     value: Decimal | None
@@ -66,6 +95,18 @@ class EventRow:
     model: str | None
     dimensions_json: str
     metadata_json: str | None
+    meter_ids: list[int] | None = None
+    quantities: list[Decimal | None] | None = None
+    parts: list[tuple[list[int], list[Decimal | None], str]] | None = None
+
+    def all_meter_ids(self) -> list[int]:
+        return self.meter_ids if self.meter_id is None else [self.meter_id]  # type: ignore[return-value]
+
+
+def _array_literal(items: Sequence[object]) -> str:
+    """A PostgreSQL array literal of numbers (and NULLs), cast to int[] or numeric[] in SQL:
+    asyncpg cannot pass arrays of arrays of different lengths as one parameter."""
+    return "{" + ",".join("NULL" if i is None else str(i) for i in items) + "}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +141,18 @@ async def store_events(
         [r.model for r in ordered],
         [r.dimensions_json for r in ordered],
         [r.metadata_json for r in ordered],
+        [None if r.meter_ids is None else _array_literal(r.meter_ids) for r in ordered],
+        [None if r.quantities is None else _array_literal(r.quantities) for r in ordered],
     ]
+    parts: list[list[Any]] = [[], [], [], [], []]
+    for r in ordered:
+        for meter_ids, quantities, dimensions in r.parts or ():
+            parts[0].append(r.tenant_id)
+            parts[1].append(r.idempotency_key)
+            parts[2].append(_array_literal(meter_ids))
+            parts[3].append(_array_literal(quantities))
+            parts[4].append(dimensions)
+    columns.extend(parts)
     by_key = {(r.tenant_id, r.idempotency_key): r for r in ordered}
     result: dict[tuple[str, str], StoredKey] = {}
     for record in await connection.fetch(INGEST_SQL, *columns):
@@ -125,12 +177,18 @@ async def mark_meters_used(connection: asyncpg.Connection, meter_ids: Sequence[i
     await connection.execute(MARK_METERS_USED_SQL, list(meter_ids))
 
 
+# A `values` event comes with its meters' event_names in the order of its quantities.
 LIST_EVENTS_SQL = """
 SELECT e.id, e.tenant_id, m.event_name, e.idempotency_key, e.ts, e.received_at, e.value,
-       e.org_id, e.project_id, e.api_key_id, e.user_id, e.model, e.dimensions, e.metadata
-FROM events e JOIN meters m ON m.id = e.meter_id
+       e.org_id, e.project_id, e.api_key_id, e.user_id, e.model, e.dimensions, e.metadata,
+       e.quantities,
+       CASE WHEN e.meter_ids IS NOT NULL THEN ARRAY(
+           SELECT vm.event_name FROM unnest(e.meter_ids) WITH ORDINALITY AS u(id, n)
+           JOIN meters vm ON vm.id = u.id ORDER BY u.n
+       ) END AS value_names
+FROM events e LEFT JOIN meters m ON m.id = e.meter_id
 WHERE e.tenant_id = $1
-  AND ($2::int IS NULL OR e.meter_id = $2)
+  AND ($2::int IS NULL OR e.meter_id = $2 OR $2 = ANY(e.meter_ids))
   AND ($3::timestamptz IS NULL OR e.ts >= $3)
   AND ($4::timestamptz IS NULL OR e.ts < $4)
   AND ($5::bigint IS NULL OR e.id < $5)

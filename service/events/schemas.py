@@ -8,20 +8,31 @@ import msgspec
 
 IdempotencyKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 AttributionId = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
-DimensionValue = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+# A dimension value is a string, an integer or a boolean; it is stored as a canonical string
+# (`"true"`, `"false"`, `"42"`), so `true` and `"true"` are the same value.
+DimensionValue = Annotated[str, msgspec.Meta(min_length=1, max_length=255)] | int | bool
 EventName = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
 TenantId = Annotated[str, msgspec.Meta(min_length=1, max_length=64)]
+MAX_VALUES = 32
 
 
 class EventIn(msgspec.Struct, forbid_unknown_fields=True):
-    """One usage event. `value` is a decimal given as a string or a number (optional for
-    `count` meters); `timestamp` is RFC 3339 with an offset."""
+    """One usage event: `event_name` + `value`, or `values` (several meters' quantities from
+    one occurrence, such as one LLM call's input, output and cache tokens: one event, one
+    idempotency key). A value is a decimal given as a string or a number (optional, or null
+    in `values`, for `count` meters); `timestamp` is RFC 3339 with an offset."""
 
-    event_name: EventName
     idempotency_key: IdempotencyKey
     timestamp: datetime
-    tenant_id: TenantId | None = None
+    event_name: EventName | None = None
     value: Decimal | None = None
+    values: (
+        Annotated[
+            dict[EventName, Decimal | None], msgspec.Meta(min_length=1, max_length=MAX_VALUES)
+        ]
+        | None
+    ) = None
+    tenant_id: TenantId | None = None
     org_id: AttributionId | None = None
     project_id: AttributionId | None = None
     api_key_id: AttributionId | None = None
@@ -66,13 +77,17 @@ class BatchOut(msgspec.Struct):
 
 
 class EventOut(msgspec.Struct):
+    """A stored event: `event_name` and `value` for a single quantity, else `values` (meter
+    event_name to quantity, null where a count meter took none)."""
+
     id: str
     tenant_id: str
-    event_name: str
+    event_name: str | None
     idempotency_key: str
     timestamp: datetime
     received_at: datetime
     value: str | None
+    values: dict[str, str | None] | None
     org_id: str | None
     project_id: str | None
     api_key_id: str | None

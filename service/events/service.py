@@ -79,7 +79,7 @@ def _decode_batch(body: bytes) -> list[EventIn | Rejection]:
         except UnicodeDecodeError as exc:
             raise body_error("the body is not valid UTF-8") from exc
         except (msgspec.ValidationError, msgspec.DecodeError, RecursionError) as exc:
-            items.append(decode_error(exc))
+            items.append(decode_error(exc, bytes(raw)))
     return items
 
 
@@ -168,7 +168,9 @@ class Ingestor:
 
         Each statement commits on its own (autocommit): the insert of events and rollups is one
         statement, so it is atomic; the look-up of existing keys only reads."""
-        await self._mark_meters_used(connection, {row.meter_id for row in rows})
+        await self._mark_meters_used(
+            connection, {meter_id for row in rows for meter_id in row.all_meter_ids()}
+        )
         first: dict[tuple[str, str], int] = {}
         for index, row in enumerate(rows):
             first.setdefault((row.tenant_id, row.idempotency_key), index)

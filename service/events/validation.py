@@ -8,9 +8,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import msgspec
 
+from service.common.request_body import entry_field, field_of
 from service.common.text import find_unstorable_text
 from service.events.reference import MeterView, TenantView
 from service.events.repository import EventRow
@@ -20,6 +22,7 @@ MAX_INTEGER_DIGITS = 28
 MAX_DECIMAL_PLACES = 18
 MAX_METADATA_BYTES = 8192
 _PATH = re.compile(r"at `\$(?:\.(\w+))?")
+_EVENT_DECODER = msgspec.json.Decoder(EventIn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +40,21 @@ class Limits:
     future_tolerance: timedelta
 
 
-def decode_error(exc: msgspec.ValidationError | msgspec.DecodeError | RecursionError) -> Rejection:
-    """msgspec says 'Expected `str`, got `int` - at `$.model`': keep the message, name the field."""
+def decode_error(
+    exc: msgspec.ValidationError | msgspec.DecodeError | RecursionError,
+    raw: bytes | None = None,
+) -> Rejection:
+    """msgspec says 'Expected `str`, got `int` - at `$.model`': keep the message, name the field
+    (for a bad dimension or values entry, with its key when `raw`, the event's JSON, is given)."""
     if isinstance(exc, RecursionError):
         return Rejection("invalid_event", "the event is nested too deeply")
     text = str(exc)
     match = _PATH.search(text)
     field = match.group(1) if match and match.group(1) else None
+    if field is not None and raw is not None and isinstance(exc, msgspec.ValidationError):
+        named = entry_field(_EVENT_DECODER, raw, field_of(exc)[0])
+        if named != field_of(exc)[0]:
+            return Rejection("invalid_field", f"{named}: {field_of(exc)[1]}", named)
     if "Object contains unknown field" in text:
         unknown = text.split("`")[1] if "`" in text else None
         return Rejection("unknown_field", f"unknown field '{unknown}'", unknown)
@@ -53,13 +64,41 @@ def decode_error(exc: msgspec.ValidationError | msgspec.DecodeError | RecursionE
     return Rejection("invalid_field", text, field)
 
 
-def canonical_hash(event: EventIn, tenant_id: str, ts: datetime) -> bytes:
+def canonical_dimensions(dimensions: Mapping[str, str | int | bool] | None) -> dict[str, str]:
+    """Dimension values as stored: booleans as `true`/`false`, integers in decimal."""
+    if not dimensions:
+        return {}
+    canonical: dict[str, str] = {}
+    for key, value in dimensions.items():
+        if isinstance(value, str):
+            canonical[key] = value
+        elif isinstance(value, bool):
+            canonical[key] = "true" if value else "false"
+        else:
+            canonical[key] = str(value)
+    return canonical
+
+
+def _plain(value: Decimal | None) -> str | None:
+    return None if value is None else format(value.normalize(), "f")
+
+
+def canonical_hash(
+    event: EventIn, tenant_id: str, ts: datetime, dimensions: Mapping[str, str]
+) -> bytes:
     """SHA-256 of the event's meaning: equal payloads hash equal whatever their JSON spelling
-    (key order, 1.50 vs 1.5, offsets of the same instant)."""
-    value = None if event.value is None else format(event.value.normalize(), "f")
+    (key order, 1.50 vs 1.5, offsets of the same instant, `true` vs `"true"` as a dimension
+    value). `dimensions` are the canonical ones. A single-quantity event hashes as it always
+    has; a `values` event puts its sorted quantities where the event name and value go."""
+    if event.values is None:
+        name: str | None = event.event_name
+        value: Any = _plain(event.value)
+    else:
+        name = None
+        value = ["values", sorted((k, _plain(v)) for k, v in event.values.items())]
     canonical = [
         tenant_id,
-        event.event_name,
+        name,
         value,
         ts.astimezone(UTC).isoformat(),
         event.org_id,
@@ -67,7 +106,7 @@ def canonical_hash(event: EventIn, tenant_id: str, ts: datetime) -> bytes:
         event.api_key_id,
         event.user_id,
         event.model,
-        sorted((event.dimensions or {}).items()),
+        sorted(dimensions.items()),
         event.metadata,
     ]
     return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).digest()
@@ -79,6 +118,7 @@ def text_rejection(event: EventIn) -> Rejection | None:
     look-up included."""
     fields = {
         "event_name": event.event_name,
+        "values": None if event.values is None else list(event.values),
         "idempotency_key": event.idempotency_key,
         "tenant_id": event.tenant_id,
         "org_id": event.org_id,
@@ -94,6 +134,56 @@ def text_rejection(event: EventIn) -> Rejection | None:
         return None
     field, reason = found
     return Rejection("invalid_text", f"{field} {reason}", field)
+
+
+def _check_value(value: Decimal | None, meter: MeterView, field: str) -> Decimal | Rejection | None:
+    """A quantity as its meter takes it (a zero of any spelling stored as 0), or why not."""
+    if value is None:
+        if meter.aggregation != "count":
+            which = "" if field == "value" else f" ('{meter.event_name}' in values)"
+            return Rejection(
+                "missing_value", f"a '{meter.aggregation}' meter needs a value{which}", field
+            )
+        return None
+    if not value.is_finite():
+        return Rejection("invalid_value", f"{field} must be a finite number", field)
+    if value < 0:
+        return Rejection("invalid_value", f"{field} must not be negative", field)
+    if value.adjusted() >= MAX_INTEGER_DIGITS:
+        return Rejection("invalid_value", f"{field} must be below 1e{MAX_INTEGER_DIGITS}", field)
+    exponent = value.normalize().as_tuple().exponent
+    if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES:
+        return Rejection(
+            "invalid_value", f"{field} has more than {MAX_DECIMAL_PLACES} decimal places", field
+        )
+    return Decimal(0) if value == 0 else value
+
+
+def _meter_of(name: str, meters: Mapping[str, MeterView], field: str) -> MeterView | Rejection:
+    meter = meters.get(name)
+    if meter is None:
+        return Rejection("unknown_meter", f"no meter has event_name '{name}'", field)
+    if meter.status != "active":
+        return Rejection(
+            "meter_archived", f"meter '{name}' is archived and takes no new events", field
+        )
+    return meter
+
+
+_INT64 = -(2**63)
+
+
+def _dimension_rejection(dimensions: Mapping[str, str | int | bool]) -> Rejection | None:
+    """Strings are checked by the schema; integers must fit in 64 bits (their canonical text
+    then stays short)."""
+    for key, value in dimensions.items():
+        if isinstance(value, int) and not isinstance(value, bool) and not _INT64 <= value < -_INT64:
+            return Rejection(
+                "invalid_dimension",
+                f"dimension '{key}' is an integer beyond 64 bits; send it as a string",
+                f"dimensions.{key}",
+            )
+    return None
 
 
 def validate_event(
@@ -112,39 +202,106 @@ def validate_event(
             f"tenant '{tenant_id}' is suspended; events are refused",
             "tenant_id",
         )
-    meter = meters.get(event.event_name)
-    if meter is None:
-        return Rejection(
-            "unknown_meter", f"no meter has event_name '{event.event_name}'", "event_name"
-        )
-    if meter.status != "active":
-        return Rejection(
-            "meter_archived",
-            f"meter '{event.event_name}' is archived and takes no new events",
-            "event_name",
-        )
-    value = event.value
-    if value is None:
-        if meter.aggregation != "count":
+    if event.values is not None:
+        if event.event_name is not None or event.value is not None:
+            both = "event_name" if event.event_name is not None else "value"
             return Rejection(
-                "missing_value", f"a '{meter.aggregation}' meter needs a value", "value"
+                "invalid_event",
+                f"an event carries either event_name + value or values, not both ('{both}')",
+                both,
             )
-    else:
-        if not value.is_finite():
-            return Rejection("invalid_value", "value must be a finite number", "value")
-        if value < 0:
-            return Rejection("invalid_value", "value must not be negative", "value")
-        if value.adjusted() >= MAX_INTEGER_DIGITS:
-            return Rejection(
-                "invalid_value", f"value must be below 1e{MAX_INTEGER_DIGITS}", "value"
-            )
-        exponent = value.normalize().as_tuple().exponent
-        if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES:
-            return Rejection(
-                "invalid_value", f"value has more than {MAX_DECIMAL_PLACES} decimal places", "value"
-            )
-        if value == 0:
-            value = Decimal(0)
+        return _validate_values(event, tenant_id, meters, limits)
+    if event.event_name is None:
+        return Rejection("missing_field", "'event_name' (or 'values') is required", "event_name")
+    meter = _meter_of(event.event_name, meters, "event_name")
+    if isinstance(meter, Rejection):
+        return meter
+    value = _check_value(event.value, meter, "value")
+    if isinstance(value, Rejection):
+        return value
+    common = _common_fields(event, limits, [meter])
+    if isinstance(common, Rejection):
+        return common
+    ts, dimensions, metadata_json = common
+    return EventRow(
+        tenant_id=tenant_id,
+        meter_id=meter.id,
+        idempotency_key=event.idempotency_key,
+        payload_hash=canonical_hash(event, tenant_id, ts, dimensions),
+        value=value,
+        ts=ts,
+        org_id=event.org_id,
+        project_id=event.project_id,
+        api_key_id=event.api_key_id,
+        user_id=event.user_id,
+        model=event.model,
+        dimensions_json=msgspec.json.encode(dimensions, order="sorted").decode(),
+        metadata_json=metadata_json,
+    )
+
+
+def _validate_values(
+    event: EventIn, tenant_id: str, meters: Mapping[str, MeterView], limits: Limits
+) -> EventRow | Rejection:
+    assert event.values is not None
+    named: list[MeterView] = []
+    quantities: list[Decimal | None] = []
+    for name, raw in event.values.items():
+        field = f"values.{name}"
+        meter = _meter_of(name, meters, field)
+        if isinstance(meter, Rejection):
+            return meter
+        value = _check_value(raw, meter, field)
+        if isinstance(value, Rejection):
+            return value
+        named.append(meter)
+        quantities.append(value)
+    common = _common_fields(event, limits, named)
+    if isinstance(common, Rejection):
+        return common
+    ts, dimensions, metadata_json = common
+    # Stored and rolled up in meter id order: the same meters make the same rollup row
+    # whatever order the event listed them in.
+    order = sorted(range(len(named)), key=lambda i: named[i].id)
+    meter_ids = [named[i].id for i in order]
+    values = [quantities[i] for i in order]
+    # Each meter keeps the dimensions it declares: when some meters keep fewer than the
+    # event's, the event is rolled up as one part per set of kept dimensions.
+    parts = None
+    if any(not named[i].dimensions.issuperset(dimensions) for i in order):
+        by_kept: dict[str, tuple[list[int], list[Decimal | None]]] = {}
+        for i in order:
+            own = {k: v for k, v in dimensions.items() if k in named[i].dimensions}
+            part = by_kept.setdefault(msgspec.json.encode(own, order="sorted").decode(), ([], []))
+            part[0].append(named[i].id)
+            part[1].append(quantities[i])
+        parts = [(ids, qs, kept) for kept, (ids, qs) in by_kept.items()]
+    return EventRow(
+        tenant_id=tenant_id,
+        meter_id=None,
+        idempotency_key=event.idempotency_key,
+        payload_hash=canonical_hash(event, tenant_id, ts, dimensions),
+        value=None,
+        ts=ts,
+        org_id=event.org_id,
+        project_id=event.project_id,
+        api_key_id=event.api_key_id,
+        user_id=event.user_id,
+        model=event.model,
+        dimensions_json=msgspec.json.encode(dimensions, order="sorted").decode(),
+        metadata_json=metadata_json,
+        meter_ids=meter_ids,
+        quantities=values,
+        parts=parts,
+    )
+
+
+def _common_fields(
+    event: EventIn, limits: Limits, meters: list[MeterView]
+) -> tuple[datetime, dict[str, str], str | None] | Rejection:
+    """Checks shared by both forms: the time, the dimensions (declared by at least one of the
+    event's meters) and the metadata. Returns the UTC time, the canonical dimensions and the
+    metadata as JSON."""
     ts = event.timestamp
     if ts.tzinfo is None or ts.utcoffset() is None:
         return Rejection(
@@ -166,16 +323,22 @@ def validate_event(
             f"timestamp is older than the late-arrival window ({limits.late_arrival.days} days)",
             "timestamp",
         )
-    dimensions = event.dimensions or {}
-    undeclared = sorted(set(dimensions) - meter.dimensions)
-    if undeclared:
-        declared = ", ".join(sorted(meter.dimensions)) or "none"
-        return Rejection(
-            "undeclared_dimension",
-            f"dimension '{undeclared[0]}' is not declared by meter '{meter.event_name}' "
-            f"(declared: {declared})",
-            f"dimensions.{undeclared[0]}",
-        )
+    if event.dimensions:
+        if (bad := _dimension_rejection(event.dimensions)) is not None:
+            return bad
+        declared = meters[0].dimensions
+        for meter in meters[1:]:
+            declared = declared | meter.dimensions
+        undeclared = sorted(set(event.dimensions) - declared)
+        if undeclared:
+            names = ", ".join(f"'{m.event_name}'" for m in meters)
+            listed = ", ".join(sorted(declared)) or "none"
+            by = f"meter {names}" if len(meters) == 1 else f"any of the meters {names}"
+            return Rejection(
+                "undeclared_dimension",
+                f"dimension '{undeclared[0]}' is not declared by {by} (declared: {listed})",
+                f"dimensions.{undeclared[0]}",
+            )
     metadata_json = None
     if event.metadata is not None:
         encoded = msgspec.json.encode(event.metadata)
@@ -184,18 +347,4 @@ def validate_event(
                 "metadata_too_large", f"metadata is over {MAX_METADATA_BYTES} bytes", "metadata"
             )
         metadata_json = encoded.decode()
-    return EventRow(
-        tenant_id=tenant_id,
-        meter_id=meter.id,
-        idempotency_key=event.idempotency_key,
-        payload_hash=canonical_hash(event, tenant_id, ts),
-        value=value,
-        ts=ts,
-        org_id=event.org_id,
-        project_id=event.project_id,
-        api_key_id=event.api_key_id,
-        user_id=event.user_id,
-        model=event.model,
-        dimensions_json=msgspec.json.encode(dimensions, order="sorted").decode(),
-        metadata_json=metadata_json,
-    )
+    return ts, canonical_dimensions(event.dimensions), metadata_json

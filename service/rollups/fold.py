@@ -8,9 +8,9 @@ over chunks (consecutive days of one tenant and UTC month), each in one transact
 
 1. lock the chunk's pending rows (count <> folded_count) in key order, as ingestion does, so
    the two never deadlock; a row that ingestion is updating is waited for and read afresh;
-2. add their deltas (sum - folded_sum, count - folded_count; `last` merges by (ts, id), so
-   it may be added again safely) to every cube projection of every grain;
-3. set folded_sum = sum and folded_count = count on them.
+2. add their deltas per meter (each sum - its folded sum, count - folded_count; `last` merges
+   by (ts, id), so it may be added again safely) to every cube projection of every grain;
+3. set folded_sums = sums and folded_count = count on them.
 
 Steps 2 and 3 commit together, so an event is counted in the cube exactly once: before the
 commit it is pending, after it folded, and a reader (one statement, one snapshot) sees one or
@@ -39,7 +39,7 @@ from service.rollups.levels import (
     grain_end,
     grain_start,
 )
-from service.rollups.upkeep import FOLD_LOCK_KEY, ROLLUP_KEY, merge_on_conflict
+from service.rollups.upkeep import FOLD_LOCK_KEY, WIDE_KEY, merge_on_conflict
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -85,32 +85,37 @@ def _projection_expression() -> str:
 
 FOLD_SQL = f"""
 WITH pending AS (
-    SELECT {ROLLUP_KEY}, sum, count, folded_sum, folded_count,
-           last_value, last_ts, last_event_id
-    FROM rollups
+    SELECT {WIDE_KEY}, sums, count, folded_sums, folded_count,
+           last_values, last_ts, last_event_id
+    FROM rollup_rows
     WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
       AND pending
-    ORDER BY {ROLLUP_KEY}
+    ORDER BY {WIDE_KEY}
     FOR UPDATE
 ),
 marked AS (
-    UPDATE rollups AS r SET folded_sum = p.sum, folded_count = p.count
+    UPDATE rollup_rows AS r SET folded_sums = p.sums, folded_count = p.count
     FROM pending AS p
-    WHERE (r.tenant_id, r.meter_id, r.bucket_start, r.org_id, r.project_id, r.api_key_id,
-           r.user_id, r.model, r.dimensions)
-        = (p.tenant_id, p.meter_id, p.bucket_start, p.org_id, p.project_id, p.api_key_id,
-           p.user_id, p.model, p.dimensions)
+    WHERE (r.tenant_id, r.bucket_start, r.org_id, r.project_id, r.api_key_id, r.user_id,
+           r.model, r.dimensions, r.meter_ids)
+        = (p.tenant_id, p.bucket_start, p.org_id, p.project_id, p.api_key_id, p.user_id,
+           p.model, p.dimensions, p.meter_ids)
     RETURNING 1
 ),
 deltas AS (
-    SELECT tenant_id, meter_id, org_id, project_id, api_key_id, user_id, model, dimensions,
-           date_trunc('hour', bucket_start, 'UTC') AS hour_start,
-           date_trunc('day', bucket_start, 'UTC') AS day_start,
-           date_trunc('month', bucket_start, 'UTC') AS month_start,
-           sum - folded_sum AS sum, count - folded_count AS count,
-           ARRAY[extract(epoch FROM last_ts), last_event_id::numeric, last_value] AS latest,
-           last_ts
-    FROM pending
+    SELECT p.tenant_id, q.meter_id, p.org_id, p.project_id, p.api_key_id, p.user_id, p.model,
+           p.dimensions,
+           date_trunc('hour', p.bucket_start, 'UTC') AS hour_start,
+           date_trunc('day', p.bucket_start, 'UTC') AS day_start,
+           date_trunc('month', p.bucket_start, 'UTC') AS month_start,
+           q.sum - coalesce(q.folded_sum, 0) AS sum, p.count - p.folded_count AS count,
+           ARRAY[extract(epoch FROM p.last_ts), p.last_event_id::numeric, q.last_value]
+               AS latest,
+           p.last_ts
+    FROM pending AS p
+    -- One row per meter of a wide row: its sum and last value, the row's count and latest.
+    CROSS JOIN LATERAL unnest(p.meter_ids, p.sums, p.folded_sums, p.last_values)
+        AS q(meter_id, sum, folded_sum, last_value)
 ),
 cells AS (
     SELECT tenant_id, meter_id,
@@ -141,7 +146,7 @@ SELECT (SELECT count(*) FROM marked) AS folded, (SELECT count(*) FROM upserted) 
 
 PENDING_DAYS_SQL = """
 SELECT tenant_id, date_trunc('day', bucket_start, 'UTC') AS day, count(*) AS rows
-FROM rollups
+FROM rollup_rows
 WHERE pending AND bucket_start < $1 AND ($2::text IS NULL OR tenant_id = $2)
 GROUP BY 1, 2
 ORDER BY 1, 2

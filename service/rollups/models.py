@@ -6,8 +6,8 @@ from __future__ import annotations
 from datetime import datetime
 from decimal import Decimal
 
-from sqlalchemy import BigInteger, Computed, Index, Numeric, SmallInteger, String, text
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy import BigInteger, Computed, Index, Integer, Numeric, SmallInteger, String, text
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.common.time import QUARTER_HOUR, QUARTER_HOUR_MINUTES
@@ -27,9 +27,9 @@ BUCKET = QUARTER_HOUR
 
 
 class Aggregates:
-    """What every rollup row holds, whatever its key: the values' sum (an event without value
-    adds 0), their number, and the latest event's value, time and id (latest by event time,
-    ties to the higher id, the later stored)."""
+    """What every per-meter rollup cell holds, whatever its key: the values' sum (an event
+    without value adds 0), their number, and the latest event's value, time and id (latest by
+    event time, ties to the higher id, the later stored)."""
 
     sum: Mapped[Decimal] = mapped_column(Numeric)
     count: Mapped[int] = mapped_column(BigInteger)
@@ -38,13 +38,29 @@ class Aggregates:
     last_event_id: Mapped[int] = mapped_column(BigInteger)
 
 
-class Rollup(Aggregates, Base):
-    """Pre-aggregated usage per 15-minute bucket and full attribution key."""
+class WideAggregates:
+    """The aggregates of a 15-minute row, which holds several meters at once: one element per
+    meter of `meter_ids` (sorted) in `sums` and `last_values`. Every event counted in a row
+    carries every meter of it (an LLM call's input, output and cache tokens), so the row's
+    events are one `count` and one latest event (`last_ts`, `last_event_id`) for all of its
+    meters. Ingestion then writes one row per call and key, not one per quantity."""
 
-    __tablename__ = "rollups"
+    sums: Mapped[list[Decimal]] = mapped_column(ARRAY(Numeric))
+    count: Mapped[int] = mapped_column(BigInteger)
+    last_values: Mapped[list[Decimal | None]] = mapped_column(ARRAY(Numeric))
+    last_ts: Mapped[datetime]
+    last_event_id: Mapped[int] = mapped_column(BigInteger)
+
+
+class RollupRow(WideAggregates, Base):
+    """Pre-aggregated usage per 15-minute bucket and full attribution key, for a set of meters
+    reported together. Read per meter through the view `rollups` (one row per meter of a row,
+    created by the migrations), which every reader uses; written by ingestion, the rebuild and
+    the fold's bookkeeping only."""
+
+    __tablename__ = "rollup_rows"
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    meter_id: Mapped[int] = mapped_column(primary_key=True)
     bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
     org_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     project_id: Mapped[str] = mapped_column(String(255), primary_key=True)
@@ -52,10 +68,12 @@ class Rollup(Aggregates, Base):
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     model: Mapped[str] = mapped_column(String(255), primary_key=True)
     dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, primary_key=True)
-    # How much of `sum` and `count` the fold has already added to the coarse levels
-    # (`rollup_cube`). A row is pending while count <> folded_count: every event adds 1 to
-    # count, so any event not yet folded shows there. Ingestion never writes these columns.
-    folded_sum: Mapped[Decimal] = mapped_column(Numeric, server_default=text("0"))
+    meter_ids: Mapped[list[int]] = mapped_column(ARRAY(Integer), primary_key=True)
+    # How much of `sums` and `count` the fold has already added to the coarse levels
+    # (`rollup_cube`); null sums: nothing yet. A row is pending while count <> folded_count:
+    # every event adds 1 to count, so any event not yet folded shows there. Ingestion never
+    # writes these columns.
+    folded_sums: Mapped[list[Decimal] | None] = mapped_column(ARRAY(Numeric))
     folded_count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
     # The same test as a column of its own: PostgreSQL keeps statistics on it (it cannot
     # estimate a comparison of two columns, and would then plan for nearly every row pending).
@@ -63,24 +81,26 @@ class Rollup(Aggregates, Base):
 
     __table_args__ = (
         # Finds the pending rows (few: the fold keeps up) without scanning the folded ones.
-        Index("ix_rollups_pending", "tenant_id", "bucket_start", postgresql_where=text("pending")),
+        Index(
+            "ix_rollup_rows_pending", "tenant_id", "bucket_start", postgresql_where=text("pending")
+        ),
     )
 
 
-class ModelRollup(Aggregates, Base):
-    """The same 15-minute buckets as `Rollup`, keyed only by model and dimensions: a tenant's
-    month grouped by model reads thousands of these rows instead of one rollup row per event
+class ModelRollupRow(WideAggregates, Base):
+    """The same 15-minute buckets as `RollupRow`, keyed only by model and dimensions: a
+    tenant's quarter hours grouped by model read far fewer of these rows than full-key ones
     (with many users and keys, the full-key rollups barely aggregate). Kept by ingestion in the
-    same statement as `rollups`; usage queries that group and filter only by model and
-    dimensions read it."""
+    same statement; read per meter through the view `model_rollups` by usage queries that group
+    and filter only by model and dimensions."""
 
-    __tablename__ = "model_rollups"
+    __tablename__ = "model_rollup_rows"
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
-    meter_id: Mapped[int] = mapped_column(primary_key=True)
     bucket_start: Mapped[datetime] = mapped_column(primary_key=True)
     model: Mapped[str] = mapped_column(String(255), primary_key=True)
     dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, primary_key=True)
+    meter_ids: Mapped[list[int]] = mapped_column(ARRAY(Integer), primary_key=True)
 
 
 class RollupCube(Aggregates, Base):

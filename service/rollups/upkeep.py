@@ -29,37 +29,48 @@ def latest(column: str, ts: str, event_id: str) -> str:
     return f"(array_agg({column} ORDER BY {ts} DESC, {event_id} DESC))[1]"
 
 
+# The per-meter key and aggregates: what the views `rollups` and `model_rollups` show (one row
+# per meter of a wide row) and the cube stores.
 ROLLUP_KEY = (
     "tenant_id, meter_id, bucket_start, org_id, project_id, api_key_id, user_id, model, dimensions"
 )
-# The coarse rollups: the same buckets keyed by model and dimensions only.
-MODEL_ROLLUP_KEY = "tenant_id, meter_id, bucket_start, model, dimensions"
 AGGREGATE_COLUMNS = "sum, count, last_value, last_ts, last_event_id"
-# What every writer stores per rollup row, from raw events (value, ts, id): the values' sum
-# (an event without value adds 0), their number, and the latest event's value, time and id.
-EVENT_AGGREGATES = f"""sum(coalesce(value, 0)) AS sum, count(*) AS count,
-           {latest("value", "ts", "id")} AS last_value,
-           max(ts) AS last_ts,
-           {latest("id", "ts", "id")} AS last_event_id"""
-# The same, folding rollup rows into coarser ones.
+# The wide 15-minute rows: keyed by the sorted set of meters an event reported as well, with
+# one sum and last value per meter (by position in meter_ids) and one count and latest event.
+WIDE_KEY = (
+    "tenant_id, bucket_start, org_id, project_id, api_key_id, user_id, model, dimensions, meter_ids"
+)
+MODEL_WIDE_KEY = "tenant_id, bucket_start, model, dimensions, meter_ids"
+WIDE_COLUMNS = "sums, count, last_values, last_ts, last_event_id"
+# The same, folding rollup cells into coarser ones.
 ROLLUP_AGGREGATES = f"""sum(sum) AS sum, sum(count) AS count,
            {latest("last_value", "last_ts", "last_event_id")} AS last_value,
            max(last_ts) AS last_ts,
            {latest("last_event_id", "last_ts", "last_event_id")} AS last_event_id"""
-# Raw event columns to the rollup key: an absent attribution is stored as ''.
-EVENT_TO_ROLLUP_KEY = f"""tenant_id, meter_id, {bucket_of("ts")} AS bucket_start,
-           coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
-           coalesce(api_key_id, '') AS api_key_id, coalesce(user_id, '') AS user_id,
-           coalesce(model, '') AS model, dimensions"""
-# The columns of newly stored events the ingest upkeep reads (dimensions as jsonb).
-UPKEEP_SOURCE_COLUMNS = (
-    "tenant_id, id, meter_id, value, ts, org_id, project_id, api_key_id, user_id, model, dimensions"
+# Per-position aggregates (one meter of a group of wide rows) back into one wide row: the
+# count and the latest event are the same at every position (every event of a wide row
+# reports every meter of it).
+POSITIONS_TO_WIDE = """array_agg(sum ORDER BY n) AS sums, max(count) AS count,
+           array_agg(last_value ORDER BY n) AS last_values, max(last_ts) AS last_ts,
+           max(last_event_id) AS last_event_id"""
+# What the upkeep reads: event parts, one per event and set of dimensions (an event whose
+# meters all keep its dimensions is one part): the meters (sorted) and their quantities.
+PART_COLUMNS = (
+    "tenant_id, id, ts, org_id, project_id, api_key_id, user_id, model, dimensions, "
+    "meter_ids, quantities"
 )
 
 
+def add_arrays(left: str, right: str) -> str:
+    """SQL adding two numeric arrays of one length element by element."""
+    return (
+        f"ARRAY(SELECT x + y FROM unnest({left}, {right}) WITH ORDINALITY AS e(x, y, n) ORDER BY n)"
+    )
+
+
 def merge_on_conflict(table: str) -> str:
-    """The upsert that adds a new bucket into an existing one; `last` goes to the later
-    (ts, id)."""
+    """The upsert that adds a new per-meter cell into an existing one (the cube); `last` goes
+    to the later (ts, id)."""
     return f"""DO UPDATE SET
         sum = {table}.sum + EXCLUDED.sum,
         count = {table}.count + EXCLUDED.count,
@@ -72,68 +83,134 @@ def merge_on_conflict(table: str) -> str:
         last_ts = GREATEST({table}.last_ts, EXCLUDED.last_ts)"""
 
 
-def ingest_upkeep_ctes(source: str) -> str:
-    """The common table expressions that fold the events of the CTE `source` (newly inserted
-    events with UPKEEP_SOURCE_COLUMNS) into both rollup tables, to be placed after `source` in
-    the ingest statement: events and their rollups are written by one statement, so one
-    transaction, with no extra round trip.
+def merge_wide_on_conflict(table: str) -> str:
+    """The upsert that adds a new wide row into an existing one of the same meters."""
+    newer = f"(EXCLUDED.last_ts, EXCLUDED.last_event_id) > ({table}.last_ts, {table}.last_event_id)"
+    return f"""DO UPDATE SET
+        sums = {add_arrays(f"{table}.sums", "EXCLUDED.sums")},
+        count = {table}.count + EXCLUDED.count,
+        last_values = CASE WHEN {newer} THEN EXCLUDED.last_values ELSE {table}.last_values END,
+        last_event_id = CASE WHEN {newer} THEN EXCLUDED.last_event_id
+                             ELSE {table}.last_event_id END,
+        last_ts = GREATEST({table}.last_ts, EXCLUDED.last_ts)"""
 
-    Rows are aggregated per rollup key and upserted in key order, so concurrent transactions
-    lock rollup rows in the same order and cannot deadlock. The same buckets, folded by model
-    and dimensions, are upserted into model_rollups, in key order too; every statement runs the
+
+def _positions(source: str) -> str:
+    """Event parts (PART_COLUMNS) aggregated per rollup key, meter set and position in it."""
+    return f"""SELECT tenant_id, {bucket_of("ts")} AS bucket_start,
+           coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
+           coalesce(api_key_id, '') AS api_key_id, coalesce(user_id, '') AS user_id,
+           coalesce(model, '') AS model, dimensions, meter_ids, q.n,
+           sum(coalesce(q.value, 0)) AS sum, count(*) AS count,
+           {latest("q.value", "ts", "id")} AS last_value,
+           max(ts) AS last_ts,
+           {latest("id", "ts", "id")} AS last_event_id
+    FROM {source}
+    CROSS JOIN LATERAL unnest(quantities) WITH ORDINALITY AS q(value, n)
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"""
+
+
+def ingest_upkeep_ctes(source: str) -> str:
+    """The common table expressions that fold the event parts of the CTE `source` (newly
+    inserted events as PART_COLUMNS) into both 15-minute tables, to be placed after `source` in
+    the ingest statement: events and their rollups are written by one statement, so one
+    transaction, with no extra round trip. An event reporting several meters (an LLM call's
+    tokens) adds to one wide row per table, not one row per meter.
+
+    Rows are aggregated per key and upserted in key order, so concurrent transactions lock
+    rows in the same order and cannot deadlock. The same buckets, folded by model and
+    dimensions, are upserted into model_rollup_rows, in key order too; every statement runs the
     same plan, so the two upserts always lock in one order. PostgreSQL runs unreferenced
     data-modifying CTEs last-listed first, so model_upserted is listed before upserted: its few
     rows, which every concurrent batch of a tenant touches, are then written last and locked
     for the shortest time before the commit."""
-    return f"""buckets AS (
-    SELECT {EVENT_TO_ROLLUP_KEY},
-           {EVENT_AGGREGATES}
-    FROM {source}
+    return f"""positions AS (
+    {_positions(source)}
+),
+buckets AS (
+    SELECT {WIDE_KEY}, {POSITIONS_TO_WIDE}
+    FROM positions
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 ),
+model_positions AS (
+    SELECT tenant_id, bucket_start, model, dimensions, meter_ids, n, {ROLLUP_AGGREGATES}
+    FROM positions
+    GROUP BY 1, 2, 3, 4, 5, 6
+),
 model_buckets AS (
-    SELECT {MODEL_ROLLUP_KEY}, {ROLLUP_AGGREGATES}
-    FROM buckets
+    SELECT {MODEL_WIDE_KEY}, {POSITIONS_TO_WIDE}
+    FROM model_positions
     GROUP BY 1, 2, 3, 4, 5
 ),
 model_upserted AS (
-    INSERT INTO model_rollups ({MODEL_ROLLUP_KEY}, {AGGREGATE_COLUMNS})
-    SELECT {MODEL_ROLLUP_KEY}, {AGGREGATE_COLUMNS}
+    INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {WIDE_COLUMNS})
+    SELECT {MODEL_WIDE_KEY}, {WIDE_COLUMNS}
     FROM model_buckets
-    ORDER BY {MODEL_ROLLUP_KEY}
-    ON CONFLICT ({MODEL_ROLLUP_KEY}) {merge_on_conflict("model_rollups")}
+    ORDER BY {MODEL_WIDE_KEY}
+    ON CONFLICT ({MODEL_WIDE_KEY}) {merge_wide_on_conflict("model_rollup_rows")}
     RETURNING 1
 ),
 upserted AS (
-    INSERT INTO rollups ({ROLLUP_KEY}, {AGGREGATE_COLUMNS})
-    SELECT {ROLLUP_KEY}, {AGGREGATE_COLUMNS}
+    INSERT INTO rollup_rows ({WIDE_KEY}, {WIDE_COLUMNS})
+    SELECT {WIDE_KEY}, {WIDE_COLUMNS}
     FROM buckets
-    ORDER BY {ROLLUP_KEY}
-    ON CONFLICT ({ROLLUP_KEY}) {merge_on_conflict("rollups")}
+    ORDER BY {WIDE_KEY}
+    ON CONFLICT ({WIDE_KEY}) {merge_wide_on_conflict("rollup_rows")}
     RETURNING 1
 )"""
 
 
 REBUILD_DELETE_SQL = """
-DELETE FROM rollups WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+DELETE FROM rollup_rows WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+"""
+# The parts of a tenant's raw events in [$2, $3) (PART_COLUMNS): a single-quantity event as one
+# part; a `values` event as one part per set of dimensions its meters keep (each meter keeps
+# the dimensions it declares), meters sorted, as ingestion makes them.
+EVENT_PARTS_SQL = """
+SELECT tenant_id, id, ts, org_id, project_id, api_key_id, user_id, model, dimensions,
+       ARRAY[meter_id] AS meter_ids, ARRAY[value] AS quantities
+FROM events
+WHERE tenant_id = $1 AND ts >= $2 AND ts < $3 AND meter_id IS NOT NULL
+UNION ALL
+SELECT e.tenant_id, e.id, e.ts, e.org_id, e.project_id, e.api_key_id, e.user_id, e.model,
+       kept.dimensions, array_agg(q.meter_id ORDER BY q.meter_id),
+       array_agg(q.value ORDER BY q.meter_id)
+FROM events e
+CROSS JOIN LATERAL unnest(e.meter_ids, e.quantities) AS q(meter_id, value)
+JOIN meters m ON m.id = q.meter_id
+CROSS JOIN LATERAL (
+    SELECT coalesce(jsonb_object_agg(d.key, d.value), '{}'::jsonb) AS dimensions
+    FROM jsonb_each(e.dimensions) AS d
+    WHERE d.key = ANY(m.dimensions)
+) AS kept
+WHERE e.tenant_id = $1 AND e.ts >= $2 AND e.ts < $3 AND e.meter_id IS NULL
+GROUP BY e.tenant_id, e.id, e.ts, e.org_id, e.project_id, e.api_key_id, e.user_id, e.model,
+         kept.dimensions
 """
 REBUILD_INSERT_SQL = f"""
-INSERT INTO rollups ({ROLLUP_KEY}, {AGGREGATE_COLUMNS})
-SELECT {EVENT_TO_ROLLUP_KEY},
-       {EVENT_AGGREGATES}
-FROM events
-WHERE tenant_id = $1 AND ts >= $2 AND ts < $3
+INSERT INTO rollup_rows ({WIDE_KEY}, {WIDE_COLUMNS})
+SELECT {WIDE_KEY}, {POSITIONS_TO_WIDE}
+FROM ({_positions(f"({EVENT_PARTS_SQL}) AS parts")}) AS positions
 GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
 """
 REBUILD_MODEL_DELETE_SQL = """
-DELETE FROM model_rollups WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+DELETE FROM model_rollup_rows WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 """
 # From the rollups just rebuilt, in the same transaction: the same folding as ingestion.
 REBUILD_MODEL_INSERT_SQL = f"""
-INSERT INTO model_rollups ({MODEL_ROLLUP_KEY}, {AGGREGATE_COLUMNS})
-SELECT {MODEL_ROLLUP_KEY}, {ROLLUP_AGGREGATES}
-FROM rollups
-WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
+INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {WIDE_COLUMNS})
+SELECT {MODEL_WIDE_KEY}, {POSITIONS_TO_WIDE}
+FROM (
+    SELECT r.tenant_id, r.bucket_start, r.model, r.dimensions, r.meter_ids, q.n,
+           sum(q.sum) AS sum, sum(r.count) AS count,
+           {latest("q.last_value", "r.last_ts", "r.last_event_id")} AS last_value,
+           max(r.last_ts) AS last_ts,
+           {latest("r.last_event_id", "r.last_ts", "r.last_event_id")} AS last_event_id
+    FROM rollup_rows r
+    CROSS JOIN LATERAL unnest(r.sums, r.last_values) WITH ORDINALITY AS q(sum, last_value, n)
+    WHERE r.tenant_id = $1 AND r.bucket_start >= $2 AND r.bucket_start < $3
+    GROUP BY 1, 2, 3, 4, 5, 6
+) AS positions
 GROUP BY 1, 2, 3, 4, 5
 """
 
@@ -156,7 +233,7 @@ async def reset_cube(
         after,
     )
     await connection.execute(
-        "UPDATE rollups SET folded_sum = 0, folded_count = 0 WHERE tenant_id = $1 "
+        "UPDATE rollup_rows SET folded_sums = NULL, folded_count = 0 WHERE tenant_id = $1 "
         "AND bucket_start >= $2 AND bucket_start < $3 AND folded_count <> 0",
         tenant_id,
         first,

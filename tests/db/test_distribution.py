@@ -30,11 +30,15 @@ async def test_tenant_tables_lead_every_key_with_tenant_id(pg_pool: asyncpg.Pool
     tenant_tables = {
         row["table_name"]
         for row in await pg_pool.fetch(
-            "SELECT table_name FROM information_schema.columns "
-            "WHERE column_name = 'tenant_id' AND table_schema = 'public'"
+            "SELECT c.table_name FROM information_schema.columns c "
+            "JOIN information_schema.tables t USING (table_schema, table_name) "
+            "WHERE c.column_name = 'tenant_id' AND c.table_schema = 'public' "
+            "AND t.table_type = 'BASE TABLE'"
         )
     } - REFERENCE_TABLES
-    assert {"events", "rollups", "model_rollups", "rollup_cube", "invoices"} <= tenant_tables
+    assert {"events", "rollup_rows", "model_rollup_rows", "rollup_cube", "invoices"} <= (
+        tenant_tables
+    )
     problems = [
         f"{row['table_name']}.{row['key_name']} {row['columns']}"
         for row in await pg_pool.fetch(KEYS)
@@ -51,14 +55,17 @@ async def test_the_deployment_guide_distributes_every_tenant_table(pg_pool: asyn
         row["table_name"]
         for row in await pg_pool.fetch(
             "SELECT table_name FROM information_schema.tables "
-            "WHERE table_schema = 'public' AND table_name <> 'alembic_version'"
+            "WHERE table_schema = 'public' AND table_name <> 'alembic_version' "
+            "AND table_type = 'BASE TABLE'"
         )
     }
     with_tenant = {
         row["table_name"]
         for row in await pg_pool.fetch(
-            "SELECT table_name FROM information_schema.columns "
-            "WHERE column_name = 'tenant_id' AND table_schema = 'public'"
+            "SELECT c.table_name FROM information_schema.columns c "
+            "JOIN information_schema.tables t USING (table_schema, table_name) "
+            "WHERE c.column_name = 'tenant_id' AND c.table_schema = 'public' "
+            "AND t.table_type = 'BASE TABLE'"
         )
     }
     assert with_tenant - REFERENCE_TABLES == distributed

@@ -58,7 +58,7 @@ def _to_body(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _truncate(pg_pool: asyncpg.Pool) -> None:
-    await pg_pool.execute("TRUNCATE events, rollups")
+    await pg_pool.execute("TRUNCATE events, rollup_rows")
 
 
 ROLLUP_COLUMNS = (
@@ -138,7 +138,10 @@ async def test_rebuild_equals_incremental(
     query = f"SELECT {ROLLUP_COLUMNS} FROM rollups ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9"
     incremental = [dict(r) for r in await pg_pool.fetch(query)]
     # Damage acme's rollups, then rebuild them over a range covering all its events.
-    await pg_pool.execute("UPDATE rollups SET sum = sum + 1000 WHERE tenant_id = 'acme'")
+    await pg_pool.execute(
+        "UPDATE rollup_rows SET sums = array_fill(1000::numeric, ARRAY[cardinality(meter_ids)]) "
+        "WHERE tenant_id = 'acme'"
+    )
     start = (NOW - timedelta(days=3)).replace(minute=0)
     end = (NOW + timedelta(hours=1)).replace(minute=0)
     result = await asyncio.to_thread(

@@ -277,7 +277,7 @@ async def _truncate(database_url: str) -> None:
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
         await connection.execute(
-            "TRUNCATE tenants, api_keys, meters, events, rollups, model_rollups "
+            "TRUNCATE tenants, api_keys, meters, events, rollup_rows, model_rollup_rows "
             "RESTART IDENTITY CASCADE"
         )
     finally:

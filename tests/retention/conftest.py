@@ -72,10 +72,10 @@ class RetentionData:
             bucket = self.days_ago(age).replace(second=0, microsecond=0)
             bucket -= timedelta(minutes=bucket.minute % 15)
             await self.pool.execute(
-                "INSERT INTO rollups (tenant_id, meter_id, bucket_start, org_id, project_id, "
-                "api_key_id, user_id, model, dimensions, sum, count, last_value, last_ts, "
-                "last_event_id) VALUES ($1, $2, $3, 'org', '', '', '', 'gpt-4o', '{}', $4, $5, "
-                "$6, $3, $5)",
+                "INSERT INTO rollup_rows (tenant_id, meter_ids, bucket_start, org_id, project_id, "
+                "api_key_id, user_id, model, dimensions, sums, count, last_values, last_ts, "
+                "last_event_id) VALUES ($1, ARRAY[$2::int], $3, 'org', '', '', '', 'gpt-4o', "
+                "'{}', ARRAY[$4::numeric], $5, ARRAY[$6::numeric], $3, $5)",
                 tenant_id,
                 meter_id,
                 bucket,

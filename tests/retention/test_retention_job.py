@@ -111,7 +111,7 @@ async def test_rollups_and_invoices_are_never_touched(
         await data.rollups(tenant_id, 2, (i * 13.3 for i in range(60)))
         await data.invoice(tenant_id, "2024-01", Decimal("12.34"))
     before = await data.untouched_tables()
-    assert len(before["rollups"]) == 320 and len(before["invoices"]) == 2
+    assert len(before["rollup_rows"]) == 320 and len(before["invoices"]) == 2
     assert len(before["rollup totals"]) == 4
 
     report = await run_retention(job_settings(settings), settings.database_url, now=data.now)

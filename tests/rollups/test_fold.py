@@ -138,7 +138,7 @@ async def test_the_cube_is_the_rollups_projected_whatever_the_order_of_folds(
     batches: list[list[dict[str, Any]]],
     cutoffs: list[int | None],
 ) -> None:
-    await pg_pool.execute("TRUNCATE events, rollups, model_rollups, rollup_cube")
+    await pg_pool.execute("TRUNCATE events, rollup_rows, model_rollup_rows, rollup_cube")
     for number, batch in enumerate(batches):
         await store(pg_pool, world, make_events(batch, f"b{number}-"))
         if number < len(cutoffs):
@@ -277,7 +277,7 @@ async def test_pending_rows_are_read_from_the_partial_index(pg_pool: asyncpg.Poo
         "EXPLAIN (FORMAT JSON) SELECT * FROM rollups WHERE tenant_id = 'a' "
         "AND pending AND bucket_start >= now() AND bucket_start < now()"
     )
-    assert "ix_rollups_pending" in plan
+    assert "ix_rollup_rows_pending" in plan
 
 
 async def test_a_folded_month_read_cell_by_cell_equals_the_events(

@@ -205,7 +205,7 @@ async def test_invoice_lines_equal_usage_and_raw_events(
     period: str,
     specs: list[dict[str, Any]],
 ) -> None:
-    await pg_pool.execute("TRUNCATE events, rollups, model_rollups")
+    await pg_pool.execute("TRUNCATE events, rollup_rows, model_rollup_rows")
     meter_ids = {r["event_name"]: r["id"] for r in await pg_pool.fetch("SELECT * FROM meters")}
     start, end = period_bounds(period, TENANTS[tenant_id])
     rows, events = [], []

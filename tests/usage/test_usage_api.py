@@ -273,8 +273,11 @@ async def test_model_rollups_survive_a_rebuild(
     assert before == [tuple(r) for r in await pg_pool.fetch(FOLDED)]
     answer = await usage(client, reader, meter="input_tokens", group_by="model", **RANGE)
     # Damage both tables, then rebuild acme's range from raw events.
-    await pg_pool.execute("UPDATE rollups SET sum = sum + 1 WHERE tenant_id = 'acme'")
-    await pg_pool.execute("DELETE FROM model_rollups WHERE tenant_id = 'acme'")
+    await pg_pool.execute(
+        "UPDATE rollup_rows SET sums = array_fill(1::numeric, ARRAY[cardinality(meter_ids)]) "
+        "WHERE tenant_id = 'acme'"
+    )
+    await pg_pool.execute("DELETE FROM model_rollup_rows WHERE tenant_id = 'acme'")
     engine = create_engine(settings, settings.database_url)
     try:
         report = await rebuild_tenant_rollups(
@@ -323,13 +326,13 @@ async def test_backfilled_ranges_read_the_same_from_both_tables(
 async def test_ingestion_writes_model_rollups_after_rollups(
     world: dict[str, int], pg_pool: asyncpg.Pool
 ) -> None:
-    """Every batch of a tenant touches the same few model_rollups rows, so ingestion upserts
+    """Every batch of a tenant touches the same few model rollup rows, so ingestion upserts
     them last (shortest lock hold before commit). A constraint every new row violates, added
     to both tables in a rolled-back transaction, shows which upsert runs first."""
     event = Ev("acme", "input_tokens", NOW - timedelta(minutes=5), Decimal(1), "probe")
     with pytest.raises(asyncpg.CheckViolationError) as caught:
         async with pg_pool.acquire() as connection, connection.transaction():
-            for table in ("rollups", "model_rollups"):
+            for table in ("rollup_rows", "model_rollup_rows"):
                 await connection.execute(f"ALTER TABLE {table} ADD CONSTRAINT probe CHECK (false)")
             await store_events(connection, event_rows(world, [event]))
-    assert caught.value.table_name == "rollups"
+    assert caught.value.table_name == "rollup_rows"

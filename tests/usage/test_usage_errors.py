@@ -186,11 +186,12 @@ async def test_a_read_cut_short_by_the_statement_timeout_is_query_timeout_not_an
     (the same app's next small query succeeds)."""
     await pg_pool.execute(
         """
-        INSERT INTO rollups (tenant_id, meter_id, bucket_start, org_id, project_id, api_key_id,
-                             user_id, model, dimensions, sum, count, last_value, last_ts,
-                             last_event_id)
-        SELECT 'acme', $1, TIMESTAMPTZ '2026-06-01 00:00+00' + (n % 2880) * INTERVAL '15 min',
-               '', '', '', 'u' || (n / 2880), '', '{}', n, 1, n,
+        INSERT INTO rollup_rows (tenant_id, meter_ids, bucket_start, org_id, project_id,
+                                 api_key_id, user_id, model, dimensions, sums, count,
+                                 last_values, last_ts, last_event_id)
+        SELECT 'acme', ARRAY[$1::int],
+               TIMESTAMPTZ '2026-06-01 00:00+00' + (n % 2880) * INTERVAL '15 min',
+               '', '', '', 'u' || (n / 2880), '', '{}', ARRAY[n::numeric], 1, ARRAY[n::numeric],
                TIMESTAMPTZ '2026-06-01 00:00+00' + (n % 2880) * INTERVAL '15 min', n
         FROM generate_series(1, 300000) AS n
         """,

@@ -316,7 +316,7 @@ async def test_usage_equals_naive_computation(
     folds: list[int | None],
     queries: list[dict[str, Any]],
 ) -> None:
-    await pg_pool.execute("TRUNCATE events, rollups, model_rollups, rollup_cube")
+    await pg_pool.execute("TRUNCATE events, rollup_rows, model_rollup_rows, rollup_cube")
     instant, anchor_zone = anchor
     events = []
     for index, spec in enumerate(specs):

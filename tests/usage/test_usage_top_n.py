@@ -100,7 +100,7 @@ async def test_top_n_equals_naive_ranking(
     specs: list[dict[str, Any]],
     queries: list[dict[str, Any]],
 ) -> None:
-    await pg_pool.execute("TRUNCATE events, rollups, model_rollups")
+    await pg_pool.execute("TRUNCATE events, rollup_rows, model_rollup_rows")
     events = []
     for index, spec in enumerate(specs):
         value = spec["value"]
