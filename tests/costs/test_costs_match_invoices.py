@@ -312,7 +312,7 @@ async def test_costs_equal_the_invoice_and_a_naive_computation(
     skip_days: int,
     user_filter: str | None,
 ) -> None:
-    await pg_pool.execute("TRUNCATE events, rollups, model_rollups, rollup_cube, prices")
+    await pg_pool.execute("TRUNCATE events, rollup_rows, model_rollup_rows, rollup_cube, prices")
     await create_prices(client, keys, catalog)
     meter_ids = {r["event_name"]: r["id"] for r in await pg_pool.fetch("SELECT * FROM meters")}
     zone = ZoneInfo(TENANTS[tenant])

@@ -93,7 +93,7 @@ async def test_llm_report_equals_a_naive_computation(
     group_by: list[str],
     daily: bool,
 ) -> None:
-    await pg_pool.execute("TRUNCATE events, rollups, model_rollups, rollup_cube")
+    await pg_pool.execute("TRUNCATE events, rollup_rows, model_rollup_rows, rollup_cube")
     meters = {r["event_name"]: r["id"] for r in await pg_pool.fetch("SELECT * FROM meters")}
     rows: list[EventRow] = []
     for index, spec in enumerate(specs):
