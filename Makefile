@@ -6,17 +6,18 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run stop test lint format openapi lock bench bench-ingest bench-usage bench-costs bench-invoice bench-retention clean
+.PHONY: help install run stop test lint format openapi lock bench bench-ingest bench-usage bench-costs bench-invoice bench-retention bench-client clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements.lock pyproject.toml clients/python/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Python >= 3.11 is required"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-deps -e ./clients/python
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create .venv and install the locked dependencies
@@ -33,13 +34,13 @@ test: $(STAMP) ## Run the whole test suite (TEST_DATABASE_URL, else Docker, else
 	$(BIN)/python -m pytest
 
 lint: $(STAMP) ## ruff format --check, ruff check, mypy
-	$(BIN)/ruff format --check service tests alembic bench
-	$(BIN)/ruff check service tests alembic bench
+	$(BIN)/ruff format --check service tests alembic bench clients
+	$(BIN)/ruff check service tests alembic bench clients
 	$(BIN)/mypy
 
 format: $(STAMP) ## Apply ruff formatting and fixes
-	$(BIN)/ruff format service tests alembic bench
-	$(BIN)/ruff check --fix service tests alembic bench
+	$(BIN)/ruff format service tests alembic bench clients
+	$(BIN)/ruff check --fix service tests alembic bench clients
 
 openapi: $(STAMP) ## Regenerate openapi/openapi.json from the code
 	$(BIN)/python -m service openapi --output openapi/openapi.json
@@ -70,6 +71,9 @@ bench-invoice: $(STAMP) ## Invoice benchmark: preview p50/p95 for a tenant-month
 
 bench-retention: $(STAMP) ## Retention benchmark: delete N expired events (ARGS="--events 1000000 --with-ingest")
 	$(BIN)/python -m bench.retention $(ARGS)
+
+bench-client: $(STAMP) ## Python client: one Tracker into a 2-worker server, events/s and client CPU per 1,000 events (ARGS="--events 300000")
+	$(BIN)/python -m bench.client $(ARGS)
 
 clean: ## Stop the embedded PostgreSQL, then remove the venv and local data
 	-[ -x $(BIN)/python ] && $(BIN)/python -m service db stop

@@ -593,7 +593,7 @@ async def report_stored(database_url: str) -> None:
         quantities = await connection.fetchval(
             "SELECT sum(coalesce(cardinality(meter_ids), 1)) FROM events"
         )
-        rolled = await connection.fetchval("SELECT sum(count) FROM rollups")
+        rolled = await connection.fetchval("SELECT sum(count)::bigint FROM rollups")
     finally:
         await connection.close()
     print(

@@ -214,7 +214,9 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
     from datetime import datetime
 
     from service.common.errors import ServiceError
+    from service.common.progress import Progress
     from service.db.session import create_maintenance_engine
+    from service.operations.progress import terminal_progress
     from service.rollups.rebuild import rebuild_tenant_rollups
 
     settings = _settings()
@@ -225,10 +227,12 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
     except ValueError as exc:
         raise click.BadParameter(f"not an RFC 3339 time: {exc}") from exc
 
-    async def run() -> None:
+    async def run(progress: Progress) -> None:
         engine = create_maintenance_engine(settings, url)
         try:
-            report = await rebuild_tenant_rollups(engine, settings, tenant_id, start_at, end_at)
+            report = await rebuild_tenant_rollups(
+                engine, settings, tenant_id, start_at, end_at, progress
+            )
         finally:
             await engine.dispose()
         click.echo(
@@ -239,7 +243,8 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
         )
 
     try:
-        asyncio.run(run())
+        with terminal_progress() as progress:
+            asyncio.run(run(progress))
     except ServiceError as exc:
         raise click.ClickException(exc.detail) from exc
 
@@ -331,6 +336,7 @@ def prices_import_llm(
 
     from service.meters.schemas import LlmPriceImport
     from service.meters.service import PriceService
+    from service.operations.progress import terminal_progress
 
     try:
         data = msgspec.convert(
@@ -347,10 +353,12 @@ def prices_import_llm(
     except (ValueError, msgspec.ValidationError) as exc:
         raise click.BadParameter(str(exc)) from exc
 
-    async def work(session: AsyncSession) -> LlmPriceImportOut:
-        return await PriceService(session).import_llm(data)
+    with terminal_progress() as progress:
 
-    answer = _run_in_session(work)
+        async def work(session: AsyncSession) -> LlmPriceImportOut:
+            return await PriceService(session).import_llm(data, progress)
+
+        answer = _run_in_session(work)
     for price in answer.created:
         amount = (
             f"{price.unit_amount} per {price.per_units}"
@@ -365,6 +373,95 @@ def prices_import_llm(
         )
     for model in answer.not_found:
         click.echo(f"not found {model}")
+
+
+@cli.group()
+def report() -> None:
+    """Reports: tables for people, CSV or JSON for programs (the API's answers)."""
+
+
+# The command line reads as an operator with database access: every tenant, every scope.
+CLI_PRINCIPAL_SCOPES = frozenset({"admin"})
+FORMAT_HELP = "table (for people), csv (every row, exact values) or json (the API's answer)"
+
+
+@report.command("usage")
+@click.option("--tenant", "tenant_id", required=True, help="Tenant id")
+@click.option(
+    "--period",
+    required=True,
+    help="today, yesterday, 7d, 30d, this_month, last_month, YYYY-MM or YYYY-MM-DD",
+)
+@click.option(
+    "--timezone", default=None, help="IANA zone of the period and windows (default: the tenant's)"
+)
+@click.option("--meter", default=None, help="One meter's event_name (default: every meter)")
+@click.option(
+    "--group-by", "group_by", multiple=True, help="Group by this key (repeat for several)"
+)
+@click.option("--filter", "filters", multiple=True, help="key:value equality filter (repeatable)")
+@click.option("--window", type=click.Choice(["hour", "day", "month"]), default=None)
+@click.option("--order-by", type=click.Choice(["value", "-value"]), default=None)
+@click.option("--limit", type=click.IntRange(1), default=None, help="Top N rows per meter")
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help=FORMAT_HELP,
+)
+def report_usage(
+    tenant_id: str,
+    period: str,
+    timezone: str | None,
+    meter: str | None,
+    group_by: tuple[str, ...],
+    filters: tuple[str, ...],
+    window: str | None,
+    order_by: str | None,
+    limit: int | None,
+    output_format: str,
+) -> None:
+    """A tenant's usage over a period, as GET /v1/usage answers it: one table per meter."""
+    from service.common.auth import Principal
+    from service.common.errors import ServiceError
+    from service.db.session import create_maintenance_engine
+    from service.reports.render import Format, print_report
+    from service.reports.usage import usage_heading, usage_tables
+    from service.usage.schemas import MetersUsageOut, UsageOut, UsageQuery
+    from service.usage.service import UsageService
+
+    settings = _settings()
+    url = resolve_database_url(settings)
+    query = UsageQuery(
+        period=period,
+        tenant_id=tenant_id,
+        meter=meter,
+        window_size=window,
+        timezone=timezone,
+        group_by=list(group_by),
+        filters=list(filters),
+        order_by=order_by,
+        limit=limit,
+    )
+    principal = Principal("cli", "command line", CLI_PRINCIPAL_SCOPES, None)
+
+    async def run() -> UsageOut | MetersUsageOut:
+        # No request statement limit: a report may read a long range.
+        engine = create_maintenance_engine(settings, url)
+        try:
+            return await UsageService(engine).usage(principal, query)
+        finally:
+            await engine.dispose()
+
+    try:
+        answer = asyncio.run(run())
+    except ServiceError as exc:
+        raise click.ClickException(exc.detail) from exc
+    print_report(
+        answer, usage_tables(answer), usage_heading(answer), Format(output_format), sys.stdout
+    )
 
 
 @cli.command()
@@ -392,6 +489,7 @@ def retention_run(dry_run: bool, tenant_id: str | None) -> None:
 
     from service.common.logging import configure_logging
     from service.db.url import DatabaseUrlError
+    from service.operations.progress import terminal_progress
     from service.retention.schemas import TenantRetention
     from service.retention.service import RetentionError, run_retention
     from service.settings import SettingsError
@@ -419,11 +517,17 @@ def retention_run(dry_run: bool, tenant_id: str | None) -> None:
         click.echo(line)
 
     try:
-        report = asyncio.run(
-            run_retention(
-                settings, url, dry_run=dry_run, tenant_id=tenant_id, on_tenant=echo_tenant
+        with terminal_progress() as progress:
+            report = asyncio.run(
+                run_retention(
+                    settings,
+                    url,
+                    dry_run=dry_run,
+                    tenant_id=tenant_id,
+                    on_tenant=echo_tenant,
+                    progress=progress,
+                )
             )
-        )
     except (RetentionError, DatabaseUrlError) as exc:
         raise click.ClickException(str(exc)) from exc
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:

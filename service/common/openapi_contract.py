@@ -35,6 +35,8 @@ from litestar.routes import HTTPRoute
 
 from service.common.errors import PROBLEM_JSON
 
+# Key of a route handler's `opt`: problem statuses to document beyond those its shape implies.
+PROBLEM_STATUSES = "problem_statuses"
 _WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _PROBLEM_REF = Reference(ref="#/components/schemas/Problem")
 _RETRY_AFTER = {
@@ -101,10 +103,13 @@ def complete_openapi(app: Litestar) -> None:
             if not handler.resolve_include_in_schema():
                 continue
             guarded = bool(handler.resolve_guards())
+            # Statuses a route answers that its shape does not tell (404 for a tenant named
+            # in the query that does not exist): `@get(..., opt={PROBLEM_STATUSES: ["404"]})`.
+            extra = [str(status) for status in handler.opt.get(PROBLEM_STATUSES, ())]
             for method in handler.http_methods:
                 operation = getattr(path_item, method.lower(), None)
                 if isinstance(operation, Operation):
-                    _document_errors(operation, method, guarded)
+                    _document_errors(operation, method, guarded, extra)
             data = handler.parsed_fn_signature.parameters.get("data")
             if data is not None:
                 closed |= _closed_struct_names(data.annotation)
@@ -130,14 +135,14 @@ def _is_litestar_validation_400(response: OpenAPIResponse | Reference) -> bool:
     )
 
 
-def _document_errors(operation: Operation, method: str, guarded: bool) -> None:
+def _document_errors(operation: Operation, method: str, guarded: bool, extra: list[str]) -> None:
     responses = operation.responses if operation.responses is not None else {}
     operation.responses = responses
     if "400" in responses and _is_litestar_validation_400(responses["400"]):
         del responses["400"]  # this API never answers 400: see errors._http_error
     parameters = operation.parameters or []
     # Every operation refuses query parameters it does not declare (query_parameters.py).
-    statuses: list[str] = ["422"]
+    statuses: list[str] = ["422", *extra]
     if guarded:
         statuses += ["401", "403", "429", "503"]
     else:
@@ -148,7 +153,7 @@ def _document_errors(operation: Operation, method: str, guarded: bool) -> None:
         statuses.append("409")
     if operation.request_body is not None:
         statuses.append("413")
-    for status in sorted(statuses):
+    for status in sorted(set(statuses)):
         responses.setdefault(status, _problem(status))
 
 

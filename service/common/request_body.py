@@ -56,9 +56,15 @@ def decode_json_body(body: bytes, strict: msgspec.json.Decoder[Any] | None = Non
             # (1e400); the strict decode above took it as a decimal, the domain checks its range.
             raise body_error("the body holds a number out of range (beyond ±1.7e308)") from exc
         raise
-    if _MAY_HOLD_UNSTORABLE_TEXT.search(body):
+    if may_hold_unstorable_text(body):
         require_storable_text(value)
     return value
+
+
+def may_hold_unstorable_text(body: bytes) -> bool:
+    """False when no decoded string of this JSON body can hold NUL or a lone surrogate, so the
+    walk over its strings can be skipped."""
+    return _MAY_HOLD_UNSTORABLE_TEXT.search(body) is not None
 
 
 def _decode(decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:

@@ -7,6 +7,7 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.common.auth import Scope, current_principal, requires
+from service.common.periods import PERIOD_DOC
 from service.costs.schemas import CostOrder, CostQuery, CostsOut
 from service.costs.service import CostService
 from service.usage.endpoints import FILTER_DOC, FROM_DOC, GROUP_DOC, TO_DOC
@@ -43,8 +44,9 @@ class CostController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: AsyncSession,
-        start: str = Parameter(query="from", description=FROM_DOC),
-        end: str = Parameter(query="to", description=TO_DOC),
+        start: str | None = Parameter(default=None, query="from", description=FROM_DOC),
+        end: str | None = Parameter(default=None, query="to", description=TO_DOC),
+        period: str | None = Parameter(default=None, query="period", description=PERIOD_DOC),
         tenant_id: str | None = Parameter(
             default=None, query="tenant_id", description="optional for a tenant-bound key"
         ),
@@ -72,6 +74,7 @@ class CostController(Controller):
         query = CostQuery(
             start=start,
             end=end,
+            period=period,
             tenant_id=tenant_id,
             meter=meter,
             currency=currency,

@@ -18,8 +18,10 @@ class CostOrder(StrEnum):
 class CostQuery:
     """A costs query as the caller spelled it; the service validates every part."""
 
-    start: str
-    end: str
+    start: str | None = None
+    end: str | None = None
+    # Instead of start and end: a named range (service.common.periods).
+    period: str | None = None
     tenant_id: str | None = None
     meter: str | None = None
     currency: str | None = None

@@ -22,6 +22,7 @@ from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound, QueryTimeout
 from service.common.gc_pause import no_collection
 from service.common.money import MONEY_CONTEXT, is_currency, render_quantity, to_plain_string
+from service.common.periods import Period
 from service.common.timezones import zone_named
 from service.costs.allocation import Costs, add_weighted, allocate, rate_period, weighting
 from service.costs.schemas import (
@@ -48,7 +49,7 @@ from service.rollups.query import (
 from service.tenants.repository import TenantRepository
 from service.usage import repository as usage_repository
 from service.usage.schemas import MAX_LIMIT, UsageQuery
-from service.usage.service import check_group_keys, parse_usage_query
+from service.usage.service import check_group_keys, parse_usage_query, period_range
 from service.usage.windows import WindowError, WindowSize, window_boundaries
 
 # Costs are exact; each figure is shown quantized to 12 decimal places, half-up.
@@ -70,7 +71,7 @@ class CostService:
         if tenant_id is None:
             raise _invalid("tenant_id", "tenant_id is required (this API key is not bound)")
         principal.ensure_tenant(tenant_id)
-        start, end, size, group_by, filters, order = _parse(query)
+        start, end, period, size, group_by, filters, order = _parse(query)
         # Checked before the database: a bad name is the caller's mistake, whatever happens next.
         asked_zone = zone_named(query.timezone) if query.timezone else None
         # One REPEATABLE READ transaction for the whole request: the tenant, its prices, the
@@ -81,6 +82,9 @@ class CostService:
         if tenant is None:
             raise NotFound(f"tenant '{tenant_id}' does not exist")
         zone = asked_zone or zone_named(tenant.timezone)
+        if period is not None:
+            start, end = period_range(period, zone)
+        assert start is not None and end is not None  # parse_usage_query: a period or both
         currency = query.currency or tenant.currency
         pricing = await load_pricing(self.session, tenant_id)
         connection = await session_driver(self.session)
@@ -312,16 +316,23 @@ def _invalid(field: str, message: str) -> InvalidInput:
 def _parse(
     query: CostQuery,
 ) -> tuple[
-    datetime, datetime, WindowSize | None, list[str], dict[str, list[str]], CostOrder | None
+    datetime | None,
+    datetime | None,
+    Period | None,
+    WindowSize | None,
+    list[str],
+    dict[str, list[str]],
+    CostOrder | None,
 ]:
     """Everything that needs no database, as usage queries check it, plus `currency`,
     `order_by` and `limit`; all problems at once."""
     errors: list[FieldError] = []
     try:
-        start, end, size, group_by, filters = parse_usage_query(
+        start, end, period, size, group_by, filters = parse_usage_query(
             UsageQuery(
                 start=query.start,
                 end=query.end,
+                period=query.period,
                 window_size=query.window_size,
                 group_by=query.group_by,
                 filters=query.filters,
@@ -353,4 +364,4 @@ def _parse(
         )
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
-    return start, end, size, group_by, filters, order
+    return start, end, period, size, group_by, filters, order

@@ -19,9 +19,11 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.auth import Scope, current_principal, requires
 from service.common.errors import FieldError, InvalidInput
-from service.common.schemas import DEFAULT_LIMIT, Limit, Page
-from service.events.listing import list_events
-from service.events.schemas import BatchOut, EventAck, EventIn, EventOut
+from service.common.openapi_contract import PROBLEM_STATUSES
+from service.common.periods import PERIOD_DOC
+from service.common.schemas import DEFAULT_LIMIT, Limit
+from service.events.listing import EventRange, list_events
+from service.events.schemas import BatchOut, EventAck, EventIn, EventPage
 from service.events.service import Ingestor
 
 
@@ -84,7 +86,17 @@ class EventController(Controller):
         principal = current_principal(request)
         return await ingestor.ingest_batch(await request.body(), principal)
 
-    @get("/", summary="List raw events (newest first)", guards=[requires(Scope.READ)])
+    @get(
+        "/",
+        summary="List raw events (newest first)",
+        guards=[requires(Scope.READ)],
+        opt={PROBLEM_STATUSES: ["404"]},  # unknown tenant
+        description="Events of one tenant whose timestamp is in [from, to) (either end may be "
+        "open), or in `period` resolved in `timezone` (default: the tenant's); `period` with "
+        "`from` or `to` is a 422. The answer echoes the range with the offset of `timezone`. "
+        "Each page resolves `period` anew: to page through a rolling `7d` without it moving, "
+        "pass the echoed `from` and `to` instead.",
+    )
     async def list_raw_events(
         self,
         request: Request[Any, Any, Any],
@@ -93,12 +105,24 @@ class EventController(Controller):
         event_name: str | None = Parameter(default=None, query="event_name"),
         start: datetime | None = Parameter(default=None, query="from"),
         end: datetime | None = Parameter(default=None, query="to"),
+        period: str | None = Parameter(default=None, query="period", description=PERIOD_DOC),
+        timezone: str | None = Parameter(
+            default=None,
+            query="timezone",
+            description="IANA zone of `period` and of the echoed range; default the tenant's",
+        ),
         cursor: str | None = None,
         limit: Limit = DEFAULT_LIMIT,
-    ) -> Page[EventOut]:
+    ) -> EventPage:
         _require_rfc3339(request, "from", "to")
         return await list_events(
-            db_engine, current_principal(request), tenant_id, event_name, start, end, cursor, limit
+            db_engine,
+            current_principal(request),
+            tenant_id,
+            event_name,
+            EventRange(start=start, end=end, period=period, timezone=timezone),
+            cursor,
+            limit,
         )
 
 

@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.auth import Principal
-from service.common.errors import FieldError, InvalidInput
+from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import to_plain_string
-from service.common.schemas import Page, decode_cursor, encode_cursor
+from service.common.periods import PeriodError, parse_period, range_choice_errors, resolve
+from service.common.schemas import decode_cursor, encode_cursor
+from service.common.timezones import zone_named
 from service.db.connections import driver_transaction
 from service.events import repository
-from service.events.schemas import EventOut
+from service.events.schemas import EventOut, EventPage
+
+
+@dataclass(frozen=True, slots=True)
+class EventRange:
+    """The time range of a listing as the caller gave it: instants (either end open), or a
+    period resolved in `timezone` (default: the tenant's)."""
+
+    start: datetime | None = None
+    end: datetime | None = None
+    period: str | None = None
+    timezone: str | None = None
 
 
 async def list_events(
@@ -22,23 +36,30 @@ async def list_events(
     principal: Principal,
     tenant_id: str | None,
     event_name: str | None,
-    start: datetime | None,
-    end: datetime | None,
+    when: EventRange,
     cursor: str | None,
     limit: int,
-) -> Page[EventOut]:
+) -> EventPage:
     tenant_id = tenant_id or principal.tenant_id
     if tenant_id is None:
         raise InvalidInput(
             "tenant_id is required", errors=[FieldError(field="tenant_id", message="required")]
         )
     principal.ensure_tenant(tenant_id)
+    start, end = when.start, when.end
+    errors = range_choice_errors(when.period, start is not None, end is not None)
     for name, instant in (("from", start), ("to", end)):
         if instant is not None and instant.tzinfo is None:
-            raise InvalidInput(
-                f"'{name}' must carry a UTC offset (RFC 3339)",
-                errors=[FieldError(field=name, message="missing offset")],
-            )
+            errors.append(FieldError(field=name, message="must carry a UTC offset (RFC 3339)"))
+    period = None
+    if when.period is not None:
+        try:
+            period = parse_period(when.period)
+        except PeriodError as exc:
+            errors.append(exc.field_error())
+    if errors:
+        raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
+    asked_zone = None if when.timezone is None else zone_named(when.timezone)
     before_id = None
     if cursor:
         value = decode_cursor(cursor, 1)[0]
@@ -46,6 +67,15 @@ async def list_events(
             raise InvalidInput("cursor is not one this API returned")
         before_id = value
     async with driver_transaction(engine) as connection:
+        tenant_zone = await repository.tenant_timezone(connection, tenant_id)
+        if tenant_zone is None:
+            raise NotFound(f"tenant '{tenant_id}' does not exist")
+        zone = asked_zone or zone_named(tenant_zone)
+        if period is not None:
+            try:
+                start, end = resolve(period, zone, datetime.now(UTC))
+            except PeriodError as exc:
+                raise InvalidInput(f"period: {exc.message}", errors=[exc.field_error()]) from exc
         meter_id = None
         if event_name is not None:
             meter_id = await connection.fetchval(
@@ -80,7 +110,13 @@ async def list_events(
         for row in rows[:limit]
     ]
     next_cursor = encode_cursor([rows[limit - 1]["id"]]) if len(rows) > limit else None
-    return Page(items=items, next_cursor=next_cursor)
+    return EventPage(
+        items=items,
+        next_cursor=next_cursor,
+        start=None if start is None else start.astimezone(zone),
+        end=None if end is None else end.astimezone(zone),
+        timezone=zone.key,
+    )
 
 
 def _values(names: list[str] | None, quantities: list[Any] | None) -> dict[str, str | None] | None:

@@ -197,6 +197,14 @@ LIMIT $6
 """
 
 
+async def tenant_timezone(connection: asyncpg.Connection, tenant_id: str) -> str | None:
+    """The tenant's IANA zone, None when there is no such tenant."""
+    value: str | None = await connection.fetchval(
+        "SELECT timezone FROM tenants WHERE id = $1", tenant_id
+    )
+    return value
+
+
 async def list_events(
     connection: asyncpg.Connection,
     tenant_id: str,

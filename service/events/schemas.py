@@ -95,3 +95,15 @@ class EventOut(msgspec.Struct):
     model: str | None
     dimensions: dict[str, str]
     metadata: dict[str, Any] | None
+
+
+class EventPage(msgspec.Struct):
+    """One page of raw events, newest first; pass next_cursor back as ?cursor= for the next.
+    `from` and `to` echo the range asked for (`period` resolved), with the offset of
+    `timezone`; null when that end is open."""
+
+    items: list[EventOut]
+    next_cursor: str | None = None
+    start: datetime | None = msgspec.field(default=None, name="from")
+    end: datetime | None = msgspec.field(default=None, name="to")
+    timezone: str = "UTC"

@@ -22,7 +22,7 @@ from service.common.errors import (
     ServiceError,
 )
 from service.common.metrics import INGEST_BATCH_SIZE, INGEST_COMMIT_LATENCY, INGEST_EVENTS
-from service.common.request_body import body_error
+from service.common.request_body import body_error, may_hold_unstorable_text
 from service.db.connections import driver_connection
 from service.events.group_commit import GroupCommitter
 from service.events.reference import ReferenceCache
@@ -211,6 +211,8 @@ class Ingestor:
 
     async def ingest_batch(self, body: bytes, principal: Principal) -> BatchOut:
         items = _decode_batch(body)
+        # Only a body spelling a NUL or a lone surrogate as a \u escape can hold one.
+        check_text = may_hold_unstorable_text(body)
         count = len(items)
         limit = self.settings.batch_max_events
         if count > limit:
@@ -225,7 +227,7 @@ class Ingestor:
             if isinstance(item, Rejection):
                 results[index] = _invalid(index, item)
                 continue
-            if (unstorable := text_rejection(item)) is not None:
+            if check_text and (unstorable := text_rejection(item)) is not None:
                 results[index] = _invalid(index, unstorable)
                 continue
             tenant_id = _tenant_of(item, principal)

@@ -25,6 +25,7 @@ from service.common.money import (
     render_quantity,
     to_plain_string,
 )
+from service.common.progress import NO_PROGRESS, Progress
 from service.common.schemas import Page, decode_cursor, encode_cursor
 from service.common.time import (
     QUARTER_HOUR,
@@ -635,7 +636,9 @@ class PriceService:
         )
         return price_out(price, meter)
 
-    async def import_llm(self, data: LlmPriceImport) -> LlmPriceImportOut:
+    async def import_llm(
+        self, data: LlmPriceImport, progress: Progress = NO_PROGRESS
+    ) -> LlmPriceImportOut:
         """Per-model prices per 1,000,000 tokens on the LLM preset's token meters, from the
         bundled price catalog: input, output and cache reads as the catalog has them (the base
         tier where it has context-size tiers); cache writes too where it has them, else
@@ -671,7 +674,10 @@ class PriceService:
         await self.prices.lock_price_references()
         await self._require_catalog_meters(catalog.CATALOG_CURRENCY)
         answer = LlmPriceImportOut(created=[], not_found=[], conflicts=[])
-        for model in data.models:
+        progress.start("importing LLM prices (models)", len(data.models))
+        for index, model in enumerate(data.models):
+            if index:
+                progress.advance()  # the model before this one is done
             found = catalog.lookup(model, data.provider, effective_from)
             if found is None:
                 answer.not_found.append(model)
@@ -697,6 +703,8 @@ class PriceService:
                     )
                     continue
                 answer.created.append(created)
+        if data.models:
+            progress.advance()
         return answer
 
     async def _require_catalog_meters(self, currency: str) -> None:

@@ -7,6 +7,7 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.common.auth import Scope, current_principal, requires
+from service.common.periods import PERIOD_DOC
 from service.reports.schemas import LlmReportOut, LlmReportQuery
 from service.reports.service import LlmReportService
 from service.usage.endpoints import FILTER_DOC, FROM_DOC, GROUP_DOC, TO_DOC
@@ -31,8 +32,9 @@ class ReportController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: AsyncSession,
-        start: str = Parameter(query="from", description=FROM_DOC),
-        end: str = Parameter(query="to", description=TO_DOC),
+        start: str | None = Parameter(default=None, query="from", description=FROM_DOC),
+        end: str | None = Parameter(default=None, query="to", description=TO_DOC),
+        period: str | None = Parameter(default=None, query="period", description=PERIOD_DOC),
         tenant_id: str | None = Parameter(
             default=None, query="tenant_id", description="optional for a tenant-bound key"
         ),
@@ -48,6 +50,7 @@ class ReportController(Controller):
         query = LlmReportQuery(
             start=start,
             end=end,
+            period=period,
             tenant_id=tenant_id,
             window_size=None if window_size is None else window_size.value,
             timezone=timezone,

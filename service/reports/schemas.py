@@ -10,8 +10,10 @@ import msgspec
 class LlmReportQuery:
     """An LLM report query as the caller spelled it; the service validates every part."""
 
-    start: str
-    end: str
+    start: str | None = None
+    end: str | None = None
+    # Instead of start and end: a named range (service.common.periods).
+    period: str | None = None
     tenant_id: str | None = None
     window_size: str | None = None
     timezone: str | None = None

@@ -27,7 +27,7 @@ from service.rollups.query import SUM_AND_COUNT, RollupQuery, read_cells
 from service.tenants.repository import TenantRepository
 from service.usage import repository as usage_repository
 from service.usage.schemas import UsageQuery
-from service.usage.service import check_group_keys, parse_usage_query
+from service.usage.service import check_group_keys, parse_usage_query, period_range
 from service.usage.windows import WindowError, window_boundaries
 
 LLM_METERS = tuple(meter.event_name for meter in LLM_PRESET)
@@ -65,10 +65,11 @@ class LlmReportService:
         if tenant_id is None:
             raise _invalid("tenant_id", "tenant_id is required (this API key is not bound)")
         principal.ensure_tenant(tenant_id)
-        start, end, size, group_by, filters = parse_usage_query(
+        start, end, period, size, group_by, filters = parse_usage_query(
             UsageQuery(
                 start=query.start,
                 end=query.end,
+                period=query.period,
                 window_size=query.window_size,
                 group_by=query.group_by,
                 filters=query.filters,
@@ -81,6 +82,9 @@ class LlmReportService:
         if tenant is None:
             raise NotFound(f"tenant '{tenant_id}' does not exist")
         zone = asked_zone or zone_named(tenant.timezone)
+        if period is not None:
+            start, end = period_range(period, zone)
+        assert start is not None and end is not None  # parse_usage_query: a period or both
         connection = await session_driver(self.session)
         records = {
             record.event_name: record for record in await usage_repository.meters(connection, None)

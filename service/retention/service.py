@@ -22,6 +22,7 @@ from service.common.metrics import (
     RETENTION_DURATION,
     RETENTION_LAST_SUCCESS,
 )
+from service.common.progress import NO_PROGRESS, Progress
 from service.db.connections import dedicated_connection
 from service.retention.repository import (
     BEFORE_ANY_EVENT,
@@ -101,11 +102,13 @@ class RetentionJob:
         *,
         now: datetime,
         on_tenant: TenantCallback | None = None,
+        progress: Progress = NO_PROGRESS,
     ) -> None:
         self.settings = settings
         self.repository = repository
         self.now = now
         self.on_tenant = on_tenant
+        self.progress = progress
         self._started = time.perf_counter()
         self._rows = self._batches = self._since_pause = 0
         self._next_progress_log = self._started + PROGRESS_LOG_SECONDS
@@ -118,6 +121,8 @@ class RetentionJob:
             raise RetentionError(f"unknown tenant {tenant_id!r}")
         report = RetentionReport(dry_run=dry_run)
         to_purge = []
+        if dry_run:
+            self.progress.start("counting expired events (tenants)", len(tenants))
         for tenant in tenants:
             result = self._prepare(tenant)
             report.tenants.append(result)
@@ -132,6 +137,7 @@ class RetentionJob:
                     rows=result.rows,
                 )
                 self._finish(result)
+                self.progress.advance()
             else:
                 to_purge.append(result)
         if to_purge:
@@ -156,6 +162,12 @@ class RetentionJob:
 
     async def _purge(self, results: list[TenantRetention]) -> None:
         """Delete these tenants' expired events, window by window, until none is left."""
+        total = None
+        if self.progress.wants_total:  # a person watches: worth a count first
+            total = 0
+            for result in results:
+                total += await self.repository.count_expired(result.tenant_id, result.cutoff)
+        self.progress.start("deleting expired events", total)
         cursors = []
         for result in results:
             oldest = await self.repository.oldest_expired(
@@ -207,6 +219,7 @@ class RetentionJob:
         deleted, pause so that ingestion gets the database for a moment."""
         result.rows += rows
         result.batches += 1
+        self.progress.advance(rows)
         self._rows += rows
         self._batches += 1
         RETENTION_DELETED.inc(rows)
@@ -255,6 +268,7 @@ async def run_retention(
     now: datetime | None = None,
     lock: bool = True,
     on_tenant: TenantCallback | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> RetentionReport:
     """One retention run on its own connection.
 
@@ -272,7 +286,7 @@ async def run_retention(
         if lock and not dry_run and not await repository.try_lock():
             log.info("retention.skipped", reason="another process holds the retention lock")
             return RetentionReport(dry_run=dry_run, skipped=True)
-        job = RetentionJob(settings, repository, now=now, on_tenant=on_tenant)
+        job = RetentionJob(settings, repository, now=now, on_tenant=on_tenant, progress=progress)
         report = await job.run(dry_run=dry_run, tenant_id=tenant_id)
     log.info(
         "retention.done",

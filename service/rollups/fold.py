@@ -30,6 +30,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
+from service.common.progress import NO_PROGRESS, Progress
 from service.common.time import floor_to_quarter_hour
 from service.rollups.levels import (
     DIMENSIONS,
@@ -188,14 +189,17 @@ async def fold_rollups(
     tenant_id: str | None = None,
     max_seconds: float | None = None,
     progress: Callable[[str], None] | None = None,
+    bar: Progress = NO_PROGRESS,
 ) -> int:
     """Fold every pending 15-minute rollup row of buckets starting before `before` (default:
     all), of one tenant or all, a chunk (days of one tenant and month) per transaction; with
     `max_seconds`, no new chunk starts after that long (the rest waits for the next run).
-    Returns the rows folded. The connection must not be inside a transaction."""
+    Returns the rows folded. The connection must not be inside a transaction. `progress`
+    gets a line per chunk (for logs), `bar` the rows folded (for a person watching)."""
     limit = before or datetime(9999, 1, 1, tzinfo=UTC)
     chunks = _chunks(await connection.fetch(PENDING_DAYS_SQL, limit, tenant_id), limit)
     total_rows = sum(chunk.rows for chunk in chunks)
+    bar.start("folding into the hour, day and month levels (rows)", total_rows)
     folded = 0
     started = time.perf_counter()
     for index, chunk in enumerate(chunks, start=1):
@@ -211,6 +215,7 @@ async def fold_rollups(
             await connection.execute("SET LOCAL enable_sort = off")
             row = await connection.fetchrow(FOLD_SQL, chunk.tenant_id, chunk.start, chunk.end)
         folded += row["folded"]
+        bar.advance(row["folded"])
         if progress is not None:
             elapsed = time.perf_counter() - started
             progress(

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.errors import InvalidInput, NotFound
+from service.common.progress import NO_PROGRESS, Progress
 from service.common.time import is_on_quarter_hour
 from service.db.connections import driver_connection, driver_transaction
 from service.rollups.fold import fold_rollups
@@ -30,7 +31,12 @@ class RebuildReport:
 
 
 async def rebuild_tenant_rollups(
-    engine: AsyncEngine, settings: Settings, tenant_id: str, start: datetime, end: datetime
+    engine: AsyncEngine,
+    settings: Settings,
+    tenant_id: str,
+    start: datetime,
+    end: datetime,
+    progress: Progress = NO_PROGRESS,
 ) -> RebuildReport:
     if start.tzinfo is None or end.tzinfo is None:
         raise InvalidInput("--from and --to must carry a UTC offset, e.g. 2026-10-01T00:00:00Z")
@@ -53,9 +59,9 @@ async def rebuild_tenant_rollups(
                 f"raw events before {cutoff:%Y-%m-%d %H:%M} UTC may already be deleted by "
                 f"retention ({retention} days); rebuilding from them would lose usage"
             )
-        deleted, written = await rebuild_rollups(connection, tenant_id, start, end)
+        deleted, written = await rebuild_rollups(connection, tenant_id, start, end, progress)
     # The rebuild left the months it touched pending in the coarse levels; fold them now
     # (reads are exact meanwhile, only slower).
     async with driver_connection(engine) as connection:
-        folded = await fold_rollups(connection, tenant_id=tenant_id)
+        folded = await fold_rollups(connection, tenant_id=tenant_id, bar=progress)
     return RebuildReport(tenant_id, start, end, deleted, written, folded)

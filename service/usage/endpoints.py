@@ -7,12 +7,20 @@ from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.auth import Scope, current_principal, requires
+from service.common.openapi_contract import PROBLEM_STATUSES
+from service.common.periods import PERIOD_DOC
 from service.usage.schemas import MAX_LIMIT, MetersUsageOut, UsageOrder, UsageOut, UsageQuery
 from service.usage.service import UsageService
 from service.usage.windows import WindowSize
 
-FROM_DOC = "start, inclusive: RFC 3339 with an offset, on a 15-minute boundary"
-TO_DOC = "end, exclusive: RFC 3339 with an offset, on a 15-minute boundary"
+FROM_DOC = (
+    "start, inclusive: RFC 3339 with an offset, on a 15-minute boundary (required unless "
+    "`period` is given)"
+)
+TO_DOC = (
+    "end, exclusive: RFC 3339 with an offset, on a 15-minute boundary (required unless "
+    "`period` is given)"
+)
 GROUP_DOC = "repeatable: org_id, project_id, api_key_id, user_id, model or a declared dimension"
 FILTER_DOC = "repeatable key:value equality filter (same keys as group_by; repeats of a key: any)"
 ORDER_DOC = (
@@ -33,19 +41,23 @@ class UsageController(Controller):
     @get(
         "/",
         summary="Usage of a tenant over [from, to), by window and group",
+        opt={PROBLEM_STATUSES: ["404"]},  # unknown tenant
         description="With `meter`: `{meter, aggregation, rows}`; without: every meter, "
         "`{meters: [{meter, aggregation, rows}, ...]}`. Windows (`hour`, `day`, `month`) follow "
         "the calendar of `timezone` (default: the tenant's), DST included; the first and last "
         "are clipped to the range; empty windows are left out. Without `window_size`, one row "
         "per group. An unknown meter is a 422 naming `meter`. `order_by=value|-value` with "
-        "`limit` keeps each meter's top N rows; `truncated` is true when rows were left out.",
+        "`limit` keeps each meter's top N rows; `truncated` is true when rows were left out. "
+        "`period` (e.g. `this_month`, `7d`, `2026-11`) stands for `from`/`to`, resolved in "
+        "`timezone`; given with either, it is a 422. The answer echoes the resolved range.",
     )
     async def get_usage(
         self,
         request: Request[Any, Any, Any],
         db_engine: AsyncEngine,
-        start: str = Parameter(query="from", description=FROM_DOC),
-        end: str = Parameter(query="to", description=TO_DOC),
+        start: str | None = Parameter(default=None, query="from", description=FROM_DOC),
+        end: str | None = Parameter(default=None, query="to", description=TO_DOC),
+        period: str | None = Parameter(default=None, query="period", description=PERIOD_DOC),
         tenant_id: str | None = Parameter(
             default=None, query="tenant_id", description="optional for a tenant-bound key"
         ),
@@ -70,6 +82,7 @@ class UsageController(Controller):
         query = UsageQuery(
             start=start,
             end=end,
+            period=period,
             tenant_id=tenant_id,
             meter=meter,
             window_size=None if window_size is None else window_size.value,
@@ -84,14 +97,17 @@ class UsageController(Controller):
     @get(
         "/summary",
         summary="Every meter's totals for a tenant over [from, to)",
-        description="One block per meter (meters without usage have no rows), one row per group.",
+        opt={PROBLEM_STATUSES: ["404"]},  # unknown tenant
+        description="One block per meter (meters without usage have no rows), one row per group. "
+        "`period` stands for `from`/`to` as in `/v1/usage`, resolved in `timezone`.",
     )
     async def get_usage_summary(
         self,
         request: Request[Any, Any, Any],
         db_engine: AsyncEngine,
-        start: str = Parameter(query="from", description=FROM_DOC),
-        end: str = Parameter(query="to", description=TO_DOC),
+        start: str | None = Parameter(default=None, query="from", description=FROM_DOC),
+        end: str | None = Parameter(default=None, query="to", description=TO_DOC),
+        period: str | None = Parameter(default=None, query="period", description=PERIOD_DOC),
         tenant_id: str | None = Parameter(
             default=None, query="tenant_id", description="optional for a tenant-bound key"
         ),
@@ -99,11 +115,16 @@ class UsageController(Controller):
             default=None, query="group_by", description=GROUP_DOC
         ),
         filters: list[str] | None = Parameter(default=None, query="filter", description=FILTER_DOC),
+        timezone: str | None = Parameter(
+            default=None, query="timezone", description="IANA zone; default the tenant's"
+        ),
     ) -> MetersUsageOut:
         query = UsageQuery(
             start=start,
             end=end,
+            period=period,
             tenant_id=tenant_id,
+            timezone=timezone,
             group_by=group_by or [],
             filters=filters or [],
         )

@@ -7,6 +7,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import msgspec
@@ -15,6 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound, QueryTimeout
 from service.common.gc_pause import no_collection
+from service.common.periods import (
+    Period,
+    PeriodError,
+    missing_range_errors,
+    parse_period,
+    range_choice_errors,
+    resolve,
+)
 from service.common.time import QUARTER_HOUR, floor_to_quarter_hour, is_on_quarter_hour
 from service.common.timezones import zone_named
 from service.db.connections import driver_connection
@@ -76,8 +85,8 @@ class UsageService:
         if tenant_id is None:
             raise _invalid("tenant_id", "tenant_id is required (this API key is not bound)")
         principal.ensure_tenant(tenant_id)
-        start, end, size, group_by, filters = parse_usage_query(query)
-        # Checked by _parse: a limit without order_by keeps the first rows in the usual order.
+        start, end, period, size, group_by, filters = parse_usage_query(query)
+        # Checked when parsed: a limit without order_by keeps the first rows in the usual order.
         order = UsageOrder(query.order_by) if query.order_by else None
         limit = query.limit
         # Checked before the database: a bad name is the caller's mistake, whatever happens next.
@@ -88,6 +97,11 @@ class UsageService:
             if tenant_zone is None:
                 raise NotFound(f"tenant '{tenant_id}' does not exist")
             zone = asked_zone or zone_named(tenant_zone)
+            if period is not None:
+                start, end = period_range(period, zone)
+            assert (
+                start is not None and end is not None
+            )  # parse_usage_query: a period or both instants
             meters = await repository.meters(connection, query.meter)
             if query.meter is not None and not meters:
                 raise _invalid("meter", f"no meter has event_name '{query.meter}'")
@@ -137,13 +151,51 @@ def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput(message, errors=[FieldError(field=field, message=message)])
 
 
+def period_range(period: Period, zone: ZoneInfo) -> tuple[datetime, datetime]:
+    """[from, to) of `period` in `zone`, as UTC instants the rollups can answer exactly."""
+    try:
+        start, end = resolve(period, zone, datetime.now(UTC))
+    except PeriodError as exc:
+        raise InvalidInput(f"period: {exc.message}", errors=[exc.field_error()]) from exc
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    for instant in (start, end):
+        if not EARLIEST <= instant <= LATEST:
+            raise _invalid("period", f"'{period.text}' is too close to the limits of the calendar")
+        if not is_on_quarter_hour(instant):
+            # Only local mean times of the 19th century and before are off the grid.
+            raise _invalid(
+                "period",
+                f"in {zone.key}, '{period.text}' has a boundary at "
+                f"{instant.astimezone(zone).isoformat()}, which is not on a {BUCKET_MINUTES}-"
+                "minute boundary in UTC: usage is kept in 15-minute buckets",
+            )
+    return start, end
+
+
 def parse_usage_query(
     query: UsageQuery,
-) -> tuple[datetime, datetime, WindowSize | None, list[str], dict[str, list[str]]]:
-    """Everything that needs no database; all problems at once."""
-    errors: list[FieldError] = []
-    start = _instant(query.start, "from", errors)
-    end = _instant(query.end, "to", errors)
+) -> tuple[
+    datetime | None,
+    datetime | None,
+    Period | None,
+    WindowSize | None,
+    list[str],
+    dict[str, list[str]],
+]:
+    """Everything that needs no database; all problems at once. Either `period` (resolved
+    once the zone is known) or both instants come back."""
+    has_from, has_to = query.start is not None, query.end is not None
+    errors = range_choice_errors(query.period, has_from, has_to)
+    errors += missing_range_errors(query.period, has_from, has_to)
+    period: Period | None = None
+    start = end = None
+    if query.period is not None:
+        try:
+            period = parse_period(query.period)
+        except PeriodError as exc:
+            errors.append(exc.field_error())
+    start = None if query.start is None else _instant(query.start, "from", errors)
+    end = None if query.end is None else _instant(query.end, "to", errors)
     if start is not None and end is not None and start >= end:
         errors.append(FieldError(field="to", message="'to' must be after 'from'"))
     size: WindowSize | None = None
@@ -173,8 +225,8 @@ def parse_usage_query(
     _check_top(query, errors)
     if errors:
         raise InvalidInput("; ".join(f"{e.field}: {e.message}" for e in errors), errors=errors)
-    assert start is not None and end is not None
-    return start, end, size, group_by, filters
+    assert period is not None or (start is not None and end is not None)
+    return start, end, period, size, group_by, filters
 
 
 def _check_top(query: UsageQuery, errors: list[FieldError]) -> None:

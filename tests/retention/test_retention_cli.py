@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import asyncpg
 from service.paths import PROJECT_ROOT
 from service.retention.repository import RETENTION_LOCK_KEY
 from tests.retention.conftest import RetentionData
+from tests.support.terminal import run_in_terminal
 
 
 def retention_cli(*args: str, database_url: str) -> subprocess.CompletedProcess[str]:
@@ -118,3 +120,44 @@ def test_a_database_that_does_not_answer_is_a_clear_error() -> None:
     assert result.returncode != 0
     assert "retention run failed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# Bar glyphs and cursor codes rich draws; none may reach a log or a pipe.
+BAR_MARKS = ("━", "\x1b[?25l", "\r")
+
+
+async def test_a_terminal_shows_a_progress_bar(database_url: str, data: RetentionData) -> None:
+    await data.tenant("acme")
+    await data.aged_events("acme", 401, 402, 403, 404, 405, 1)
+
+    run = await asyncio.to_thread(
+        run_in_terminal,
+        "retention",
+        "run",
+        env={
+            **os.environ,
+            "DATABASE_URL": database_url,
+            "METERING_SECRET_KEY": "test-secret-key",
+            "METERING_RETENTION_BATCH_SIZE": "2",
+            "METERING_RETENTION_PAUSE_SECONDS": "0",
+        },
+    )
+
+    assert run.returncode == 0, run.screen
+    assert "deleting expired events" in run.screen and "5/5" in run.screen
+    assert "━" in run.screen
+    assert "Deleted 5 raw events of 1 tenant(s)" in run.screen
+    assert await data.count("acme") == 1
+
+
+async def test_logs_and_pipes_get_no_progress_bar(database_url: str, data: RetentionData) -> None:
+    await data.tenant("acme")
+    await data.aged_events("acme", 401, 402, 403, 1)
+
+    for args in (["--dry-run"], []):
+        result = retention_cli(*args, database_url=database_url)
+        assert result.returncode == 0, result.stderr
+        for mark in BAR_MARKS:
+            assert mark not in result.stdout and mark not in result.stderr, (mark, result)
+        # stderr holds the JSON log lines and nothing else.
+        assert all(line.startswith("{") for line in result.stderr.splitlines()), result.stderr
