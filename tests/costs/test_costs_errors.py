@@ -44,6 +44,9 @@ CASES: list[tuple[str, dict[str, Any], str, str]] = [
     ("limit 0", {"limit": 0}, "limit", ""),
     ("limit too large", {"limit": 10_001}, "limit", ""),
     ("limit not a number", {"limit": "ten"}, "limit", ""),
+    ("period with from and to", {"period": "2026-11"}, "period", ""),
+    ("unknown period", {"from_": None, "to": None, "period": "fortnight"}, "period", ""),
+    ("neither period nor from/to", {"from_": None, "to": None}, "from", "period"),
     ("tenant_id missing for an unbound key", {"tenant_id": ""}, "tenant_id", "required"),
     ("before invoice periods", {"from_": "1990-01-01T00:00:00Z"}, "from", "between"),
     (
@@ -64,7 +67,7 @@ async def test_invalid_query_is_422_naming_the_field(
     field: str,
     words: str,
 ) -> None:
-    params = {**MONTH, **overrides}
+    params = {k: v for k, v in {**MONTH, **overrides}.items() if v is not None}
     problem = await costs(client, world, 422, **params)
     assert problem["status"] == 422
     fields = [e["field"] for e in problem.get("errors") or []]
@@ -102,3 +105,16 @@ async def test_the_other_currency_prices_its_own_meters(
     assert answer["meter"] == "euro_calls"
     assert answer["timezone"] == "Europe/Berlin"
     assert answer["from"] == "2026-11-01T01:00:00+01:00"
+
+
+async def test_period_stands_for_from_and_to_in_the_zone(
+    client: Client, world: dict[str, str]
+) -> None:
+    """acme is in Europe/Berlin: period=2026-11 is its local November."""
+    answer = await costs(client, world, tenant_id="acme", period="2026-11")
+    assert (answer["from"], answer["to"]) == (
+        "2026-11-01T00:00:00+01:00",
+        "2026-12-01T00:00:00+01:00",
+    )
+    utc = await costs(client, world, tenant_id="acme", period="2026-11", timezone="UTC")
+    assert (utc["from"], utc["to"]) == ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")

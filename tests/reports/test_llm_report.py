@@ -220,6 +220,12 @@ async def test_bad_parameters_are_422_naming_them(client: Client, llm: dict[str,
         ({"window_size": "week"}, "window_size"),
         ({"to": "soon"}, "to"),
         ({"timezone": "Mars/Base"}, "timezone"),
+        ({"period": "2026-11"}, "period"),
     ):
         problem = await report(client, llm, 422, **{**MONTH, **params})
         assert field in [e["field"] for e in problem["errors"]], problem
+
+
+async def test_period_stands_for_from_and_to(client: Client, llm: dict[str, str]) -> None:
+    answer = await report(client, llm, tenant_id="acme", period="2026-11")
+    assert (answer["from"], answer["to"]) == ("2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z")
