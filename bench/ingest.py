@@ -245,6 +245,29 @@ async def p1_direct(database_url: str, batches: list[list[EventRow]], connection
     return sum(len(b) for b in batches) / elapsed
 
 
+def alternate(
+    database_url: str,
+    port: int,
+    key: str,
+    bodies: list[bytes],
+    direct_batches: list[list[EventRow]],
+    connections: int,
+) -> tuple[float, float]:
+    """Events/s over HTTP and stored directly, the two paths alternating in two rounds each, so
+    that table growth, checkpoints and autovacuum weigh on both alike; each rate is total
+    events over total time."""
+    half = len(bodies) // 2
+    http_seconds = direct_seconds = 0.0
+    for part in (slice(0, half), slice(half, None)):
+        count = len(direct_batches[part]) * 1000
+        rate = asyncio.run(p1_direct(database_url, direct_batches[part], connections))
+        direct_seconds += count / rate
+        rate = asyncio.run(p1_http(port, key, bodies[part], connections))
+        http_seconds += count / rate
+    total = len(bodies) * 1000
+    return total / http_seconds, total / direct_seconds
+
+
 class RssSampler(threading.Thread):
     def __init__(self, root_pid: int) -> None:
         super().__init__(daemon=True)
@@ -466,16 +489,9 @@ def run_llm(args: argparse.Namespace, server: str) -> None:
             "METERING_DB_POOL_SIZE": str(max(Settings().db_pool_size, args.connections + 4)),
         }
         with running_service(database_url, args.port, args.workers, **env):
-            half = len(bodies) // 2
-            http_seconds = direct_seconds = 0.0
-            for part in (slice(0, half), slice(half, None)):
-                count = len(direct_batches[part]) * 1000
-                rate = asyncio.run(p1_direct(database_url, direct_batches[part], args.connections))
-                direct_seconds += count / rate
-                rate = asyncio.run(p1_http(args.port, key, bodies[part], args.connections))
-                http_seconds += count / rate
-        total = batches * 1000
-        http_rate, direct_rate = total / http_seconds, total / direct_seconds
+            http_rate, direct_rate = alternate(
+                database_url, args.port, key, bodies, direct_batches, args.connections
+            )
         quantities = len(LLM_QUANTITIES)
         print(
             f"P1-LLM    HTTP:   {http_rate:10,.0f} calls/s = {http_rate * quantities:,.0f} "
@@ -550,20 +566,11 @@ def main() -> None:
             base = f"http://127.0.0.1:{args.port}"
             sampler = RssSampler(process.pid)
             sampler.start()
-            # Alternate the two paths in two rounds each, so that table growth, checkpoints and
-            # autovacuum weigh on both alike; each rate is total events over total time.
-            half = len(bodies) // 2
-            http_seconds = direct_seconds = 0.0
-            for part in (slice(0, half), slice(half, None)):
-                count = len(direct_batches[part]) * 1000
-                rate = asyncio.run(p1_direct(database_url, direct_batches[part], args.connections))
-                direct_seconds += count / rate
-                rate = asyncio.run(p1_http(args.port, key, bodies[part], args.connections))
-                http_seconds += count / rate
+            http_rate, direct_rate = alternate(
+                database_url, args.port, key, bodies, direct_batches, args.connections
+            )
             sampler.stop_event.set()
             sampler.join()
-            total = len(bodies) * 1000
-            http_rate, direct_rate = total / http_seconds, total / direct_seconds
             print(
                 f"P1 batch  HTTP:   {http_rate:10,.0f} events/s ({args.connections} connections, "
                 f"{args.workers} workers)"

@@ -11,7 +11,7 @@ from typing import Any
 
 import asyncpg
 
-from service.rollups.upkeep import ingest_upkeep_ctes
+from service.rollups.upkeep import SINGLE_SOURCE_COLUMNS, ingest_upkeep_ctes, single_upkeep_ctes
 
 # Every row of `input` is a validated event (a `values` event with its meters sorted by id);
 # `parts` holds, for the few `values` events whose meters keep different sets of its
@@ -61,6 +61,29 @@ accepted AS (
     JOIN parts p ON p.tenant_id = i.tenant_id AND p.idempotency_key = i.idempotency_key
 ),
 {ingest_upkeep_ctes("accepted")}
+SELECT tenant_id, idempotency_key, id FROM inserted
+"""
+
+# The same for a set of single-value events only (the usual group commit and batch): no parts,
+# one-meter rows aggregated in one pass (service.rollups.upkeep.single_upkeep_ctes).
+SINGLE_INGEST_SQL = f"""
+WITH input AS (
+    SELECT * FROM unnest(
+        $1::text[], $2::int[], $3::text[], $4::bytea[], $5::numeric[], $6::timestamptz[],
+        $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[]
+    ) AS t(tenant_id, meter_id, idempotency_key, payload_hash, value, ts,
+           org_id, project_id, api_key_id, user_id, model, dimensions, metadata)
+),
+inserted AS (
+    INSERT INTO events (tenant_id, meter_id, idempotency_key, payload_hash, value, ts,
+                        org_id, project_id, api_key_id, user_id, model, dimensions, metadata)
+    SELECT tenant_id, meter_id, idempotency_key, payload_hash, value, ts,
+           org_id, project_id, api_key_id, user_id, model, dimensions::jsonb, metadata::jsonb
+    FROM input
+    ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
+    RETURNING idempotency_key, {SINGLE_SOURCE_COLUMNS}
+),
+{single_upkeep_ctes("inserted")}
 SELECT tenant_id, idempotency_key, id FROM inserted
 """
 
@@ -141,6 +164,11 @@ async def store_events(
         [r.model for r in ordered],
         [r.dimensions_json for r in ordered],
         [r.metadata_json for r in ordered],
+    ]
+    by_key = {(r.tenant_id, r.idempotency_key): r for r in ordered}
+    if all(r.meter_ids is None for r in ordered):
+        return await _stored(connection, SINGLE_INGEST_SQL, columns, by_key)
+    columns += [
         [None if r.meter_ids is None else _array_literal(r.meter_ids) for r in ordered],
         [None if r.quantities is None else _array_literal(r.quantities) for r in ordered],
     ]
@@ -153,9 +181,18 @@ async def store_events(
             parts[3].append(_array_literal(quantities))
             parts[4].append(dimensions)
     columns.extend(parts)
-    by_key = {(r.tenant_id, r.idempotency_key): r for r in ordered}
+    return await _stored(connection, INGEST_SQL, columns, by_key)
+
+
+async def _stored(
+    connection: asyncpg.Connection,
+    sql: str,
+    columns: list[list[Any]],
+    by_key: dict[tuple[str, str], EventRow],
+) -> dict[tuple[str, str], StoredKey]:
+    """Run one ingest statement; every key's stored event and whether this call inserted it."""
     result: dict[tuple[str, str], StoredKey] = {}
-    for record in await connection.fetch(INGEST_SQL, *columns):
+    for record in await connection.fetch(sql, *columns):
         key = (record["tenant_id"], record["idempotency_key"])
         result[key] = StoredKey(
             id=record["id"], payload_hash=by_key[key].payload_hash, inserted=True

@@ -202,81 +202,14 @@ def validate_event(
             f"tenant '{tenant_id}' is suspended; events are refused",
             "tenant_id",
         )
-    if event.values is not None:
-        if event.event_name is not None or event.value is not None:
-            both = "event_name" if event.event_name is not None else "value"
-            return Rejection(
-                "invalid_event",
-                f"an event carries either event_name + value or values, not both ('{both}')",
-                both,
-            )
-        return _validate_values(event, tenant_id, meters, limits)
-    if event.event_name is None:
-        return Rejection("missing_field", "'event_name' (or 'values') is required", "event_name")
-    meter = _meter_of(event.event_name, meters, "event_name")
-    if isinstance(meter, Rejection):
-        return meter
-    value = _check_value(event.value, meter, "value")
-    if isinstance(value, Rejection):
-        return value
-    common = _common_fields(event, limits, [meter])
+    checked = _quantities(event, meters)
+    if isinstance(checked, Rejection):
+        return checked
+    common = _common_fields(event, limits, [meter for meter, _ in checked])
     if isinstance(common, Rejection):
         return common
     ts, dimensions, metadata_json = common
-    return EventRow(
-        tenant_id=tenant_id,
-        meter_id=meter.id,
-        idempotency_key=event.idempotency_key,
-        payload_hash=canonical_hash(event, tenant_id, ts, dimensions),
-        value=value,
-        ts=ts,
-        org_id=event.org_id,
-        project_id=event.project_id,
-        api_key_id=event.api_key_id,
-        user_id=event.user_id,
-        model=event.model,
-        dimensions_json=msgspec.json.encode(dimensions, order="sorted").decode(),
-        metadata_json=metadata_json,
-    )
-
-
-def _validate_values(
-    event: EventIn, tenant_id: str, meters: Mapping[str, MeterView], limits: Limits
-) -> EventRow | Rejection:
-    assert event.values is not None
-    named: list[MeterView] = []
-    quantities: list[Decimal | None] = []
-    for name, raw in event.values.items():
-        field = f"values.{name}"
-        meter = _meter_of(name, meters, field)
-        if isinstance(meter, Rejection):
-            return meter
-        value = _check_value(raw, meter, field)
-        if isinstance(value, Rejection):
-            return value
-        named.append(meter)
-        quantities.append(value)
-    common = _common_fields(event, limits, named)
-    if isinstance(common, Rejection):
-        return common
-    ts, dimensions, metadata_json = common
-    # Stored and rolled up in meter id order: the same meters make the same rollup row
-    # whatever order the event listed them in.
-    order = sorted(range(len(named)), key=lambda i: named[i].id)
-    meter_ids = [named[i].id for i in order]
-    values = [quantities[i] for i in order]
-    # Each meter keeps the dimensions it declares: when some meters keep fewer than the
-    # event's, the event is rolled up as one part per set of kept dimensions.
-    parts = None
-    if any(not named[i].dimensions.issuperset(dimensions) for i in order):
-        by_kept: dict[str, tuple[list[int], list[Decimal | None]]] = {}
-        for i in order:
-            own = {k: v for k, v in dimensions.items() if k in named[i].dimensions}
-            part = by_kept.setdefault(msgspec.json.encode(own, order="sorted").decode(), ([], []))
-            part[0].append(named[i].id)
-            part[1].append(quantities[i])
-        parts = [(ids, qs, kept) for kept, (ids, qs) in by_kept.items()]
-    return EventRow(
+    row = EventRow(
         tenant_id=tenant_id,
         meter_id=None,
         idempotency_key=event.idempotency_key,
@@ -290,10 +223,62 @@ def _validate_values(
         model=event.model,
         dimensions_json=msgspec.json.encode(dimensions, order="sorted").decode(),
         metadata_json=metadata_json,
-        meter_ids=meter_ids,
-        quantities=values,
-        parts=parts,
     )
+    if event.values is None:
+        ((meter, value),) = checked
+        row.meter_id, row.value = meter.id, value
+        return row
+    # Stored and rolled up in meter id order: the same meters make the same rollup row
+    # whatever order the event listed them in.
+    checked.sort(key=lambda pair: pair[0].id)
+    row.meter_ids = [meter.id for meter, _ in checked]
+    row.quantities = [value for _, value in checked]
+    # Each meter keeps the dimensions it declares: when some meters keep fewer than the
+    # event's, the event is rolled up as one part per set of kept dimensions.
+    if any(not meter.dimensions.issuperset(dimensions) for meter, _ in checked):
+        by_kept: dict[str, tuple[list[int], list[Decimal | None]]] = {}
+        for meter, value in checked:
+            own = {k: v for k, v in dimensions.items() if k in meter.dimensions}
+            part = by_kept.setdefault(msgspec.json.encode(own, order="sorted").decode(), ([], []))
+            part[0].append(meter.id)
+            part[1].append(value)
+        row.parts = [(ids, values, kept) for kept, (ids, values) in by_kept.items()]
+    return row
+
+
+def _quantities(
+    event: EventIn, meters: Mapping[str, MeterView]
+) -> list[tuple[MeterView, Decimal | None]] | Rejection:
+    """The event's quantities with their meters, each checked by its meter; one for an
+    event_name + value event."""
+    if event.values is None:
+        if event.event_name is None:
+            return Rejection(
+                "missing_field", "'event_name' (or 'values') is required", "event_name"
+            )
+        pairs: dict[str, Decimal | None] = {event.event_name: event.value}
+        fields = {event.event_name: ("event_name", "value")}
+    else:
+        if event.event_name is not None or event.value is not None:
+            both = "event_name" if event.event_name is not None else "value"
+            return Rejection(
+                "invalid_event",
+                f"an event carries either event_name + value or values, not both ('{both}')",
+                both,
+            )
+        pairs = event.values
+        fields = {name: (f"values.{name}", f"values.{name}") for name in pairs}
+    checked: list[tuple[MeterView, Decimal | None]] = []
+    for name, raw in pairs.items():
+        name_field, value_field = fields[name]
+        meter = _meter_of(name, meters, name_field)
+        if isinstance(meter, Rejection):
+            return meter
+        value = _check_value(raw, meter, value_field)
+        if isinstance(value, Rejection):
+            return value
+        checked.append((meter, value))
+    return checked
 
 
 def _common_fields(

@@ -374,3 +374,40 @@ async def test_the_event_list_shows_values_and_filters_by_any_of_its_meters(
             "/v1/events", params={"tenant_id": "acme", "event_name": meter}, headers=llm
         )
         assert [i["idempotency_key"] for i in response.json()["items"]] == keys_seen
+
+
+async def test_single_events_count_alike_whether_a_batch_holds_values_events_or_not(
+    client: Client, llm: dict[str, str], keys: Keys, pg_pool: asyncpg.Pool
+) -> None:
+    """Batches of single-value events only take a statement of their own; single events in a
+    batch with a values event take the general one. Both must write the same rows."""
+    await post(client, "/v1/tenants", {"id": "initech", "name": "initech"}, keys.admin)
+    ts = when()
+
+    def singles(tenant: str) -> list[dict[str, Any]]:
+        return [
+            {
+                "tenant_id": tenant,
+                "idempotency_key": f"{tenant}-{n}",
+                "timestamp": (ts - timedelta(minutes=n % 3)).isoformat(),
+                "event_name": ("input_tokens", "output_tokens", "llm_requests")[n % 3],
+                **({} if n % 3 == 2 else {"value": n * 7}),
+                "model": "gpt-4o",
+                "user_id": f"u{n % 2}",
+                "dimensions": {"status": "success", "streamed": n % 2 == 0},
+            }
+            for n in range(12)
+        ]
+
+    await post(client, "/v1/events/batch", {"events": singles("acme")}, llm)
+    mixed = [*singles("globex"), values_event("v", ts, tenant_id="initech")]
+    answer = await post(client, "/v1/events/batch", {"events": mixed}, llm)
+    assert answer["accepted"] == 13
+    assert await rollups_of(pg_pool, "acme") == await rollups_of(pg_pool, "globex")
+    model_rows = (
+        "SELECT m.event_name, r.bucket_start, r.model, r.dimensions::text, r.sum, r.count,"
+        " r.last_value FROM model_rollups r JOIN meters m ON m.id = r.meter_id"
+        " WHERE r.tenant_id = $1 ORDER BY 1, 2, 3, 4"
+    )
+    acme = [tuple(r) for r in await pg_pool.fetch(model_rows, "acme")]
+    assert acme and acme == [tuple(r) for r in await pg_pool.fetch(model_rows, "globex")]
