@@ -8,8 +8,10 @@ import asyncio
 from decimal import Decimal
 from typing import Any
 
+import msgspec
 import pytest
 
+from metering_client.results import Costs as ClientCosts
 from service.settings import Settings
 from tests.conftest import Keys
 from tests.costs.conftest import Client, costs
@@ -191,3 +193,17 @@ async def test_concurrent_requests_beyond_the_pool_all_answer(
     )
     assert {answer.status_code for answer in answers} == {200}
     assert {answer.json()["total"] for answer in answers} == {"15.200000000000"}
+
+
+async def test_the_python_clients_types_read_the_answer(
+    client: Client, acme: dict[str, str]
+) -> None:
+    """metering_client decodes GET /v1/costs into its typed `Costs`: the shapes agree."""
+    response = await client.get(
+        "/v1/costs", params={**NOV_QUERY, "group_by": "user_id"}, headers=acme
+    )
+    typed = msgspec.json.decode(response.content, type=ClientCosts)
+    assert typed.total == Decimal("15.2")
+    assert [row.group["user_id"] for row in typed.rows] == ["u1", "u2", "u3"]
+    assert typed.rows[0].meters[0].cost == Decimal("0.2")
+    assert typed.unpriced[0].quantity == Decimal(500)

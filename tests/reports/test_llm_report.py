@@ -13,10 +13,12 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import asyncpg
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from metering_client.results import LlmReport as ClientLlmReport
 from service.events.repository import EventRow, store_events
 from tests.conftest import Keys
 from tests.costs.conftest import Client
@@ -193,7 +195,11 @@ async def test_cache_hit_rate_is_null_without_cache_tokens(
     ]  # fmt: skip
     async with pg_pool.acquire() as connection, connection.transaction():
         await store_events(connection, rows)
-    [row] = (await report(client, llm, **MONTH))["rows"]
+    answer = await report(client, llm, **MONTH)
+    # metering_client's typed answer reads it too.
+    typed = msgspec.convert(answer, type=ClientLlmReport, strict=False)
+    assert typed.rows[0].cost == Decimal(2) and typed.rows[0].cache_hit_rate is None
+    [row] = answer["rows"]
     assert row["requests"] == row["success"] == 1
     assert row["cache_hit_rate"] is None
     assert row["avg_latency_ms"] is None
