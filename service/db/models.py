@@ -1,5 +1,6 @@
 """The models registry: importing this module registers every table on Base.metadata."""
 
+from service.charges.models import Charge, Commitment
 from service.db.base import Base
 from service.events.models import Event
 from service.invoices.models import Invoice, InvoiceCounter
@@ -10,6 +11,8 @@ from service.tenants.models import ApiKey, Tenant
 __all__ = [
     "ApiKey",
     "Base",
+    "Charge",
+    "Commitment",
     "Event",
     "Invoice",
     "InvoiceCounter",
