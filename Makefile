@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run stop test lint format openapi lock bench bench-ingest bench-usage bench-invoice bench-retention bench-client clean
+.PHONY: help install run stop test lint format openapi lock bench bench-ingest bench-usage bench-costs bench-invoice bench-retention bench-client clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -55,13 +55,16 @@ lock: ## Re-pin requirements.lock (dev, make install) and requirements-runtime.l
 	$(PIP_COMPILE) --extra dev --extra embedded -o requirements.lock pyproject.toml
 	$(PIP_COMPILE) -o requirements-runtime.lock pyproject.toml
 
-bench: bench-ingest bench-usage bench-invoice bench-retention ## Every benchmark (long: seeds 10M events twice)
+bench: bench-ingest bench-usage bench-costs bench-invoice bench-retention ## Every benchmark (long: seeds 10M events twice)
 
 bench-ingest: $(STAMP) ## Ingestion benchmark: P1 batch over HTTP vs direct SQL, P2 single (wrk), RSS (ARGS="--batches 100")
 	$(BIN)/python -m bench.ingest $(ARGS)
 
 bench-usage: $(STAMP) ## Usage queries over HTTP, realistic + adversarial 10M-event months: p50/p95 vs goals, checks, storage (ARGS="--events 1000000 --shape realistic")
 	$(BIN)/python -m bench.usage $(ARGS)
+
+bench-costs: $(STAMP) ## Costs over HTTP, realistic 10M-event month with LLM prices: p50/p95 vs 100 ms (ARGS="--events 1000000")
+	$(BIN)/python -m bench.costs $(ARGS)
 
 bench-invoice: $(STAMP) ## Invoice benchmark: preview p50/p95 for a tenant-month of 10M events (ARGS="--events 1000000")
 	$(BIN)/python -m bench.invoice $(ARGS)

@@ -24,6 +24,7 @@ from service.common.logging import configure_logging
 from service.common.openapi_contract import complete_openapi
 from service.common.query_parameters import check_query_parameters
 from service.common.request_body import ServiceRequest
+from service.costs.endpoints import CostController
 from service.db.connections import request_transaction
 from service.db.embedded import start_embedded_postgres
 from service.db.session import create_engine, create_sessionmaker
@@ -37,6 +38,7 @@ from service.operations.allow_header import fix_options_allow_header
 from service.operations.metrics import MetricsController, metrics_lifespan
 from service.operations.observability import observe_requests
 from service.operations.rate_limit import rate_limit_middleware
+from service.reports.endpoints import ReportController
 from service.settings import Settings
 from service.tenants.auth import KeyVerifier
 from service.tenants.endpoints import ApiKeyController, TenantController
@@ -57,6 +59,8 @@ def _route_handlers() -> list[Any]:
         MeterController,
         PriceController,
         UsageController,
+        CostController,
+        ReportController,
         TenantInvoiceController,
         InvoiceController,
         TenantChargeController,

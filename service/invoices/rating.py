@@ -117,8 +117,9 @@ class _UnpricedUsage:
 
 
 @dataclass(slots=True)
-class _Rated:
-    """Usage of one meter for the period, merged per price and per unpriced attribute set."""
+class RatedUsage:
+    """Usage of one meter for the period, merged per rate (`Rate.key`) and per unpriced
+    attribute set."""
 
     # By price and, for a relative price, the prices its rate came from.
     priced: dict[tuple[str, ...], _PricedUsage] = field(default_factory=dict)
@@ -194,37 +195,16 @@ def rate_meter(
         less than the `minimum_amount` of its last price, a `minimum` line (named after that
         price) bills the difference. Zero usage bills nothing, minimum included.
     """
-    if not period_start < period_end:
-        raise ValueError("period_start must be before period_end")
-    if meter.aggregation not in AGGREGATIONS:
-        raise ValueError(
-            f"meter {meter.event_name!r}: unknown aggregation {meter.aggregation!r};"
-            f" expected one of {', '.join(AGGREGATIONS)}"
-        )
-    currency_exponent(meter.currency)  # an unknown currency fails here, before any arithmetic
-    # The meter's own prices and those of the meters relative prices refer to.
-    meter_prices = [
-        price for price in prices if price.tenant_id is None or price.tenant_id == tenant_id
-    ]
-    for price in meter_prices:
-        if price.currency != meter.currency:
-            raise ValueError(
-                f"price {price.id!r} is in {price.currency} but meter {meter.event_name!r}"
-                f" bills in {meter.currency}"
-            )
-
+    rated = rate_usage(
+        meter,
+        groups,
+        prices,
+        tenant_id=tenant_id,
+        period_start=period_start,
+        period_end=period_end,
+    )
     with localcontext(MONEY_CONTEXT):
-        rated = _Rated()
-        for group in groups:
-            if meter.aggregation == "last":
-                _add_last_usage(
-                    rated, meter, group, meter_prices, tenant_id, period_start, period_end
-                )
-            else:
-                _add_segment_usage(
-                    rated, meter, group, meter_prices, tenant_id, period_start, period_end
-                )
-        lines = _priced_lines(meter, rated, period_start, period_end)
+        lines = _priced_lines(meter, period_charges(rated), period_start, period_end)
         for unpriced in rated.unpriced.values():
             if unpriced.quantity == 0:
                 continue
@@ -247,6 +227,50 @@ def rate_meter(
     return sorted(lines, key=_line_order)
 
 
+def rate_usage(
+    meter: MeterInfo,
+    groups: Sequence[GroupUsage],
+    prices: Sequence[PriceRule],
+    *,
+    tenant_id: str,
+    period_start: datetime,
+    period_end: datetime,
+) -> RatedUsage:
+    """The meter's usage over the period merged per rate, as `rate_meter` bills it (its rules
+    and its ValueErrors); `period_charges` then says what each rate's usage costs."""
+    if not period_start < period_end:
+        raise ValueError("period_start must be before period_end")
+    if meter.aggregation not in AGGREGATIONS:
+        raise ValueError(
+            f"meter {meter.event_name!r}: unknown aggregation {meter.aggregation!r};"
+            f" expected one of {', '.join(AGGREGATIONS)}"
+        )
+    currency_exponent(meter.currency)  # an unknown currency fails here, before any arithmetic
+    # The meter's own prices and those of the meters relative prices refer to.
+    meter_prices = [
+        price for price in prices if price.tenant_id is None or price.tenant_id == tenant_id
+    ]
+    for price in meter_prices:
+        if price.currency != meter.currency:
+            raise ValueError(
+                f"price {price.id!r} is in {price.currency} but meter {meter.event_name!r}"
+                f" bills in {meter.currency}"
+            )
+
+    with localcontext(MONEY_CONTEXT):
+        rated = RatedUsage()
+        for group in groups:
+            if meter.aggregation == "last":
+                _add_last_usage(
+                    rated, meter, group, meter_prices, tenant_id, period_start, period_end
+                )
+            else:
+                _add_segment_usage(
+                    rated, meter, group, meter_prices, tenant_id, period_start, period_end
+                )
+    return rated
+
+
 def _check_segment(segment: SegmentUsage, period_start: datetime, period_end: datetime) -> None:
     if not period_start <= segment.start < segment.end <= period_end:
         raise ValueError(
@@ -256,7 +280,7 @@ def _check_segment(segment: SegmentUsage, period_start: datetime, period_end: da
 
 
 def _add_segment_usage(
-    rated: _Rated,
+    rated: RatedUsage,
     meter: MeterInfo,
     group: GroupUsage,
     prices: Sequence[PriceRule],
@@ -294,7 +318,7 @@ def _add_segment_usage(
 
 
 def _add_last_usage(
-    rated: _Rated,
+    rated: RatedUsage,
     meter: MeterInfo,
     group: GroupUsage,
     prices: Sequence[PriceRule],
@@ -326,79 +350,112 @@ def _add_last_usage(
     rated.add(rate, group.attributes, latest.last, period_start, period_end)
 
 
-def _priced_lines(
-    meter: MeterInfo, rated: _Rated, period_start: datetime, period_end: datetime
-) -> list[InvoiceLine]:
-    lines: list[InvoiceLine] = []
+@dataclass(frozen=True, slots=True)
+class PeriodCharge:
+    """What the usage one rate prices costs over the whole period, exactly, with the rules that
+    applied (`priced`: the tiers entered, free units, packages)."""
+
+    rate: Rate
+    quantity: Decimal
+    priced: PricedQuantity
+
+    @property
+    def amount(self) -> Decimal:
+        return self.priced.amount
+
+
+def period_charges(rated: RatedUsage) -> list[PeriodCharge]:
+    """The amount of each rate's quantity for the period, exact: the one amount function of
+    the service. Invoice lines round each charge once; costs share each charge among the groups
+    and windows whose usage it prices, in proportion to quantity, so they add up to it.
+
+    A relative price: quantity x the rate resolved through the referenced prices. Any other:
+    `price_quantity` along its chain (prices of one `pricing_structure`, see `rate_meter`), in
+    `effective_from` order, each continuing where the previous one stopped. Zero quantities
+    give no charge. A chain's minimum is no charge of its usage: the invoice adds it from the
+    rounded lines (`_minimum_line`)."""
+    charges: list[PeriodCharge] = []
     chains: dict[tuple[object, ...], list[_PricedUsage]] = {}
-    for usage in rated.priced.values():
-        if usage.quantity == 0:
-            continue
-        if usage.rate.price.relative_to is not None:
-            # Quantity x the rate resolved through the referenced prices.
-            rate = usage.rate
-            amount = usage.quantity * rate.unit_amount / rate.per_units
-            lines.append(
-                _price_line(
-                    meter,
-                    rate,
-                    PricedQuantity(usage.quantity, Decimal(0), None, (), amount),
-                    period_start=period_start,
-                    period_end=period_end,
+    with localcontext(MONEY_CONTEXT):
+        for usage in rated.priced.values():
+            if usage.quantity == 0:
+                continue
+            if usage.rate.price.relative_to is not None:
+                rate = usage.rate
+                amount = usage.quantity * rate.unit_amount / rate.per_units
+                priced = PricedQuantity(usage.quantity, Decimal(0), None, (), amount)
+                charges.append(PeriodCharge(rate, usage.quantity, priced))
+                continue
+            chains.setdefault(pricing_structure(usage.rate.price), []).append(usage)
+        for chain in chains.values():
+            ordered = sorted(chain, key=lambda usage: usage.rate.price.effective_from)
+            total = sum((usage.quantity for usage in ordered), Decimal(0))
+            before = Decimal(0)
+            for usage in ordered:
+                priced = price_quantity(
+                    usage.rate.price, usage.quantity, before=before, total=total
                 )
-            )
-            continue
-        chains.setdefault(pricing_structure(usage.rate.price), []).append(usage)
-    for chain in chains.values():
-        lines.extend(_chain_lines(meter, chain, period_start, period_end))
-    return lines
+                charges.append(PeriodCharge(usage.rate, usage.quantity, priced))
+                before += usage.quantity
+    return charges
 
 
-def _chain_lines(
+def _priced_lines(
     meter: MeterInfo,
-    chain: Sequence[_PricedUsage],
+    charges: Sequence[PeriodCharge],
     period_start: datetime,
     period_end: datetime,
 ) -> list[InvoiceLine]:
-    """The lines of prices that continue each other within the period (see `rate_meter`), in
-    `effective_from` order, then the chain's minimum line when one is due."""
-    ordered = sorted(chain, key=lambda usage: usage.rate.price.effective_from)
-    total = sum((usage.quantity for usage in ordered), Decimal(0))
+    """One line per charge, its amount rounded once; then each chain's minimum line when one
+    is due."""
     lines: list[InvoiceLine] = []
-    before = Decimal(0)
-    for usage in ordered:
-        priced = price_quantity(usage.rate.price, usage.quantity, before=before, total=total)
-        lines.append(
-            _price_line(meter, usage.rate, priced, period_start=period_start, period_end=period_end)
+    chains: dict[tuple[object, ...], list[tuple[PeriodCharge, InvoiceLine]]] = {}
+    for charge in charges:
+        line = _price_line(
+            meter, charge.rate, charge.priced, period_start=period_start, period_end=period_end
         )
-        before += usage.quantity
-    last = ordered[-1].rate
+        lines.append(line)
+        if charge.rate.price.relative_to is None:
+            chains.setdefault(pricing_structure(charge.rate.price), []).append((charge, line))
+    for chain in chains.values():
+        minimum = _minimum_line(meter, chain)
+        if minimum is not None:
+            lines.append(minimum)
+    return lines
+
+
+def _minimum_line(
+    meter: MeterInfo, chain: Sequence[tuple[PeriodCharge, InvoiceLine]]
+) -> InvoiceLine | None:
+    """The `minimum` line of a chain (its charges in `effective_from` order) whose usage is
+    above zero and whose lines' rounded amounts add up to less than the `minimum_amount` of
+    its last price."""
+    last = chain[-1][0].rate
     minimum = last.price.minimum_amount
+    total = sum((charge.quantity for charge, _ in chain), Decimal(0))
     if minimum is None or total <= 0:  # no usage, no minimum
-        return lines
+        return None
+    lines = [line for _, line in chain]
     billed = sum((line.amount for line in lines), Decimal(0))
     if billed >= minimum:
-        return lines
+        return None
     top_up = round_money(minimum - billed, meter.currency)
-    lines.append(
-        InvoiceLine(
-            kind="minimum",
-            meter=meter.event_name,
-            description="Minimum for " + _describe(meter, last.price.match),
-            match=dict(last.price.match),
-            price_id=last.price.id,
-            period_start=min(line.period_start for line in lines),
-            period_end=max(line.period_end for line in lines),
-            quantity=Decimal(1),
-            unit_amount=top_up,
-            per_units=Decimal(1),
-            amount=top_up,
-            tier=None,
-            unpriced=False,
-            minimum_amount=minimum,
-        )
+    return InvoiceLine(
+        kind="minimum",
+        meter=meter.event_name,
+        description="Minimum for " + _describe(meter, last.price.match),
+        match=dict(last.price.match),
+        price_id=last.price.id,
+        period_start=min(line.period_start for line in lines),
+        period_end=max(line.period_end for line in lines),
+        quantity=Decimal(1),
+        unit_amount=top_up,
+        per_units=Decimal(1),
+        amount=top_up,
+        tier=None,
+        unpriced=False,
+        minimum_amount=minimum,
     )
-    return lines
 
 
 def _price_line(

@@ -56,10 +56,9 @@ from service.invoices.errors import (
     PeriodOverlaps,
 )
 from service.invoices.models import Invoice
+from service.invoices.period_usage import group_usage, period_query
 from service.invoices.rating import (
-    GroupUsage,
     InvoiceLine,
-    SegmentUsage,
     adjustment_lines,
     invoice_totals,
     rate_meter,
@@ -72,8 +71,8 @@ from service.invoices.repository import (
 )
 from service.invoices.schemas import InvoiceLineOut, InvoiceOut, InvoiceStatus, TierLineOut
 from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT
-from service.meters.pricing import AmbiguousPriceError, TierShare, price_boundaries
-from service.rollups.query import ALL_AGGREGATES, SUM_AND_COUNT, RollupQuery, read_cells
+from service.meters.pricing import AmbiguousPriceError, TierShare
+from service.rollups.query import read_cells
 from service.settings import Settings
 from service.tenants.models import Tenant
 from service.tenants.repository import TenantRepository
@@ -355,45 +354,16 @@ class InvoiceService:
         (prices are effective-dated, so a past period keeps its prices), and its recurring
         charges effective in it, prorated (`charge_line`), and per currency the true-up of its
         commitments (`commitment_line`)."""
-        queries = [
-            RollupQuery(
-                tenant_id=tenant_id,
-                meter_ids=[meter.meter_id],
-                # The period split where a price starts or ends inside it.
-                edges=[start, *price_boundaries(meter.prices, start, end), end],
-                group_by=meter.group_keys,
-                aggregates=ALL_AGGREGATES if meter.info.aggregation == "last" else SUM_AND_COUNT,
-            )
-            for meter in meters
-        ]
+        queries = [period_query(tenant_id, meter, start, end) for meter in meters]
         usage = await read_cells(await session_driver(self.session), queries)
         lines: dict[str, list[InvoiceLine]] = {}
         for meter, query, cells in zip(meters, queries, usage, strict=True):
             if not cells:
                 continue
-            groups: dict[tuple[str | None, ...], list[SegmentUsage]] = {}
-            for cell in cells:
-                groups.setdefault(cell.group, []).append(
-                    SegmentUsage(
-                        start=query.edges[cell.window],
-                        end=query.edges[cell.window + 1],
-                        sum=cell.sum,
-                        count=cell.count,
-                        last=cell.last,
-                        last_at=cell.last_ts,
-                    )
-                )
-            group_usage = [
-                GroupUsage(
-                    attributes=dict(zip(query.group_by, values, strict=True)),
-                    segments=tuple(sorted(segments, key=lambda s: s.start)),
-                )
-                for values, segments in groups.items()
-            ]
             try:
                 meter_lines = rate_meter(
                     meter.info,
-                    group_usage,
+                    group_usage(query, cells),
                     meter.prices,
                     tenant_id=tenant_id,
                     period_start=start,

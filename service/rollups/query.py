@@ -56,6 +56,9 @@ class Cell:
     count: int
     last: Decimal | None  # None when not asked for, or when the last event had no value
     last_ts: datetime | None
+    # The id of that last event: (last_ts, last_event_id) orders cells' last events as `last`
+    # itself does (ties in time to the later-stored event). None when not asked for.
+    last_event_id: int | None = None
 
 
 def rollup_table(keys: Sequence[str]) -> str:
@@ -184,10 +187,12 @@ def _branch(
     if "last" in query.aggregates:
         last = (
             "(max(ARRAY[extract(epoch FROM last_ts), last_event_id::numeric, last_value]))[3] "
-            "AS last, max(last_ts) AS last_ts"
+            "AS last, max(last_ts) AS last_ts, "
+            "(max(ARRAY[extract(epoch FROM last_ts), last_event_id::numeric]))[2]::bigint "
+            "AS last_event_id"
         )
     else:
-        last = "NULL::numeric AS last, NULL::timestamptz AS last_ts"
+        last = "NULL::numeric AS last, NULL::timestamptz AS last_ts, NULL::bigint AS last_event_id"
     if group_columns:  # g0, g1, ...: cheaper to decode than an array
         group = "".join(f"{value} AS g{position}, " for position, value in enumerate(values))
     else:
@@ -228,6 +233,7 @@ async def read_cells(
                 count=record["count"],
                 last=record["last"],
                 last_ts=record["last_ts"],
+                last_event_id=record["last_event_id"],
             )
         )
     return results
@@ -333,3 +339,82 @@ ORDER BY meter_id, bucket_start, {", ".join(_KEY_ORDER)}"""
 FROM ({branch}) AS cells
 ORDER BY {", ".join(["meter_id", "window_index", *order])}"""
         return list(await connection.fetch(sql, *params.values))
+
+
+@dataclass(frozen=True, slots=True)
+class Weighting:
+    """How `read_weighted` prices a query's cells: each cell's quantity (its `sum`, or its
+    `count`) times the weight of its part of the range and its values of the weight keys.
+
+    `windows` and `parts` give, per piece of the query's range (edges[i], edges[i + 1]), the
+    answer window and the weights' part it lies in. `weights` holds (part, values of the
+    query's group keys at `keys`, absent as '', weight per unit); a cell without a weight is
+    counted apart (`unweighted`). The answer is grouped by window and the first `shown` group
+    keys of the query."""
+
+    quantity: Literal["sum", "count"]
+    shown: int
+    keys: Sequence[int]
+    windows: Sequence[int]
+    parts: Sequence[int]
+    weights: Sequence[tuple[int, tuple[str, ...], Decimal]]
+
+
+@dataclass(frozen=True, slots=True)
+class WeightedCell:
+    window: int
+    group: tuple[str | None, ...]  # values of the first `shown` group keys, None where absent
+    quantity: Decimal  # of the weighted cells
+    cost: Decimal  # the sum of quantity x weight, exact
+    unweighted: Decimal  # quantity of cells without a weight
+
+
+async def read_weighted(
+    connection: asyncpg.Connection, query: RollupQuery, weighting: Weighting
+) -> list[WeightedCell]:
+    """The weighted sums of one query's cells, per answer window and shown group, in no
+    particular order: the products are summed by PostgreSQL, so only answer rows reach Python
+    (a month by user over user x model cells returns one row per user)."""
+    params = _Parameters()
+    branch = _branch(0, query, params, group_columns=True)
+    windows = params.add(list(weighting.windows))
+    parts = params.add(list(weighting.parts))
+    part_column = params.add([part for part, _, _ in weighting.weights])
+    key_columns = [
+        params.add([values[index] for _, values, _ in weighting.weights])
+        for index in range(len(weighting.keys))
+    ]
+    weight_column = params.add([weight for _, _, weight in weighting.weights])
+    unnest = ", ".join(
+        [
+            f"{part_column}::int[]",
+            *(f"{c}::text[]" for c in key_columns),
+            f"{weight_column}::numeric[]",
+        ]
+    )
+    names = ", ".join(["part", *(f"k{i}" for i in range(len(key_columns))), "weight"])
+    join = " AND ".join(
+        [
+            f"w.part = ({parts}::int[])[c.window_index]",
+            *(f"w.k{i} = coalesce(c.g{position}, '')" for i, position in enumerate(weighting.keys)),
+        ]
+    )
+    quantity = "c.sum" if weighting.quantity == "sum" else "c.count::numeric"
+    shown = [f"c.g{i}" for i in range(weighting.shown)]
+    sql = f"""SELECT ({windows}::int[])[c.window_index] AS window{"".join(", " + g for g in shown)},
+       coalesce(sum({quantity}) FILTER (WHERE w.weight IS NOT NULL), 0) AS quantity,
+       coalesce(sum({quantity} * w.weight), 0) AS cost,
+       coalesce(sum({quantity}) FILTER (WHERE w.weight IS NULL), 0) AS unweighted
+FROM ({branch}) AS c
+LEFT JOIN unnest({unnest}) AS w({names}) ON {join}
+GROUP BY {", ".join(["1", *shown])}"""
+    return [
+        WeightedCell(
+            window=record[0],
+            group=tuple(record[1 : 1 + weighting.shown]),
+            quantity=record["quantity"],
+            cost=record["cost"],
+            unweighted=record["unweighted"],
+        )
+        for record in await connection.fetch(sql, *params.values)
+    ]

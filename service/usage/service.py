@@ -85,8 +85,8 @@ class UsageService:
         if tenant_id is None:
             raise _invalid("tenant_id", "tenant_id is required (this API key is not bound)")
         principal.ensure_tenant(tenant_id)
-        start, end, period, size, group_by, filters = _parse(query)
-        # Checked by _parse: a limit without order_by keeps the first rows in the usual order.
+        start, end, period, size, group_by, filters = parse_usage_query(query)
+        # Checked when parsed: a limit without order_by keeps the first rows in the usual order.
         order = UsageOrder(query.order_by) if query.order_by else None
         limit = query.limit
         # Checked before the database: a bad name is the caller's mistake, whatever happens next.
@@ -98,12 +98,14 @@ class UsageService:
                 raise NotFound(f"tenant '{tenant_id}' does not exist")
             zone = asked_zone or zone_named(tenant_zone)
             if period is not None:
-                start, end = _period_range(period, zone)
-            assert start is not None and end is not None  # _parse: a period or both instants
+                start, end = period_range(period, zone)
+            assert (
+                start is not None and end is not None
+            )  # parse_usage_query: a period or both instants
             meters = await repository.meters(connection, query.meter)
             if query.meter is not None and not meters:
                 raise _invalid("meter", f"no meter has event_name '{query.meter}'")
-            _check_keys(meters, group_by, filters)
+            check_group_keys(meters, group_by, filters)
             try:
                 boundaries = window_boundaries(start, end, size, zone)
             except WindowError as exc:
@@ -149,7 +151,7 @@ def _invalid(field: str, message: str) -> InvalidInput:
     return InvalidInput(message, errors=[FieldError(field=field, message=message)])
 
 
-def _period_range(period: Period, zone: ZoneInfo) -> tuple[datetime, datetime]:
+def period_range(period: Period, zone: ZoneInfo) -> tuple[datetime, datetime]:
     """[from, to) of `period` in `zone`, as UTC instants the rollups can answer exactly."""
     try:
         start, end = resolve(period, zone, datetime.now(UTC))
@@ -170,7 +172,7 @@ def _period_range(period: Period, zone: ZoneInfo) -> tuple[datetime, datetime]:
     return start, end
 
 
-def _parse(
+def parse_usage_query(
     query: UsageQuery,
 ) -> tuple[
     datetime | None,
@@ -289,7 +291,7 @@ def _floor_hint(instant: datetime) -> str:
     return floor_to_quarter_hour(instant).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _check_keys(
+def check_group_keys(
     meters: Sequence[MeterRecord], group_by: Sequence[str], filters: dict[str, list[str]]
 ) -> None:
     """group_by and filter keys: attribution fields, or a dimension the meter declares (for
