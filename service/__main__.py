@@ -8,7 +8,7 @@ import shlex
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -383,6 +383,7 @@ def report() -> None:
 # The command line reads as an operator with database access: every tenant, every scope.
 CLI_PRINCIPAL_SCOPES = frozenset({"admin"})
 FORMAT_HELP = "table (for people), csv (every row, exact values) or json (the API's answer)"
+PERIOD_HELP = "today, yesterday, 7d, 30d, this_month, last_month, YYYY-MM or YYYY-MM-DD"
 
 
 @report.command("usage")
@@ -462,6 +463,141 @@ def report_usage(
     print_report(
         answer, usage_tables(answer), usage_heading(answer), Format(output_format), sys.stdout
     )
+
+
+def _report_options(command: Any) -> Any:
+    """The options every report takes: tenant, period, zone, groups, filters, window, format."""
+    for option in reversed(
+        [
+            click.option("--tenant", "tenant_id", required=True, help="Tenant id"),
+            click.option("--period", required=True, help=PERIOD_HELP),
+            click.option(
+                "--timezone",
+                default=None,
+                help="IANA zone of the period and windows (default: the tenant's)",
+            ),
+            click.option(
+                "--group-by", "group_by", multiple=True, help="Group by this key (repeatable)"
+            ),
+            click.option(
+                "--filter", "filters", multiple=True, help="key:value equality filter (repeatable)"
+            ),
+            click.option("--window", type=click.Choice(["hour", "day", "month"]), default=None),
+            click.option(
+                "--format",
+                "output_format",
+                type=click.Choice(["table", "csv", "json"]),
+                default="table",
+                show_default=True,
+                help=FORMAT_HELP,
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+async def _with_session(run: Callable[[Any], Awaitable[T]]) -> T:
+    """Run `run(session)` on a session of its own (no request statement limit: a report may
+    read a long range), as an operator with database access."""
+    from service.db.session import create_maintenance_engine, create_sessionmaker
+
+    settings = _settings()
+    engine = create_maintenance_engine(settings, resolve_database_url(settings))
+    try:
+        async with create_sessionmaker(engine)() as session:
+            return await run(session)
+    finally:
+        await engine.dispose()
+
+
+@report.command("costs")
+@_report_options
+@click.option("--meter", default=None, help="One meter's event_name (default: every billable)")
+@click.option("--currency", default=None, help="ISO 4217 (default: the tenant's)")
+@click.option("--order-by", type=click.Choice(["cost", "-cost"]), default=None)
+@click.option("--limit", type=click.IntRange(1), default=None, help="Top N rows")
+def report_costs(
+    tenant_id: str,
+    period: str,
+    timezone: str | None,
+    group_by: tuple[str, ...],
+    filters: tuple[str, ...],
+    window: str | None,
+    output_format: str,
+    meter: str | None,
+    currency: str | None,
+    order_by: str | None,
+    limit: int | None,
+) -> None:
+    """A tenant's rated costs over a period, as GET /v1/costs answers them."""
+    from service.common.auth import Principal
+    from service.common.errors import ServiceError
+    from service.costs.schemas import CostQuery
+    from service.costs.service import CostService
+    from service.reports.costs import costs_heading, costs_tables
+    from service.reports.render import Format, print_report
+
+    query = CostQuery(
+        period=period,
+        tenant_id=tenant_id,
+        meter=meter,
+        currency=currency,
+        window_size=window,
+        timezone=timezone,
+        group_by=list(group_by),
+        filters=list(filters),
+        order_by=order_by,
+        limit=limit,
+    )
+    principal = Principal("cli", "command line", CLI_PRINCIPAL_SCOPES, None)
+    try:
+        answer = asyncio.run(
+            _with_session(lambda session: CostService(session).costs(principal, query))
+        )
+    except ServiceError as exc:
+        raise click.ClickException(exc.detail) from exc
+    print_report(
+        answer, costs_tables(answer), costs_heading(answer), Format(output_format), sys.stdout
+    )
+
+
+@report.command("llm")
+@_report_options
+def report_llm(
+    tenant_id: str,
+    period: str,
+    timezone: str | None,
+    group_by: tuple[str, ...],
+    filters: tuple[str, ...],
+    window: str | None,
+    output_format: str,
+) -> None:
+    """A tenant's LLM calls over a period (requests, tokens, cache hits, latency, cost), as
+    GET /v1/reports/llm answers them."""
+    from service.common.auth import Principal
+    from service.common.errors import ServiceError
+    from service.reports.costs import llm_heading, llm_tables
+    from service.reports.render import Format, print_report
+    from service.reports.schemas import LlmReportQuery
+    from service.reports.service import LlmReportService
+
+    query = LlmReportQuery(
+        period=period,
+        tenant_id=tenant_id,
+        window_size=window,
+        timezone=timezone,
+        group_by=list(group_by),
+        filters=list(filters),
+    )
+    principal = Principal("cli", "command line", CLI_PRINCIPAL_SCOPES, None)
+    try:
+        answer = asyncio.run(
+            _with_session(lambda session: LlmReportService(session).report(principal, query))
+        )
+    except ServiceError as exc:
+        raise click.ClickException(exc.detail) from exc
+    print_report(answer, llm_tables(answer), llm_heading(answer), Format(output_format), sys.stdout)
 
 
 @cli.command()
