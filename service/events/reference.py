@@ -4,9 +4,11 @@ within `reference_cache_seconds`."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -23,6 +25,18 @@ class MeterView:
     dimensions: frozenset[str]
     status: str
     has_events: bool
+    # The OpenTelemetry metric that feeds the meter, and the attributes its points must carry.
+    otel_metric: str | None = None
+    otel_attributes: tuple[tuple[str, str], ...] = ()
+
+
+def _otel_fields(otel: Mapping[str, Any] | None) -> dict[str, Any]:
+    if not otel:
+        return {}
+    return {
+        "otel_metric": otel["metric"],
+        "otel_attributes": tuple(sorted(otel.get("attributes", {}).items())),
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +72,7 @@ class ReferenceCache:
                     dimensions=frozenset(m.dimensions),
                     status=m.status,
                     has_events=m.has_events,
+                    **_otel_fields(m.otel),
                 )
                 for m in rows
             }
@@ -90,14 +105,7 @@ class ReferenceCache:
         """After the first event of a meter is stored, stop marking it on every insert."""
         for name, view in list(self._meters.items()):
             if view.id in meter_ids and not view.has_events:
-                self._meters[name] = MeterView(
-                    id=view.id,
-                    event_name=view.event_name,
-                    aggregation=view.aggregation,
-                    dimensions=view.dimensions,
-                    status=view.status,
-                    has_events=True,
-                )
+                self._meters[name] = dataclasses.replace(view, has_events=True)
 
     def forget(self) -> None:
         self._meters_expire = 0.0

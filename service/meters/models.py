@@ -56,6 +56,9 @@ class Meter(TimestampedMixin, Base):
     has_events: Mapped[bool] = mapped_column(server_default=text("false"))
     # False: usage is metered and queryable but never billed (no invoice lines).
     billable: Mapped[bool] = mapped_column(server_default=text("true"))
+    # Which OpenTelemetry metric feeds this meter through POST /otlp/v1/metrics:
+    # {"metric": name, "attributes": {key: value}} (attributes: only points that carry them).
+    otel: Mapped[dict[str, Any] | None] = mapped_column(JSONB)
 
 
 class Price(Base):

@@ -56,6 +56,32 @@ Match = Annotated[
 ]
 
 
+OtelMetricName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[A-Za-z][A-Za-z0-9_./-]{0,254}$",
+        max_length=255,
+        description="an OpenTelemetry instrument name: a letter, then letters, digits, "
+        "'_', '.', '/' and '-'; at most 255 characters",
+        examples=["gen_ai.client.token.usage"],
+    ),
+]
+OtelAttributeKey = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+OtelAttributeValue = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+
+class OtelMapping(msgspec.Struct, forbid_unknown_fields=True):
+    """Data points of OpenTelemetry metric `metric` exported to POST /otlp/v1/metrics become
+    this meter's usage; with `attributes`, only points carrying all of them (values compared
+    as text: `true`, `42`)."""
+
+    metric: OtelMetricName
+    attributes: Annotated[
+        dict[OtelAttributeKey, OtelAttributeValue],
+        msgspec.Meta(max_length=16, examples=[{"gen_ai.token.type": "input"}]),
+    ] = msgspec.field(default_factory=dict)
+
+
 class MeterCreate(msgspec.Struct, forbid_unknown_fields=True):
     event_name: EventName
     name: Name
@@ -68,6 +94,7 @@ class MeterCreate(msgspec.Struct, forbid_unknown_fields=True):
     unit: Unit | None = None
     dimensions: Dimensions = msgspec.field(default_factory=list)
     metadata: Metadata = msgspec.field(default_factory=dict)
+    otel: OtelMapping | None = None
 
 
 class MeterUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -83,6 +110,8 @@ class MeterUpdate(msgspec.Struct, forbid_unknown_fields=True):
     dimensions: Dimensions | msgspec.UnsetType = msgspec.UNSET
     metadata: Metadata | msgspec.UnsetType = msgspec.UNSET
     status: MeterStatus | msgspec.UnsetType = msgspec.UNSET
+    # null removes the mapping.
+    otel: OtelMapping | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class MeterOut(msgspec.Struct):
@@ -99,6 +128,7 @@ class MeterOut(msgspec.Struct):
     has_events: bool
     created_at: datetime
     updated_at: datetime
+    otel: OtelMapping | None = None
 
 
 TierMode = Literal["graduated", "volume"]

@@ -67,6 +67,7 @@ from service.meters.schemas import (
     MeterCreate,
     MeterOut,
     MeterUpdate,
+    OtelMapping,
     PriceCreate,
     PriceEnd,
     PriceOut,
@@ -207,7 +208,12 @@ def meter_out(meter: Meter) -> MeterOut:
         has_events=meter.has_events,
         created_at=meter.created_at,
         updated_at=meter.updated_at,
+        otel=None if meter.otel is None else msgspec.convert(meter.otel, OtelMapping),
     )
+
+
+def _otel_json(mapping: OtelMapping | None) -> dict[str, Any] | None:
+    return None if mapping is None else msgspec.structs.asdict(mapping)
 
 
 def _tiers_to_json(tiers: Sequence[Tier]) -> list[dict[str, Any]]:
@@ -297,6 +303,7 @@ class MeterService:
                 "currency": data.currency,
                 "billable": data.billable,
                 "metadata_": data.metadata,
+                "otel": _otel_json(data.otel),
             }
         )
         if meter is None:
@@ -362,6 +369,8 @@ class MeterService:
             )
         if "metadata" in changes:
             changes["metadata_"] = changes.pop("metadata")
+        if "otel" in changes:
+            changes["otel"] = _otel_json(data.otel if isinstance(data.otel, OtelMapping) else None)
         if changes:
             meter = await self.meters.update(meter, changes)
         return meter_out(meter)
