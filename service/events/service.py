@@ -221,7 +221,27 @@ class Ingestor:
                 errors=[FieldError(field="events", message=f"more than {limit} events")],
             )
         INGEST_BATCH_SIZE.observe(count)
-        results: list[BatchResult | None] = [None] * count
+        final = await self.ingest_events(items, principal, check_text=check_text)
+        accepted = sum(1 for r in final if r.status == "accepted")
+        duplicates = sum(1 for r in final if r.status == "duplicate")
+        return BatchOut(
+            accepted=accepted,
+            duplicates=duplicates,
+            rejected=len(final) - accepted - duplicates,
+            results=final,
+        )
+
+    async def ingest_events(
+        self,
+        items: Sequence[EventIn | Rejection],
+        principal: Principal,
+        *,
+        check_text: bool = True,
+    ) -> list[BatchResult]:
+        """Validate decoded events each on its own and store the valid ones idempotently: one
+        result per item, by index. The batch endpoint and the OTLP receiver both ingest here.
+        Events are stored in statements of at most the batch limit each."""
+        results: list[BatchResult | None] = [None] * len(items)
         decoded: list[tuple[int, EventIn, str]] = []
         for index, item in enumerate(items):
             if isinstance(item, Rejection):
@@ -247,26 +267,21 @@ class Ingestor:
                 results[index] = _invalid(index, checked)
             else:
                 to_store.append((index, checked))
-        if to_store:
+        step = self.settings.batch_max_events
+        for start in range(0, len(to_store), step):
+            chunk = to_store[start : start + step]
             started = time.perf_counter()
             async with driver_connection(self.engine) as connection:
-                outcomes = await self._store(connection, [row for _, row in to_store])
+                outcomes = await self._store(connection, [row for _, row in chunk])
             INGEST_COMMIT_LATENCY.observe(time.perf_counter() - started)
-            for (index, _), outcome in zip(to_store, outcomes, strict=True):
+            for (index, _), outcome in zip(chunk, outcomes, strict=True):
                 results[index] = _stored_result(index, outcome)
         final = [r for r in results if r is not None]
-        accepted = sum(1 for r in final if r.status == "accepted")
-        duplicates = sum(1 for r in final if r.status == "duplicate")
         for status in ("accepted", "duplicate", "conflict", "invalid"):
             n = sum(1 for r in final if r.status == status)
             if n:
                 INGEST_EVENTS.labels(status).inc(n)
-        return BatchOut(
-            accepted=accepted,
-            duplicates=duplicates,
-            rejected=len(final) - accepted - duplicates,
-            results=final,
-        )
+        return final
 
     async def close(self) -> None:
         await self.committer.close()
