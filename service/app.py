@@ -38,6 +38,8 @@ from service.operations.allow_header import fix_options_allow_header
 from service.operations.metrics import MetricsController, metrics_lifespan
 from service.operations.observability import observe_requests
 from service.operations.rate_limit import rate_limit_middleware
+from service.otlp.endpoints import OtlpController
+from service.otlp.service import OtlpReceiver
 from service.reports.endpoints import ReportController
 from service.settings import Settings
 from service.tenants.auth import KeyVerifier
@@ -56,6 +58,7 @@ def _route_handlers() -> list[Any]:
         TenantController,
         ApiKeyController,
         EventController,
+        OtlpController,
         MeterController,
         PriceController,
         UsageController,
@@ -85,6 +88,7 @@ def create_app(settings: Settings | None = None) -> Litestar:
             "engine": engine,
             "sessionmaker": sessionmaker,
             "ingestor": ingestor,
+            "otlp_receiver": OtlpReceiver(ingestor),
             "key_verifier": KeyVerifier(
                 sessionmaker, settings.secret_key, settings.api_key_cache_seconds
             ),

@@ -21,6 +21,13 @@ reported in `results` with status "invalid" while the valid ones are stored, so 
 holding a malformed event rightly answers 200. The batch envelope itself (not an object, no
 `events`, too many events) is still rejected, and the check still runs on POST /v1/events.
 
+POST /otlp/v1/metrics takes OTLP, whose messages are defined by OpenTelemetry's protobuf
+files, not by a JSON schema of ours: its documented body is only the envelope, so
+schema-valid input may still not be OTLP and is then rightly a 400 (OTLP/HTTP's answer to a
+malformed body, which exporters do not retry). positive_data_acceptance is excluded there;
+every other check runs, 5xx included. For the same reason the unreadable-body cases below,
+which expect this API's 422 for JSON bodies, skip it (tests/otlp covers its 400s).
+
 Examples per operation are bounded (MAX_EXAMPLES) so CI stays fast."""
 
 from __future__ import annotations
@@ -37,7 +44,10 @@ from hypothesis import HealthCheck, settings
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import negative_data_rejection
+from schemathesis.specs.openapi.checks import (
+    negative_data_rejection,
+    positive_data_acceptance,
+)
 
 from service.app import create_app
 from service.paths import PROJECT_ROOT
@@ -49,6 +59,7 @@ MAX_EXAMPLES = 25
 NEGATIVE_REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422", "428"]
 POSITIVE_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "422", "429"]
 PER_ITEM_VALIDATION = frozenset({"POST /v1/events/batch"})
+OTLP = frozenset({"POST /otlp/v1/metrics"})
 
 schema = schemathesis.openapi.from_path(SPEC)
 schema.config.update(base_url=f"http://{asgi.HOST}")
@@ -77,6 +88,8 @@ def test_api_conforms_to_its_contract(case: Any, fuzzed_app: Any, keys: Keys) ->
     # the same request without a key) reach the app in-process too.
     case.operation.schema.app = case.operation.app = fuzzed_app
     excluded = [negative_data_rejection] if case.operation.label in PER_ITEM_VALIDATION else []
+    if case.operation.label in OTLP:
+        excluded.append(positive_data_acceptance)
     case.call_and_validate(headers=keys.admin, excluded_checks=excluded)
 
 
@@ -97,7 +110,11 @@ def _body_operations() -> list[tuple[str, str]]:
     found = []
     for template, item in spec["paths"].items():
         for method, operation in item.items():
-            if isinstance(operation, dict) and "requestBody" in operation:
+            if (
+                isinstance(operation, dict)
+                and "requestBody" in operation
+                and f"{method.upper()} {template}" not in OTLP
+            ):
                 path = re.sub(r"\{(\w+)\}", lambda m: _PATH_VALUES[m.group(1)], template)
                 found.append((method.upper(), path))
     return sorted(found)

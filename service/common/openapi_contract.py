@@ -71,11 +71,13 @@ PROBLEM_SCHEMA = Schema(
 )
 
 _DESCRIPTIONS = {
+    "400": "The body is not in the format the operation takes (`invalid_otlp`)",
     "401": "Missing or invalid API key (`unauthorized`)",
     "403": "The API key lacks the scope or is bound to another tenant (`forbidden`)",
     "404": "Not found (`not_found`)",
     "409": "Conflicts with the current state (`conflict`)",
     "413": "Request body too large (`payload_too_large`)",
+    "415": "Content-Type or Content-Encoding not supported (`unsupported_media_type`)",
     "422": "Invalid input (`validation_error`), naming the fields in `errors`",
     "429": "Rate limit of the API key exceeded (`rate_limited`)",
     "503": "Database unavailable or overloaded (`database_unavailable`, `overloaded`)",

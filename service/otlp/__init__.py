@@ -1,0 +1,1 @@
+"""The OpenTelemetry metrics receiver: OTLP/HTTP exports become usage events."""
