@@ -64,12 +64,16 @@ class ReferenceCache:
         if now >= self._meters_expire:
             async with self._sessionmaker() as session:
                 rows = (await session.scalars(select(Meter))).all()
+            # Equal dimension sets share one object: validation compares them by identity first.
+            interned: dict[frozenset[str], frozenset[str]] = {}
             self._meters = {
                 m.event_name: MeterView(
                     id=m.id,
                     event_name=m.event_name,
                     aggregation=m.aggregation,
-                    dimensions=frozenset(m.dimensions),
+                    dimensions=interned.setdefault(
+                        frozenset(m.dimensions), frozenset(m.dimensions)
+                    ),
                     status=m.status,
                     has_events=m.has_events,
                     **_otel_fields(m.otel),

@@ -84,8 +84,9 @@ def _plain(value: Decimal | None) -> str | None:
     token count) is already canonical: no normalize() on the hot path."""
     if value is None:
         return None
-    if value.as_tuple().exponent == 0:
-        return format(value, "f")
+    text = str(value)
+    if "." not in text and "E" not in text:
+        return text
     return format(value.normalize(), "f")
 
 
@@ -244,9 +245,7 @@ def validate_event(
     row.quantities = [value for _, value in checked]
     # Each meter keeps the dimensions it declares: when some meters keep fewer than the
     # event's, the event is rolled up as one part per set of kept dimensions.
-    if dimensions and not all(
-        dimensions.keys() <= declared for declared in {meter.dimensions for meter, _ in checked}
-    ):
+    if dimensions and _some_meter_lacks(dimensions.keys(), checked):
         by_kept: dict[str, tuple[list[int], list[Decimal | None]]] = {}
         for meter, value in checked:
             own = {k: v for k, v in dimensions.items() if k in meter.dimensions}
@@ -255,6 +254,20 @@ def validate_event(
             part[1].append(value)
         row.parts = [(ids, values, kept) for kept, (ids, values) in by_kept.items()]
     return row
+
+
+def _some_meter_lacks(keys: Any, checked: list[tuple[MeterView, Decimal | None]]) -> bool:
+    """Whether a meter of the event does not declare every one of its dimension keys. Meters
+    declaring the same set share one frozenset (the reference cache interns them), so the
+    usual call (an LLM call's meters, all alike) tests it once."""
+    tested = None
+    for meter, _ in checked:
+        declared = meter.dimensions
+        if declared is not tested:
+            if not keys <= declared:
+                return True
+            tested = declared
+    return False
 
 
 def _quantities(
@@ -322,10 +335,13 @@ def _common_fields(
     if event.dimensions:
         if (bad := _dimension_rejection(event.dimensions)) is not None:
             return bad
+        keys = event.dimensions.keys()
+        # Usually the first meter declares them all (an LLM call's meters share theirs).
         declared = meters[0].dimensions
-        for meter in meters[1:]:
-            declared = declared | meter.dimensions
-        undeclared = sorted(set(event.dimensions) - declared)
+        if not keys <= declared:
+            for meter in meters[1:]:
+                declared = declared | meter.dimensions
+        undeclared = sorted(keys - declared)
         if undeclared:
             names = ", ".join(f"'{m.event_name}'" for m in meters)
             listed = ", ".join(sorted(declared)) or "none"
