@@ -6,6 +6,7 @@ from service.invoices.models import Invoice, InvoiceCounter
 from service.meters.models import Meter, Price
 from service.rollups.models import ModelRollupRow, RollupCube, RollupRow
 from service.tenants.models import ApiKey, Tenant
+from service.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiKey",
@@ -19,4 +20,6 @@ __all__ = [
     "RollupCube",
     "RollupRow",
     "Tenant",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]
