@@ -127,6 +127,19 @@ ROUTES: list[Route] = [
         "/v1/prices/00000000-0000-0000-0000-000000000000/end",
         body={"effective_to": "2026-01-01T00:00:00Z"},
     ),
+    route(
+        "POST",
+        "/v1/webhook-endpoints",
+        body={"url": "https://hooks.example.com/in", "event_types": ["invoice.finalized"]},
+    ),
+    route("GET", "/v1/webhook-endpoints"),
+    route("GET", "/v1/webhook-endpoints/00000000-0000-0000-0000-000000000000"),
+    route("DELETE", "/v1/webhook-endpoints/00000000-0000-0000-0000-000000000000"),
+    route("GET", "/v1/webhook-endpoints/00000000-0000-0000-0000-000000000000/deliveries"),
+    route(
+        "POST",
+        "/v1/webhook-endpoints/00000000-0000-0000-0000-000000000000/deliveries/00000000-0000-0000-0000-000000000000/retry",
+    ),
 ]
 
 
