@@ -55,18 +55,16 @@ ROLLUP_AGGREGATES = f"""sum(sum) AS sum, sum(count) AS count,
            {latest("last_value", "last_ts", "last_event_id")} AS last_value,
            max(last_ts) AS last_ts,
            {latest_id("last_ts", "last_event_id")} AS last_event_id"""
-# Per-position aggregates (one meter of a group of wide rows) back into one wide row: the
-# count and the latest event are the same at every position (every event of a wide row
-# reports every meter of it). Gathered unordered as (position, sum, last value) triples, so the
-# groups may be hashed, then put in position order by WIDE_FROM_CELLS.
-POSITIONS_TO_WIDE = """array_agg(ARRAY[n::numeric, sum, last_value]) AS cells,
-           max(count) AS count, max(last_ts) AS last_ts, max(last_event_id) AS last_event_id"""
-WIDE_FROM_CELLS = """ARRAY(SELECT cells[i][2] FROM generate_subscripts(cells, 1) AS i
-                 ORDER BY cells[i][1]) AS sums,
-           count,
-           ARRAY(SELECT cells[i][3] FROM generate_subscripts(cells, 1) AS i
-                 ORDER BY cells[i][1]) AS last_values,
-           last_ts, last_event_id"""
+# Event parts (PART_COLUMNS) into wide rows, one per rollup key and set of meters: sums added
+# element by element and the latest event's quantities (the aggregates rollup_sums and
+# rollup_latest of the migrations), so the groups are hashed over whole arrays.
+PARTS_TO_WIDE = f"""rollup_sums(quantities) AS sums, count(*) AS count,
+           rollup_latest(ts, id, quantities) AS last_values, max(ts) AS last_ts,
+           {latest_id("ts", "id")} AS last_event_id"""
+# Wide rows into coarser wide rows of the same meters (the model rollups).
+WIDE_TO_WIDE = f"""rollup_sums(sums) AS sums, sum(count) AS count,
+           rollup_latest(last_ts, last_event_id, last_values) AS last_values,
+           max(last_ts) AS last_ts, {latest_id("last_ts", "last_event_id")} AS last_event_id"""
 # The same for groups of one meter (single-value events): arrays of one element.
 ONE_METER_WIDE = (
     "ARRAY[sum] AS sums, count, ARRAY[last_value] AS last_values, last_ts, last_event_id"
@@ -77,13 +75,6 @@ PART_COLUMNS = (
     "tenant_id, id, ts, org_id, project_id, api_key_id, user_id, model, dimensions, "
     "meter_ids, quantities"
 )
-
-
-def add_arrays(left: str, right: str) -> str:
-    """SQL adding two numeric arrays of one length element by element."""
-    return (
-        f"ARRAY(SELECT x + y FROM unnest({left}, {right}) WITH ORDINALITY AS e(x, y, n) ORDER BY n)"
-    )
 
 
 def merge_on_conflict(table: str) -> str:
@@ -108,7 +99,7 @@ def merge_wide_on_conflict(table: str) -> str:
     return f"""DO UPDATE SET
         sums = CASE WHEN cardinality(EXCLUDED.sums) = 1
                     THEN ARRAY[{table}.sums[1] + EXCLUDED.sums[1]]
-                    ELSE {add_arrays(f"{table}.sums", "EXCLUDED.sums")} END,
+                    ELSE rollup_sums_step({table}.sums, EXCLUDED.sums) END,
         count = {table}.count + EXCLUDED.count,
         last_values = CASE WHEN {newer} THEN EXCLUDED.last_values ELSE {table}.last_values END,
         last_event_id = CASE WHEN {newer} THEN EXCLUDED.last_event_id
@@ -116,23 +107,19 @@ def merge_wide_on_conflict(table: str) -> str:
         last_ts = GREATEST({table}.last_ts, EXCLUDED.last_ts)"""
 
 
-def _positions(source: str) -> str:
-    """Event parts (PART_COLUMNS) aggregated per rollup key, meter set and position in it."""
+def _wide_rows(source: str) -> str:
+    """Event parts (PART_COLUMNS of `source`) aggregated per rollup key and set of meters."""
     return f"""SELECT tenant_id, {bucket_of("ts")} AS bucket_start,
            coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
            coalesce(api_key_id, '') AS api_key_id, coalesce(user_id, '') AS user_id,
-           coalesce(model, '') AS model, dimensions, meter_ids, q.n,
-           sum(coalesce(q.value, 0)) AS sum, count(*) AS count,
-           {latest("q.value", "ts", "id")} AS last_value,
-           max(ts) AS last_ts,
-           {latest_id("ts", "id")} AS last_event_id
+           coalesce(model, '') AS model, dimensions, meter_ids,
+           {PARTS_TO_WIDE}
     FROM {source}
-    CROSS JOIN LATERAL unnest(quantities) WITH ORDINALITY AS q(value, n)
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10"""
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"""
 
 
-# The two upserts that end every ingest statement, from the CTEs model_buckets and buckets
-# (wide rows as cells, see WIDE_FROM_CELLS, or as arrays already: `wide` says which).
+# The two upserts that end every ingest statement, from the CTEs model_buckets and buckets;
+# `wide_from` selects the wide aggregates from them.
 def _upserts(wide_from: str) -> str:
     return f"""model_upserted AS (
     INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {WIDE_COLUMNS})
@@ -166,25 +153,15 @@ def ingest_upkeep_ctes(source: str) -> str:
     data-modifying CTEs last-listed first, so model_upserted is listed before upserted: its few
     rows, which every concurrent batch of a tenant touches, are then written last and locked
     for the shortest time before the commit."""
-    return f"""positions AS (
-    {_positions(source)}
-),
-buckets AS (
-    SELECT {WIDE_KEY}, {POSITIONS_TO_WIDE}
-    FROM positions
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
-),
-model_positions AS (
-    SELECT tenant_id, bucket_start, model, dimensions, meter_ids, n, {ROLLUP_AGGREGATES}
-    FROM positions
-    GROUP BY 1, 2, 3, 4, 5, 6
+    return f"""buckets AS (
+    {_wide_rows(source)}
 ),
 model_buckets AS (
-    SELECT {MODEL_WIDE_KEY}, {POSITIONS_TO_WIDE}
-    FROM model_positions
+    SELECT {MODEL_WIDE_KEY}, {WIDE_TO_WIDE}
+    FROM buckets
     GROUP BY 1, 2, 3, 4, 5
 ),
-{_upserts(WIDE_FROM_CELLS)}"""
+{_upserts(WIDE_COLUMNS)}"""
 
 
 # Columns of newly inserted single-value events that single_upkeep_ctes reads.
@@ -248,12 +225,7 @@ GROUP BY e.tenant_id, e.id, e.ts, e.org_id, e.project_id, e.api_key_id, e.user_i
 """
 REBUILD_INSERT_SQL = f"""
 INSERT INTO rollup_rows ({WIDE_KEY}, {WIDE_COLUMNS})
-SELECT {WIDE_KEY}, {WIDE_FROM_CELLS}
-FROM (
-    SELECT {WIDE_KEY}, {POSITIONS_TO_WIDE}
-    FROM ({_positions(f"({EVENT_PARTS_SQL}) AS parts")}) AS positions
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9
-) AS wide
+{_wide_rows(f"({EVENT_PARTS_SQL}) AS parts")}
 """
 REBUILD_MODEL_DELETE_SQL = """
 DELETE FROM model_rollup_rows WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
@@ -261,22 +233,10 @@ DELETE FROM model_rollup_rows WHERE tenant_id = $1 AND bucket_start >= $2 AND bu
 # From the rollups just rebuilt, in the same transaction: the same folding as ingestion.
 REBUILD_MODEL_INSERT_SQL = f"""
 INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {WIDE_COLUMNS})
-SELECT {MODEL_WIDE_KEY}, {WIDE_FROM_CELLS}
-FROM (
-SELECT {MODEL_WIDE_KEY}, {POSITIONS_TO_WIDE}
-FROM (
-    SELECT r.tenant_id, r.bucket_start, r.model, r.dimensions, r.meter_ids, q.n,
-           sum(q.sum) AS sum, sum(r.count) AS count,
-           {latest("q.last_value", "r.last_ts", "r.last_event_id")} AS last_value,
-           max(r.last_ts) AS last_ts,
-           {latest_id("r.last_ts", "r.last_event_id")} AS last_event_id
-    FROM rollup_rows r
-    CROSS JOIN LATERAL unnest(r.sums, r.last_values) WITH ORDINALITY AS q(sum, last_value, n)
-    WHERE r.tenant_id = $1 AND r.bucket_start >= $2 AND r.bucket_start < $3
-    GROUP BY 1, 2, 3, 4, 5, 6
-) AS positions
+SELECT {MODEL_WIDE_KEY}, {WIDE_TO_WIDE}
+FROM rollup_rows
+WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 GROUP BY 1, 2, 3, 4, 5
-) AS wide
 """
 
 
