@@ -18,6 +18,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from service.budgets.endpoints import BudgetController
 from service.common.errors import EXCEPTION_HANDLERS
 from service.common.logging import configure_logging
 from service.common.openapi_contract import complete_openapi
@@ -59,6 +60,7 @@ def _route_handlers() -> list[Any]:
         UsageController,
         TenantInvoiceController,
         InvoiceController,
+        BudgetController,
         WebhookEndpointController,
         docs_assets_router(),
     ]

@@ -1,5 +1,6 @@
 """The models registry: importing this module registers every table on Base.metadata."""
 
+from service.budgets.models import Budget, BudgetAlert, BudgetUsage
 from service.db.base import Base
 from service.events.models import Event
 from service.invoices.models import Invoice, InvoiceCounter
@@ -11,6 +12,9 @@ from service.webhooks.models import WebhookDelivery, WebhookEndpoint
 __all__ = [
     "ApiKey",
     "Base",
+    "Budget",
+    "BudgetAlert",
+    "BudgetUsage",
     "Event",
     "Invoice",
     "InvoiceCounter",
