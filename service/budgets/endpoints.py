@@ -24,8 +24,9 @@ class BudgetController(Controller):
         "/",
         summary="Create a budget on a meter's quantity, per day or month of the tenant's zone",
         guards=[BILLING],
-        description="Usage counts from the budget's creation on. Thresholds (default 80 and "
-        "100 percent) each emit one budget.threshold_reached webhook per period.",
+        description="Usage accepted from the budget's creation on counts. Thresholds "
+        "(default 80 and 100 percent) each emit one budget.threshold_reached webhook per "
+        "period.",
     )
     async def create_budget(
         self,

@@ -8,6 +8,11 @@ after the commit), which only the ingest transaction itself can promise. What it
 statement without budgets: one probe of the empty (tenant_id, meter_id) index range per meter
 of the batch; with budgets, one upsert per budget and period touched (not per event).
 
+Counting starts when the budget is created: the totals begin at zero then, so usage accepted
+earlier is not in them; usage accepted later counts in the period of its timestamp, from the
+period the budget was created in on (a gateway's event may carry its request's start, a moment
+before the budget existed).
+
 Exactly once: a threshold's alert is a row keyed by (tenant, budget, period, threshold),
 inserted with ON CONFLICT DO NOTHING; the totals' upsert serializes concurrent statements on
 the budget's row, so the statement that crosses a threshold sees the total it made, and any
@@ -46,7 +51,7 @@ def budget_ctes(quantities: str) -> str:
     FROM {quantities} AS q
     JOIN budgets AS b ON b.tenant_id = q.tenant_id AND b.meter_id = q.meter_id
     JOIN tenants AS t ON t.id = b.tenant_id
-    WHERE q.ts >= b.created_at
+    WHERE q.ts >= date_trunc(b.period, b.created_at, t.timezone)
       AND (b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
       AND (b.user_id IS NULL OR b.user_id = q.user_id)
       AND (b.project_id IS NULL OR b.project_id = q.project_id)

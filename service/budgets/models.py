@@ -54,7 +54,7 @@ class Budget(Base):
     org_id: Mapped[str | None] = mapped_column(String(255))
     model: Mapped[str | None] = mapped_column(String(255))
     thresholds_percent: Mapped[list[int]] = mapped_column(ARRAY(Integer))
-    # Usage counts from this instant on (events timestamped earlier do not).
+    # Usage accepted from this instant on counts (timestamped in this period or later).
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())
 
 

@@ -133,6 +133,9 @@ async def test_check_sees_every_event_acknowledged_before_it(
     client: Client, keys: Keys, acme: None
 ) -> None:
     ingest = await keys.make("ingest", tenant_id="acme")
+    # Accepted before the budget exists: not counted.
+    early = event("early", 500, api_key_id="k1")
+    assert (await client.post("/v1/events", json=early, headers=ingest)).status_code == 202
     answer = await client.post("/v1/budgets", json=budget(), headers=keys.admin)
     budget_id = answer.json()["id"]
     count_budget = await client.post(
@@ -142,14 +145,10 @@ async def test_check_sees_every_event_acknowledged_before_it(
     )
     assert count_budget.status_code == 201, count_budget.text
 
-    # Before the budget existed: does not count.
-    early = event("early", 500, api_key_id="k1")
-    early["timestamp"] = (datetime.now(UTC) - timedelta(minutes=5)).isoformat()
-    assert (await client.post("/v1/events", json=early, headers=ingest)).status_code == 202
-
-    answer = await client.post(
-        "/v1/events", json=event("e1", "60", api_key_id="k1"), headers=ingest
-    )
+    # Accepted after it, timestamped a moment before it (the request began earlier): counts.
+    first = event("e1", "60", api_key_id="k1")
+    first["timestamp"] = (datetime.now(UTC) - timedelta(seconds=1)).isoformat()
+    answer = await client.post("/v1/events", json=first, headers=ingest)
     assert answer.status_code == 202
     standing = await check(client, ingest, api_key_id="k1")
     assert standing["allowed"] is True
@@ -163,7 +162,7 @@ async def test_check_sees_every_event_acknowledged_before_it(
     assert start.astimezone(end.tzinfo).utcoffset() is not None
 
     # Another key's usage, and a repeat of an event, do not count for k1.
-    batch = {"events": [event("e2", 1000, api_key_id="k2"), event("e1", "60", api_key_id="k1")]}
+    batch = {"events": [event("e2", 1000, api_key_id="k2"), first]}
     assert (await client.post("/v1/events/batch", json=batch, headers=ingest)).status_code == 200
     [tokens] = [
         b for b in (await check(client, ingest, api_key_id="k1"))["budgets"] if b["id"] == budget_id
