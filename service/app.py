@@ -19,6 +19,7 @@ from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.budgets.endpoints import BudgetController
+from service.charges.endpoints import TenantChargeController, TenantCommitmentController
 from service.common.errors import EXCEPTION_HANDLERS
 from service.common.logging import configure_logging
 from service.common.openapi_contract import complete_openapi
@@ -62,6 +63,8 @@ def _route_handlers() -> list[Any]:
         InvoiceController,
         BudgetController,
         WebhookEndpointController,
+        TenantChargeController,
+        TenantCommitmentController,
         docs_assets_router(),
     ]
 

@@ -101,6 +101,32 @@ ROUTES: list[Route] = [
         tenant_scoped=True,
         body={"period": "2026-10"},
     ),
+    route(
+        "POST",
+        "/v1/tenants/{tenant}/charges",
+        body={
+            "name": "Platform fee",
+            "unit_amount": "100",
+            "effective_from": "2026-11-01T00:00:00Z",
+        },
+    ),
+    route("GET", "/v1/tenants/{tenant}/charges", "billing", tenant_scoped=True),
+    route(
+        "POST",
+        "/v1/tenants/{tenant}/charges/00000000-0000-0000-0000-000000000000/end",
+        body={"effective_to": "2026-12-01T00:00:00Z"},
+    ),
+    route(
+        "POST",
+        "/v1/tenants/{tenant}/commitments",
+        body={"amount": "500", "effective_from": "2026-11-01T00:00:00Z"},
+    ),
+    route("GET", "/v1/tenants/{tenant}/commitments", "billing", tenant_scoped=True),
+    route(
+        "POST",
+        "/v1/tenants/{tenant}/commitments/00000000-0000-0000-0000-000000000000/end",
+        body={"effective_to": "2026-12-01T00:00:00Z"},
+    ),
     route("GET", "/v1/invoices", "billing", tenant_scoped=True, query={"tenant_id": "{tenant}"}),
     route("GET", "/v1/invoices/00000000-0000-0000-0000-000000000000", "billing"),
     route("POST", "/v1/invoices/00000000-0000-0000-0000-000000000000/void", "billing"),

@@ -1,7 +1,7 @@
 """webhooks: endpoints (platform-wide) and the outbox of deliveries (per tenant)
 
 Revision ID: 4e8b2c6a9d17
-Revises: 2e7b9d4c6a18
+Revises: 3e7a0b5d2c96
 Create Date: 2026-12-01 14:20:00.000000+00:00
 
 webhook_endpoints is a platform table like api_keys (an endpoint may take every tenant's
@@ -18,7 +18,7 @@ from sqlalchemy.dialects import postgresql
 from alembic import op
 
 revision: str = "4e8b2c6a9d17"
-down_revision: str | None = "2e7b9d4c6a18"
+down_revision: str | None = "3e7a0b5d2c96"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,6 +1,7 @@
 """The models registry: importing this module registers every table on Base.metadata."""
 
 from service.budgets.models import Budget, BudgetAlert, BudgetUsage
+from service.charges.models import Charge, Commitment
 from service.db.base import Base
 from service.events.models import Event
 from service.invoices.models import Invoice, InvoiceCounter
@@ -15,6 +16,8 @@ __all__ = [
     "Budget",
     "BudgetAlert",
     "BudgetUsage",
+    "Charge",
+    "Commitment",
     "Event",
     "Invoice",
     "InvoiceCounter",

@@ -80,7 +80,13 @@ def canonical_dimensions(dimensions: Mapping[str, str | int | bool] | None) -> d
 
 
 def _plain(value: Decimal | None) -> str | None:
-    return None if value is None else format(value.normalize(), "f")
+    """A decimal's canonical text: 1.50 and 1.5 alike. A whole number sent as one (the usual
+    token count) is already canonical: no normalize() on the hot path."""
+    if value is None:
+        return None
+    if value.as_tuple().exponent == 0:
+        return format(value, "f")
+    return format(value.normalize(), "f")
 
 
 def canonical_hash(
@@ -151,7 +157,10 @@ def _check_value(value: Decimal | None, meter: MeterView, field: str) -> Decimal
         return Rejection("invalid_value", f"{field} must not be negative", field)
     if value.adjusted() >= MAX_INTEGER_DIGITS:
         return Rejection("invalid_value", f"{field} must be below 1e{MAX_INTEGER_DIGITS}", field)
-    exponent = value.normalize().as_tuple().exponent
+    exponent = value.as_tuple().exponent
+    # Trailing zeros do not count: normalize only when the places as sent are too many.
+    if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES:
+        exponent = value.normalize().as_tuple().exponent
     if isinstance(exponent, int) and -exponent > MAX_DECIMAL_PLACES:
         return Rejection(
             "invalid_value", f"{field} has more than {MAX_DECIMAL_PLACES} decimal places", field
@@ -235,7 +244,9 @@ def validate_event(
     row.quantities = [value for _, value in checked]
     # Each meter keeps the dimensions it declares: when some meters keep fewer than the
     # event's, the event is rolled up as one part per set of kept dimensions.
-    if any(not meter.dimensions.issuperset(dimensions) for meter, _ in checked):
+    if dimensions and not all(
+        dimensions.keys() <= declared for declared in {meter.dimensions for meter, _ in checked}
+    ):
         by_kept: dict[str, tuple[list[int], list[Decimal | None]]] = {}
         for meter, value in checked:
             own = {k: v for k, v in dimensions.items() if k in meter.dimensions}

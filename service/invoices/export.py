@@ -1,12 +1,15 @@
 """CSV export of an invoice (RFC 4180, CRLF line ends): a header, one row per line, then a
 subtotal row and a total row. `row_type` (`line`, `subtotal`, `total`) tells them apart, so
-the line amounts can be summed and checked against the subtotal."""
+the line amounts can be summed and checked against the subtotal. A tiered line's tiers are one
+JSON cell (`tiers`)."""
 
 from __future__ import annotations
 
 import csv
 import io
 from datetime import UTC, datetime
+
+import msgspec
 
 from service.invoices.schemas import InvoiceOut
 
@@ -17,6 +20,7 @@ CSV_COLUMNS = (
     "status",
     "period",
     "currency",
+    "kind",
     "meter",
     "description",
     "match",
@@ -30,6 +34,14 @@ CSV_COLUMNS = (
     "unpriced",
     "adjusts_period",
     "price_id",
+    "adjusts_kind",
+    "free_units_applied",
+    "packages",
+    "minimum_amount",
+    "charge_id",
+    "commitment_id",
+    "proration",
+    "tiers",
     "row_type",
 )
 # A spreadsheet would run a cell starting with one of these as a formula; free text from
@@ -59,7 +71,8 @@ def invoice_csv(invoice: InvoiceOut) -> str:
                 invoice.status,
                 invoice.period,
                 invoice.currency,
-                line.meter,
+                line.kind,
+                line.meter or "",
                 _text(line.description),
                 _text(match),
                 _instant(line.period_start),
@@ -72,6 +85,14 @@ def invoice_csv(invoice: InvoiceOut) -> str:
                 "true" if line.unpriced else "false",
                 line.adjusts_period or "",
                 line.price_id or "",
+                line.adjusts_kind or "",
+                line.free_units_applied or "",
+                line.packages or "",
+                line.minimum_amount or "",
+                line.charge_id or "",
+                line.commitment_id or "",
+                line.proration or "",
+                msgspec.json.encode(line.tiers).decode() if line.tiers else "",
                 "line",
             )
         )

@@ -14,9 +14,19 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, localcontext
+from typing import Literal
 
 from service.common.money import MONEY_CONTEXT, currency_exponent, round_money, to_plain_string
-from service.meters.pricing import PriceRule, Rate, Tier, price_boundaries, resolve_rate
+from service.meters.pricing import (
+    PricedQuantity,
+    PriceRule,
+    Rate,
+    TierShare,
+    price_boundaries,
+    price_quantity,
+    pricing_structure,
+    resolve_rate,
+)
 
 AGGREGATIONS = ("sum", "count", "last")
 
@@ -52,21 +62,44 @@ class MeterInfo:
     currency: str
 
 
-@dataclass(frozen=True, slots=True)
+LineKind = Literal["usage", "minimum", "charge", "commitment", "adjustment"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InvoiceLine:
-    meter: str
+    """One invoice line. `usage`: a meter's usage at one price for the period (all its tiers
+    in one line), or usage no price covers (`unpriced`, amount 0); `minimum`: the top-up of
+    a price whose period amount is below its `minimum_amount`; `charge`: a recurring charge
+    for the period (no meter, `charge_id`, `proration`); `commitment`: the true-up of a
+    monthly minimum spend (no meter, `commitment_id`, `minimum_amount` the prorated
+    commitment); `adjustment`: a correction of a prior period's line
+    (`adjusts_period`, `adjusts_kind`)."""
+
+    kind: LineKind = "usage"
+    meter: str | None  # None on a charge line
     description: str
     match: Mapping[str, str]  # the price's match; for unpriced usage, the group's attributes
     price_id: str | None  # None when unpriced
     period_start: datetime
     period_end: datetime
     quantity: Decimal
-    unit_amount: Decimal  # for a tier line, the tier's unit amount; 0 when unpriced
+    # Per per_units; for a tiered price the rate of the highest tier reached; per package for
+    # a package price; the top-up on a minimum line; 0 when unpriced.
+    unit_amount: Decimal
     per_units: Decimal
     amount: Decimal  # rounded once to the currency's minor units, half-up
-    tier: int | None  # 1-based tier index for graduated prices, else None
+    tier: int | None  # 1-based index of the highest tier reached, for tiered prices
     unpriced: bool
     adjusts_period: str | None = None  # "2026-10" on a prior-period adjustment line
+    adjusts_kind: LineKind | None = None  # on an adjustment line, the kind of line it corrects
+    tiers: tuple[TierShare, ...] = ()  # the tiers the usage entered, in order
+    free_units_applied: Decimal | None = None  # for a price with free units
+    packages: Decimal | None = None  # whole packages billed, for a package price
+    minimum_amount: Decimal | None = None  # on a minimum line
+    charge_id: str | None = None  # on a charge line
+    commitment_id: str | None = None  # on a commitment line: the period's latest commitment
+    # On a charge line: the share of the period the charge was effective in (1 unprorated).
+    proration: Decimal | None = None
 
 
 @dataclass(slots=True)
@@ -125,35 +158,41 @@ def rate_meter(
 ) -> list[InvoiceLine]:
     """Invoice lines for one meter's usage by `tenant_id` over `[period_start, period_end)`.
 
-    Quantity: `sum` meters bill the segments' sums, `count` meters their counts. Each segment
-    of each group is priced by `resolve_price` at the segment start with the group's
-    attributes; a boundary of a price that could apply to the group must not fall inside a
-    segment (ValueError: split the period with `price_boundaries`). `last` meters are not
-    split: each group bills its latest value of the period, priced at that value's time.
+        Quantity: `sum` meters bill the segments' sums, `count` meters their counts. Each segment
+        of each group is priced by `resolve_price` at the segment start with the group's
+        attributes; a boundary of a price that could apply to the group must not fall inside a
+        segment (ValueError: split the period with `price_boundaries`). `last` meters are not
+        split: each group bills its latest value of the period, priced at that value's time.
 
-    Lines: usage resolving to the same price is merged into one line, quantities added, over
-    all groups and segments. A price change is a new price (a new id), so a change inside the
-    period splits the usage at the change; a priced line covers the part of the period in
-    which its price is effective (the whole period for `last` meters). Usage with no
-    applicable price gives an unpriced line (amount 0) per distinct set of non-null attribute
-    values, covering the segments that had such usage. Zero quantities give no line.
+        Lines: usage resolving to the same price is merged into one line, quantities added, over
+        all groups and segments. A price change is a new price (a new id), so a change inside the
+        period splits the usage at the change; a priced line covers the part of the period in
+        which its price is effective (the whole period for `last` meters). Usage with no
+        applicable price gives an unpriced line (amount 0) per distinct set of non-null attribute
+        values, covering the segments that had such usage. Zero quantities give no line.
 
-    Amount: quantity x unit_amount / per_units, exact, rounded once to the meter's currency.
+        Amount: what `price_quantity` gives for the line's quantity (free units, packages, tiers
+    with flat amounts, or quantity x unit_amount / per_units), exact, rounded once to the
+        meter's currency: one line per price and period, its tiers listed inside it.
 
-    Relative prices: `prices` may also hold the prices of the meters that relative prices
-    refer to (directly or through further relative prices); usage is priced by `resolve_rate`.
-    Its line shows the resolved unit amount, and usage priced through different referenced
-    prices (another tenant override, a price change) gets separate lines. Usage whose
-    relative price finds nothing to refer to is unpriced.
+        Relative prices: `prices` may also hold the prices of the meters that relative prices
+        refer to (directly or through further relative prices); usage is priced by `resolve_rate`.
+        Its line shows the resolved unit amount, and usage priced through different referenced
+        prices (another tenant override, a price change) gets separate lines. Usage whose
+        relative price finds nothing to refer to is unpriced.
 
-    Graduated tiers: tiers count the quantity of the whole period. A price's tiers are filled
-    by its total quantity for the period. Prices form a chain when they have the same tenant,
-    the same match and the same tier bounds (`up_to` values) - a price change that keeps the
-    tier structure; within a chain, prices are taken in `effective_from` order and each
-    continues filling tiers where the previous one stopped, at its own unit amounts. So the
-    tier a unit lands in depends only on the chain's earlier usage in the period, not on
-    whether the price changed. A price with other bounds starts again from zero. Each tier a
-    line reaches gives its own line (`tier` = 1-based index), amount rounded once per tier.
+        Period rules: free units, packages and tiers count the quantity of the whole period. Prices
+        form a chain when they have the same tenant, match and structure (`pricing_structure`:
+        tier bounds and mode, free units, package size) - a price change that keeps the structure;
+        within a chain, prices are taken in `effective_from` order and each continues where the
+        previous one stopped (free units used, packages started, tiers filled, flat amounts
+        counted), at its own amounts; volume tiers are chosen by the chain's total. So what a unit
+        costs depends only on the chain's usage in the period, not on whether the price changed. A
+        price with another structure starts again from zero.
+
+        Minimum: when the chain's quantity is above zero and its lines' rounded amounts add up to
+        less than the `minimum_amount` of its last price, a `minimum` line (named after that
+        price) bills the difference. Zero usage bills nothing, minimum included.
     """
     if not period_start < period_end:
         raise ValueError("period_start must be before period_end")
@@ -287,91 +326,86 @@ def _add_last_usage(
     rated.add(rate, group.attributes, latest.last, period_start, period_end)
 
 
-def _fill_tiers(tiers: Sequence[Tier], offset: Decimal, quantity: Decimal) -> list[Decimal]:
-    """The share of `(offset, offset + quantity]` that falls in each tier."""
-    top = offset + quantity
-    shares: list[Decimal] = []
-    lower = Decimal(0)
-    for tier in tiers:
-        upper = tier.up_to
-        from_ = max(lower, offset)
-        to = top if upper is None else min(upper, top)
-        shares.append(max(to - from_, Decimal(0)))
-        if upper is None:
-            break
-        lower = upper
-    return shares
-
-
 def _priced_lines(
     meter: MeterInfo, rated: _Rated, period_start: datetime, period_end: datetime
 ) -> list[InvoiceLine]:
     lines: list[InvoiceLine] = []
     chains: dict[tuple[object, ...], list[_PricedUsage]] = {}
     for usage in rated.priced.values():
-        price = usage.rate.price
         if usage.quantity == 0:
             continue
-        if price.tiers:
-            if usage.quantity < 0:
-                raise ValueError(
-                    f"price {price.id!r}: a negative quantity ({usage.quantity}) cannot be"
-                    " rated against graduated tiers"
+        if usage.rate.price.relative_to is not None:
+            # Quantity x the rate resolved through the referenced prices.
+            rate = usage.rate
+            amount = usage.quantity * rate.unit_amount / rate.per_units
+            lines.append(
+                _price_line(
+                    meter,
+                    rate,
+                    PricedQuantity(usage.quantity, Decimal(0), None, (), amount),
+                    period_start=period_start,
+                    period_end=period_end,
                 )
-            chain_key = (
-                price.tenant_id,
-                tuple(sorted(price.match.items())),
-                tuple(tier.up_to for tier in price.tiers),
             )
-            chains.setdefault(chain_key, []).append(usage)
             continue
-        rate = usage.rate
-        amount = usage.quantity * rate.unit_amount / rate.per_units
-        lines.append(
-            _price_line(
-                meter,
-                rate,
-                quantity=usage.quantity,
-                unit_amount=rate.unit_amount,
-                amount=round_money(amount, meter.currency),
-                tier=None,
-                period_start=period_start,
-                period_end=period_end,
-            )
-        )
+        chains.setdefault(pricing_structure(usage.rate.price), []).append(usage)
     for chain in chains.values():
-        offset = Decimal(0)
-        for usage in sorted(chain, key=lambda usage: usage.rate.price.effective_from):
-            price = usage.rate.price
-            shares = _fill_tiers(price.tiers, offset, usage.quantity)
-            for index, (tier, share) in enumerate(zip(price.tiers, shares, strict=True)):
-                if share == 0:
-                    continue
-                amount = share * tier.unit_amount / usage.rate.per_units
-                lines.append(
-                    _price_line(
-                        meter,
-                        usage.rate,
-                        quantity=share,
-                        unit_amount=tier.unit_amount,
-                        amount=round_money(amount, meter.currency),
-                        tier=index + 1,
-                        period_start=period_start,
-                        period_end=period_end,
-                    )
-                )
-            offset += usage.quantity
+        lines.extend(_chain_lines(meter, chain, period_start, period_end))
+    return lines
+
+
+def _chain_lines(
+    meter: MeterInfo,
+    chain: Sequence[_PricedUsage],
+    period_start: datetime,
+    period_end: datetime,
+) -> list[InvoiceLine]:
+    """The lines of prices that continue each other within the period (see `rate_meter`), in
+    `effective_from` order, then the chain's minimum line when one is due."""
+    ordered = sorted(chain, key=lambda usage: usage.rate.price.effective_from)
+    total = sum((usage.quantity for usage in ordered), Decimal(0))
+    lines: list[InvoiceLine] = []
+    before = Decimal(0)
+    for usage in ordered:
+        priced = price_quantity(usage.rate.price, usage.quantity, before=before, total=total)
+        lines.append(
+            _price_line(meter, usage.rate, priced, period_start=period_start, period_end=period_end)
+        )
+        before += usage.quantity
+    last = ordered[-1].rate
+    minimum = last.price.minimum_amount
+    if minimum is None or total <= 0:  # no usage, no minimum
+        return lines
+    billed = sum((line.amount for line in lines), Decimal(0))
+    if billed >= minimum:
+        return lines
+    top_up = round_money(minimum - billed, meter.currency)
+    lines.append(
+        InvoiceLine(
+            kind="minimum",
+            meter=meter.event_name,
+            description="Minimum for " + _describe(meter, last.price.match),
+            match=dict(last.price.match),
+            price_id=last.price.id,
+            period_start=min(line.period_start for line in lines),
+            period_end=max(line.period_end for line in lines),
+            quantity=Decimal(1),
+            unit_amount=top_up,
+            per_units=Decimal(1),
+            amount=top_up,
+            tier=None,
+            unpriced=False,
+            minimum_amount=minimum,
+        )
+    )
     return lines
 
 
 def _price_line(
     meter: MeterInfo,
     rate: Rate,
+    priced: PricedQuantity,
     *,
-    quantity: Decimal,
-    unit_amount: Decimal,
-    amount: Decimal,
-    tier: int | None,
     period_start: datetime,
     period_end: datetime,
 ) -> InvoiceLine:
@@ -381,21 +415,31 @@ def _price_line(
     else:
         start = max(period_start, rate.effective_from)
         end = period_end if rate.effective_to is None else min(period_end, rate.effective_to)
+    # A tiered line shows the rate of the highest tier its usage reached (for volume pricing,
+    # the rate every unit got).
+    highest = priced.highest_tier
+    if highest is not None:
+        unit_amount, tier = highest.unit_amount, highest.tier
+    elif price.tiers and rate.basis == ():
+        unit_amount, tier = price.tiers[0].unit_amount, None
+    else:
+        unit_amount, tier = rate.unit_amount, None
     return InvoiceLine(
         meter=meter.event_name,
-        description=_describe(
-            meter, price.match, per_units=rate.per_units, tier=tier, relative_to=price
-        ),
+        description=_describe(meter, price.match, per_units=rate.per_units, price=price),
         match=dict(price.match),
         price_id=price.id,
         period_start=start,
         period_end=end,
-        quantity=quantity,
+        quantity=priced.quantity,
         unit_amount=unit_amount,
         per_units=rate.per_units,
-        amount=amount,
+        amount=round_money(priced.amount, meter.currency),
         tier=tier,
         unpriced=False,
+        tiers=priced.tiers,
+        free_units_applied=priced.free_units_applied if price.free_units else None,
+        packages=priced.packages,
     )
 
 
@@ -404,36 +448,52 @@ def _describe(
     match: Mapping[str, str],
     *,
     per_units: Decimal = Decimal(1),
-    tier: int | None = None,
     unpriced: bool = False,
-    relative_to: PriceRule | None = None,
+    price: PriceRule | None = None,
 ) -> str:
-    """`Input tokens — model=gpt-4o (per 1000000 tokens)`, `API calls — tier 2`,
-    `Cache writes — model=gpt-4o — 1.25 times input_tokens (per 1000000 tokens)`."""
+    """`Input tokens — model=gpt-4o (per 1000000 tokens)`, `API calls — graduated tiers`,
+    `Cache writes — model=gpt-4o — 1.25 times input_tokens (per 1000000 tokens)`,
+    `Messages — 1000 messages free — packages of 100 messages`."""
     text = meter.name
     if match:
         text += " — " + ", ".join(f"{key}={value}" for key, value in sorted(match.items()))
     if unpriced:
         return text + " (unpriced)"
-    if tier is not None:
-        text += f" — tier {tier}"
-    if relative_to is not None and relative_to.relative_to is not None:
-        factor = to_plain_string(relative_to.relative_to.factor.normalize(MONEY_CONTEXT))
-        text += f" — {factor} times {relative_to.relative_to.meter}"
+    units = meter.unit or "units"
+    if price is not None:
+        if price.tiers:
+            text += f" — {price.tier_mode} tiers"
+        if price.free_units:
+            text += f" — {_plain(price.free_units)} {units} free"
+        if price.package_size is not None:
+            text += f" — packages of {_plain(price.package_size)} {units}"
+        if price.relative_to is not None:
+            text += f" — {_plain(price.relative_to.factor)} times {price.relative_to.meter}"
     if per_units != 1:
-        per = to_plain_string(per_units.normalize(MONEY_CONTEXT))
-        text += f" (per {per} {meter.unit or 'units'})"
+        text += f" (per {_plain(per_units)} {units})"
     return text
 
 
+def _plain(value: Decimal) -> str:
+    return to_plain_string(value.normalize(MONEY_CONTEXT))
+
+
+# Lines of one meter and match: usage first, then the minimum that tops them up.
+_KIND_ORDER = {"usage": 0, "minimum": 1, "charge": 2, "commitment": 3}
+
+
 def _line_order(line: InvoiceLine) -> tuple[object, ...]:
+    """Meters' lines by meter, then charges (no meter)."""
     return (
-        line.meter,
+        line.meter is None,
+        line.meter or "",
         tuple(sorted(line.match.items())),
+        _KIND_ORDER.get(line.adjusts_kind or line.kind, 2),
         line.period_start,
         line.tier or 0,
         line.unpriced,
         line.price_id or "",
+        line.charge_id or "",
         line.period_end,
         line.unit_amount,
     )
@@ -459,22 +519,89 @@ def invoice_totals(lines: Iterable[InvoiceLine], currency: str) -> tuple[Decimal
 
 
 _LineIdentity = tuple[
-    str, str | None, tuple[tuple[str, str], ...], int | None, bool, Decimal, Decimal
+    LineKind,
+    str | None,
+    str | None,
+    tuple[tuple[str, str], ...],
+    bool,
+    Decimal | None,
+    Decimal,
+    str | None,
 ]
 
 
 def _identity(line: InvoiceLine) -> _LineIdentity:
-    # The unit amount too: a relative price bills at the rate of whichever price it refers
-    # to, so one price may give lines at several unit amounts (a price's own amount is fixed).
+    """What a prior period's line is compared by: the kind of line it bills (an adjustment
+    line: the kind it adjusts), meter, price, match, unpriced, unit amount and per_units.
+
+    The unit amount matters for a plain or relative price (a relative price bills at the rate
+    of whichever price it refers to, so one price may give lines at several unit amounts). A
+    tiered price's line shows the rate of the highest tier reached, and a minimum line's unit
+    amount is its top-up, both of which late usage may change, so the price alone identifies
+    those and the lines of prices with free units or packages (one line per price and period
+    anyway); lines stored per tier (`tier` set, before a tiered price became one line) compare
+    with the one line too."""
+    kind = line.adjusts_kind or line.kind
+    # Lines of prices with tiers, free units or packages say so (an adjustment line of one
+    # carries the differences of those), and a minimum line's unit amount is its top-up.
+    by_price = (
+        kind in ("minimum", "commitment")
+        or line.tier is not None
+        or bool(line.tiers)
+        or line.free_units_applied is not None
+        or line.packages is not None
+    )
     return (
+        kind,
         line.meter,
         line.price_id,
         tuple(sorted(line.match.items())),
-        line.tier,
         line.unpriced,
-        line.unit_amount,
+        None if by_price else line.unit_amount,
         line.per_units,
+        line.charge_id,
     )
+
+
+@dataclass(slots=True)
+class _Difference:
+    """Current minus billed, for one line identity."""
+
+    template: InvoiceLine
+    quantity: Decimal = Decimal(0)
+    amount: Decimal = Decimal(0)
+    free_units_applied: Decimal | None = None
+    packages: Decimal | None = None
+    tiers: dict[int, TierShare] = field(default_factory=dict)
+
+    def add(self, sign: int, line: InvoiceLine) -> None:
+        self.quantity += sign * line.quantity
+        self.amount += sign * line.amount
+        if line.free_units_applied is not None:
+            self.free_units_applied = (self.free_units_applied or Decimal(0)) + (
+                sign * line.free_units_applied
+            )
+        if line.packages is not None:
+            self.packages = (self.packages or Decimal(0)) + sign * line.packages
+        # A line stored per tier (before a tiered price became one line) is that tier's share.
+        shares = line.tiers
+        if not shares and line.tier is not None and line.kind == "usage":
+            shares = (
+                TierShare(
+                    line.tier, None, line.quantity, line.unit_amount, Decimal(0), line.amount
+                ),
+            )
+        for share in shares:
+            known = self.tiers.get(share.tier)
+            self.tiers[share.tier] = TierShare(
+                tier=share.tier,
+                up_to=share.up_to if known is None or known.up_to is None else known.up_to,
+                quantity=(Decimal(0) if known is None else known.quantity) + sign * share.quantity,
+                unit_amount=share.unit_amount if known is None else known.unit_amount,
+                flat_amount=(Decimal(0) if known is None else known.flat_amount)
+                + sign * share.flat_amount,
+                amount=(Decimal(0) if known is None else known.amount) + sign * share.amount,
+            )
 
 
 def adjustment_lines(
@@ -487,47 +614,53 @@ def adjustment_lines(
 
     `current` is a fresh rating of the prior period; `billed` is every line already billed for
     it (the finalized invoice's lines and earlier adjustment lines for that period). For each
-    line identity (meter, price, match, tier, unpriced, unit amount) the result carries the
-    difference in quantity and amount, current minus billed, when either is non-zero; amounts
-    are differences of rounded amounts, so no new rounding happens. Each line names the period it
-    adjusts (`adjusts_period`, and a description starting "Adjustment for <period>: ").
+    line identity (`_identity`) the result carries the difference in quantity and amount,
+    current minus billed, when either is non-zero; amounts are differences of rounded amounts,
+    so no new rounding happens. Free units used, packages and each tier's share are
+    differences too (tiers that did not change are left out). Each line is of kind
+    `adjustment`, says which kind of line it corrects (`adjusts_kind`: usage or minimum) and
+    names the period it adjusts (`adjusts_period`, and a description starting
+    "Adjustment for <period>: ").
     """
-    order: list[_LineIdentity] = []
-    templates: dict[_LineIdentity, InvoiceLine] = {}
-    quantity: dict[_LineIdentity, Decimal] = {}
-    amount: dict[_LineIdentity, Decimal] = {}
+    differences: dict[_LineIdentity, _Difference] = {}
     with localcontext(MONEY_CONTEXT):
         for sign, lines in ((1, current), (-1, billed)):
             for line in lines:
                 key = _identity(line)
-                if key not in templates:
-                    order.append(key)
-                    templates[key] = line
-                    quantity[key] = Decimal(0)
-                    amount[key] = Decimal(0)
-                quantity[key] += sign * line.quantity
-                amount[key] += sign * line.amount
+                differences.setdefault(key, _Difference(line)).add(sign, line)
         adjustments: list[InvoiceLine] = []
-        for key in order:
-            if quantity[key] == 0 and amount[key] == 0:
+        for key, difference in differences.items():
+            if difference.quantity == 0 and difference.amount == 0:
                 continue
-            template = templates[key]
+            template = difference.template
             description = _ADJUSTMENT_PREFIX.sub("", template.description)
+            amount = difference.amount
             adjustments.append(
                 InvoiceLine(
+                    kind="adjustment",
+                    adjusts_kind=key[0],
                     meter=template.meter,
                     description=f"Adjustment for {period_label}: {description}",
                     match=dict(template.match),
                     price_id=template.price_id,
                     period_start=template.period_start,
                     period_end=template.period_end,
-                    quantity=quantity[key],
+                    quantity=difference.quantity,
                     unit_amount=template.unit_amount,
                     per_units=template.per_units,
-                    amount=amount[key].copy_abs() if amount[key].is_zero() else amount[key],
+                    amount=amount.copy_abs() if amount.is_zero() else amount,
                     tier=template.tier,
                     unpriced=template.unpriced,
                     adjusts_period=period_label,
+                    charge_id=template.charge_id,
+                    commitment_id=template.commitment_id,
+                    tiers=tuple(
+                        share
+                        for _, share in sorted(difference.tiers.items())
+                        if share.quantity or share.amount
+                    ),
+                    free_units_applied=difference.free_units_applied,
+                    packages=difference.packages,
                 )
             )
     return sorted(adjustments, key=_line_order)

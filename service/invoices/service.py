@@ -39,6 +39,9 @@ import msgspec
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.charges.rating import charge_line, commitment_line
+from service.charges.repository import ChargeRepository, CommitmentRepository
+from service.charges.service import charge_rule, commitment_rule
 from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import render_amount, render_quantity, round_money, to_plain_string
@@ -67,9 +70,9 @@ from service.invoices.repository import (
     MeterPricing,
     load_pricing,
 )
-from service.invoices.schemas import InvoiceLineOut, InvoiceOut, InvoiceStatus
+from service.invoices.schemas import InvoiceLineOut, InvoiceOut, InvoiceStatus, TierLineOut
 from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT
-from service.meters.pricing import AmbiguousPriceError, price_boundaries
+from service.meters.pricing import AmbiguousPriceError, TierShare, price_boundaries
 from service.rollups.query import ALL_AGGREGATES, SUM_AND_COUNT, RollupQuery, read_cells
 from service.settings import Settings
 from service.tenants.models import Tenant
@@ -172,8 +175,13 @@ def decode_document(document: str | bytes) -> InvoiceOut:
     return msgspec.json.decode(document, type=InvoiceOut)
 
 
+def _optional_quantity(value: Decimal | None) -> str | None:
+    return None if value is None else render_quantity(value)
+
+
 def line_out(line: InvoiceLine, currency: str) -> InvoiceLineOut:
     return InvoiceLineOut(
+        kind=line.kind,
         meter=line.meter,
         description=line.description,
         match=dict(line.match),
@@ -187,13 +195,39 @@ def line_out(line: InvoiceLine, currency: str) -> InvoiceLineOut:
         unpriced=line.unpriced,
         adjusts_period=line.adjusts_period,
         price_id=line.price_id,
+        adjusts_kind=line.adjusts_kind,
+        tiers=[
+            TierLineOut(
+                tier=share.tier,
+                up_to=_optional_quantity(share.up_to),
+                quantity=render_quantity(share.quantity),
+                unit_amount=render_amount(share.unit_amount, currency),
+                flat_amount=render_amount(share.flat_amount, currency),
+                amount=render_amount(share.amount, currency),
+            )
+            for share in line.tiers
+        ],
+        free_units_applied=_optional_quantity(line.free_units_applied),
+        packages=_optional_quantity(line.packages),
+        minimum_amount=None
+        if line.minimum_amount is None
+        else render_amount(line.minimum_amount, currency),
+        charge_id=line.charge_id,
+        commitment_id=line.commitment_id,
+        proration=_optional_quantity(line.proration),
     )
 
 
+def _optional_decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
 def line_from_snapshot(line: Mapping[str, Any]) -> InvoiceLine:
-    """A stored line (as in the document) back into a rating line, for adjustments."""
+    """A stored line (as in the document) back into a rating line, for adjustments. Lines
+    stored before a field existed take its default (`kind` usage, no tiers listed)."""
     snapshot = msgspec.convert(line, type=InvoiceLineOut)
     return InvoiceLine(
+        kind=snapshot.kind,
         meter=snapshot.meter,
         description=snapshot.description,
         match=snapshot.match,
@@ -207,6 +241,24 @@ def line_from_snapshot(line: Mapping[str, Any]) -> InvoiceLine:
         tier=snapshot.tier,
         unpriced=snapshot.unpriced,
         adjusts_period=snapshot.adjusts_period,
+        adjusts_kind=snapshot.adjusts_kind,
+        tiers=tuple(
+            TierShare(
+                tier=share.tier,
+                up_to=_optional_decimal(share.up_to),
+                quantity=Decimal(share.quantity),
+                unit_amount=Decimal(share.unit_amount),
+                flat_amount=Decimal(share.flat_amount),
+                amount=Decimal(share.amount),
+            )
+            for share in snapshot.tiers
+        ),
+        free_units_applied=_optional_decimal(snapshot.free_units_applied),
+        packages=_optional_decimal(snapshot.packages),
+        minimum_amount=_optional_decimal(snapshot.minimum_amount),
+        charge_id=snapshot.charge_id,
+        commitment_id=snapshot.commitment_id,
+        proration=_optional_decimal(snapshot.proration),
     )
 
 
@@ -278,6 +330,8 @@ class Draft:
 class InvoiceService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
         self.invoices = InvoiceRepository(session)
+        self.charges = ChargeRepository(session)
+        self.commitments = CommitmentRepository(session)
         self.tenants = TenantRepository(session)
         self.session = session
         self.settings = settings
@@ -299,7 +353,9 @@ class InvoiceService:
         end: datetime,
     ) -> dict[str, list[InvoiceLine]]:
         """Lines per currency for the tenant's usage in `[start, end)`, at today's price book
-        (prices are effective-dated, so a past period keeps its prices)."""
+        (prices are effective-dated, so a past period keeps its prices), and its recurring
+        charges effective in it, prorated (`charge_line`), and per currency the true-up of its
+        commitments (`commitment_line`)."""
         queries = [
             RollupQuery(
                 tenant_id=tenant_id,
@@ -351,6 +407,24 @@ class InvoiceService:
                 ) from exc
             if meter_lines:
                 lines.setdefault(meter.info.currency, []).extend(meter_lines)
+        for charge in await self.charges.effective_in(tenant_id, start, end):
+            line = charge_line(charge_rule(charge), start, end)
+            if line is not None:
+                lines.setdefault(charge.currency, []).append(line)
+        commitments = [
+            commitment_rule(commitment)
+            for commitment in await self.commitments.effective_in(tenant_id, start, end)
+        ]
+        for currency in sorted({commitment.currency for commitment in commitments}):
+            true_up = commitment_line(
+                commitments,
+                lines.get(currency, []),
+                currency=currency,
+                period_start=start,
+                period_end=end,
+            )
+            if true_up is not None:
+                lines.setdefault(currency, []).append(true_up)
         return lines
 
     async def _adjustments(
@@ -375,7 +449,8 @@ class InvoiceService:
             for invoice_period, currency, lines in stored:
                 for line in lines:
                     adjusts = line.get("adjusts_period")
-                    if line["meter"] not in billable:
+                    # Charge lines have no meter and are always compared.
+                    if line["meter"] is not None and line["meter"] not in billable:
                         continue
                     if (invoice_period == prior and adjusts is None) or adjusts == prior:
                         billed.setdefault(currency, []).append(line_from_snapshot(line))

@@ -76,6 +76,21 @@ class Price(Base):
         CheckConstraint(
             "effective_to IS NULL OR effective_to > effective_from", name="effective_interval"
         ),
+        CheckConstraint("tier_mode IN ('graduated', 'volume')", name="tier_mode"),
+        CheckConstraint("tier_mode = 'graduated' OR tiers <> '[]'::jsonb", name="volume_tiers"),
+        CheckConstraint("free_units >= 0", name="free_units_non_negative"),
+        CheckConstraint("minimum_amount >= 0", name="minimum_amount_non_negative"),
+        # A package price: unit_amount per package, so per_units is 1, and it has no tiers.
+        CheckConstraint(
+            "package_size IS NULL OR (package_size > 0 AND per_units = 1 AND tiers = '[]'::jsonb)",
+            name="package_size",
+        ),
+        # A relative price only multiplies another price's rate.
+        CheckConstraint(
+            "relative_to_meter IS NULL OR (free_units = 0 AND package_size IS NULL"
+            " AND minimum_amount IS NULL)",
+            name="relative_plain",
+        ),
         CheckConstraint(instant_in_range("effective_from"), name="effective_from_range"),
         CheckConstraint(
             f"effective_to IS NULL OR ({instant_in_range('effective_to')})",
@@ -97,7 +112,12 @@ class Price(Base):
     )
     relative_factor: Mapped[Decimal | None] = mapped_column(Numeric(32, 12))
     match: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # [{up_to, unit_amount, flat_amount?}]: decimals as strings, so they stay exact.
     tiers: Mapped[list[dict[str, Any]]] = mapped_column(JSONB, server_default=text("'[]'::jsonb"))
+    tier_mode: Mapped[str] = mapped_column(String(16), server_default="graduated")
+    free_units: Mapped[Decimal] = mapped_column(Numeric(32, 12), server_default=text("0"))
+    package_size: Mapped[Decimal | None] = mapped_column(Numeric(32, 12))
+    minimum_amount: Mapped[Decimal | None] = mapped_column(Numeric(32, 12))
     effective_from: Mapped[datetime]
     effective_to: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(server_default=func.now())

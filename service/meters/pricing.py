@@ -7,6 +7,10 @@ beats any list price, then the price whose `match` names the most keys wins.
 A relative price has no amount of its own: per unit it costs `factor` times the per-unit rate
 (`unit_amount / per_units`) of the price that the same usage (same tenant, attribute values and
 instant) resolves to on the referenced meter (`resolve_rate`).
+
+What a period's quantity costs under one price is `price_quantity`: free units come off first,
+then the rest is billed in whole packages, through tiers (graduated or volume, with flat
+amounts per tier) or at the plain rate. Amounts are exact; invoices round each line once.
 """
 
 from __future__ import annotations
@@ -14,8 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, localcontext
-from typing import Any
+from decimal import ROUND_CEILING, Decimal, localcontext
+from typing import Any, Literal
 
 from service.common.money import MONEY_CONTEXT, is_currency
 from service.meters.models import Meter, Price
@@ -50,16 +54,31 @@ class RelativeTo:
     factor: Decimal
 
 
+TierMode = Literal["graduated", "volume"]
+TIER_MODES: tuple[TierMode, ...] = ("graduated", "volume")
+
+
+class PriceFieldError(ValueError):
+    """An invalid price field; `field` names it as the API does (`tiers[1].up_to`)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(message)
+
+
 @dataclass(frozen=True, slots=True)
 class Tier:
-    """One step of a graduated price.
+    """One step of a tiered price.
 
     Tier n covers the quantity above the previous tier's `up_to` (0 for the first tier) up to
     and including its own `up_to`; `None` means open-ended and is allowed on the last tier only.
+    `flat_amount` is charged once when a period's quantity enters the tier (never divided by
+    `per_units`).
     """
 
     up_to: Decimal | None
     unit_amount: Decimal  # per `per_units` units of the price
+    flat_amount: Decimal = Decimal(0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +97,16 @@ class PriceRule:
     match: Mapping[str, str] = field(default_factory=dict)  # {} matches all usage
     tenant_id: str | None = None  # None = list price; else that tenant's contract override
     tiers: tuple[Tier, ...] = ()
+    # graduated: each unit at its tier's rate; volume: every unit at the rate of the tier the
+    # period's quantity reaches. Only meaningful with tiers.
+    tier_mode: TierMode = "graduated"
+    # Units per period that cost nothing, deducted before tiers or packages.
+    free_units: Decimal = Decimal(0)
+    # The quantity after free units is rounded up to whole packages of this many units, and
+    # `unit_amount` is the price of one package (per_units is then 1; no tiers).
+    package_size: Decimal | None = None
+    # A period's amount below this is topped up (by a separate invoice line).
+    minimum_amount: Decimal | None = None
     relative_to: RelativeTo | None = None
 
     def __post_init__(self) -> None:
@@ -89,8 +118,29 @@ class PriceRule:
                 raise ValueError(f"price {self.id!r}: relative_to.factor must be > 0")
             if self.tiers:
                 raise ValueError(f"price {self.id!r}: a relative price has no tiers")
+            if self.free_units or self.package_size is not None or self.minimum_amount is not None:
+                raise ValueError(
+                    f"price {self.id!r}: a relative price has no free units, packages or minimum"
+                )
         elif self.per_units is None:
             raise ValueError(f"price {self.id!r}: per_units is required unless relative")
+        if self.tier_mode not in TIER_MODES:
+            raise ValueError(f"price {self.id!r}: tier_mode must be one of {TIER_MODES}")
+        if self.tier_mode == "volume" and not self.tiers:
+            raise ValueError(f"price {self.id!r}: volume pricing needs tiers")
+        if not self.free_units.is_finite() or self.free_units < 0:
+            raise ValueError(f"price {self.id!r}: free_units must be a finite number >= 0")
+        if self.package_size is not None:
+            if not self.package_size.is_finite() or self.package_size <= 0:
+                raise ValueError(f"price {self.id!r}: package_size must be a finite number > 0")
+            if self.per_units != 1:
+                raise ValueError(f"price {self.id!r}: per_units must be 1 with package_size")
+            if self.tiers:
+                raise ValueError(f"price {self.id!r}: package_size cannot be combined with tiers")
+        if self.minimum_amount is not None and (
+            not self.minimum_amount.is_finite() or self.minimum_amount < 0
+        ):
+            raise ValueError(f"price {self.id!r}: minimum_amount must be a finite amount >= 0")
         if not self.unit_amount.is_finite() or self.unit_amount < 0:
             raise ValueError(f"price {self.id!r}: unit_amount must be a finite amount >= 0")
         if self.per_units is not None and (not self.per_units.is_finite() or self.per_units <= 0):
@@ -106,36 +156,45 @@ class PriceRule:
 
 
 def validate_tiers(tiers: Sequence[Tier]) -> None:
-    """Check graduated tiers; raise ValueError naming the offending tier.
+    """Check tiers; raise PriceFieldError (a ValueError) naming the offending tier's field.
 
-    An empty sequence means "not graduated" and is valid. Otherwise every `up_to` but the last
+    An empty sequence means "not tiered" and is valid. Otherwise every `up_to` but the last
     is a positive number, larger than the one before; the last tier is open-ended (`None`);
-    unit amounts are finite and >= 0.
+    unit and flat amounts are finite and >= 0.
     """
     previous: Decimal | None = None
     last = len(tiers) - 1
     for index, tier in enumerate(tiers):
         where = f"tiers[{index}]"
         if not tier.unit_amount.is_finite() or tier.unit_amount < 0:
-            raise ValueError(f"{where}.unit_amount must be a finite amount >= 0")
+            raise PriceFieldError(
+                f"{where}.unit_amount", f"{where}.unit_amount must be a finite amount >= 0"
+            )
+        if not tier.flat_amount.is_finite() or tier.flat_amount < 0:
+            raise PriceFieldError(
+                f"{where}.flat_amount", f"{where}.flat_amount must be a finite amount >= 0"
+            )
         if tier.up_to is None:
             if index != last:
-                raise ValueError(
+                raise PriceFieldError(
+                    f"{where}.up_to",
                     f"{where}.up_to is open-ended (null) but only the last tier may be;"
-                    " give it an upper bound or move it to the end"
+                    " give it an upper bound or move it to the end",
                 )
             continue
         if index == last:
-            raise ValueError(
+            raise PriceFieldError(
+                f"{where}.up_to",
                 f"{where}.up_to must be null: the last tier has to be open-ended so that"
-                " every quantity has a price"
+                " every quantity has a price",
             )
         if not tier.up_to.is_finite() or tier.up_to <= 0:
-            raise ValueError(f"{where}.up_to must be a finite number > 0")
+            raise PriceFieldError(f"{where}.up_to", f"{where}.up_to must be a finite number > 0")
         if previous is not None and tier.up_to <= previous:
-            raise ValueError(
+            raise PriceFieldError(
+                f"{where}.up_to",
                 f"{where}.up_to ({tier.up_to}) must be greater than"
-                f" tiers[{index - 1}].up_to ({previous}); list tiers in increasing order"
+                f" tiers[{index - 1}].up_to ({previous}); list tiers in increasing order",
             )
         previous = tier.up_to
 
@@ -226,8 +285,10 @@ def resolve_rate(
     attributes and instant, the factors multiplied. None when no price applies at some step
     (usage a relative price cannot refer to is unpriced).
 
-    The referenced price's rate is its `unit_amount / per_units`; for a graduated price that
-    is its first tier's. PriceCycleError when the references come back to a meter.
+    The referenced price's rate is its `unit_amount / per_units`; for a tiered price (graduated
+    or volume) that is its first tier's, for a package price one package's amount divided by
+    the package size. Free units, flat amounts and minimums of the referenced price do not carry
+    over. PriceCycleError when the references come back to a meter.
     """
     by_meter: dict[str, list[PriceRule]] = {}
     for price in prices:
@@ -260,8 +321,8 @@ def resolve_rate(
         if len(chain) == 1:
             unit_amount = base.unit_amount
         else:
-            base_amount = base.tiers[0].unit_amount if base.tiers else base.unit_amount
-            unit_amount = factor * base_amount * per_units / base.per_units
+            base_amount, base_per_units = base_rate(base)
+            unit_amount = factor * base_amount * per_units / base_per_units
     ends = [price.effective_to for price in chain if price.effective_to is not None]
     return Rate(
         price=chain[0],
@@ -270,6 +331,201 @@ def resolve_rate(
         basis=tuple(chain[1:]),
         effective_from=max(price.effective_from for price in chain),
         effective_to=min(ends) if ends else None,
+    )
+
+
+def base_rate(price: PriceRule) -> tuple[Decimal, Decimal]:
+    """The rate a relative price multiplies, as (amount, per units): `unit_amount` per
+    `per_units`, the first tier's for a tiered price, one package's amount per `package_size`
+    units for a package price. A pair, so that the caller divides last and stays exact."""
+    assert price.per_units is not None  # only relative prices may lack it
+    if price.tiers:
+        return price.tiers[0].unit_amount, price.per_units
+    if price.package_size is not None:
+        return price.unit_amount, price.package_size
+    return price.unit_amount, price.per_units
+
+
+# What a quantity costs ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TierShare:
+    """The part of a period's quantity (after free units) that one tier bills."""
+
+    tier: int  # 1-based index into the price's tiers
+    up_to: Decimal | None  # the tier's upper bound (inclusive), None when open-ended
+    quantity: Decimal
+    unit_amount: Decimal  # per the price's per_units
+    flat_amount: Decimal  # the tier's flat amount when it counts here, else 0
+    amount: Decimal  # exact: quantity x unit_amount / per_units + flat_amount
+
+
+@dataclass(frozen=True, slots=True)
+class PricedQuantity:
+    """What `quantity` costs under one price, with the rules that applied; `amount` is exact
+    (invoices round each line once)."""
+
+    quantity: Decimal
+    free_units_applied: Decimal  # of `quantity`, the units the free allowance covered
+    packages: Decimal | None  # whole packages billed, for a package price
+    tiers: tuple[TierShare, ...]  # tiers entered, for a tiered price
+    amount: Decimal
+
+    @property
+    def highest_tier(self) -> TierShare | None:
+        return self.tiers[-1] if self.tiers else None
+
+
+def is_linear(price: PriceRule) -> bool:
+    """Whether the price's amount is plain quantity x rate (no tiers, free units or packages),
+    so it may bill negative quantities and splitting usage never changes the amount."""
+    return not price.tiers and not price.free_units and price.package_size is None
+
+
+def tier_index(tiers: Sequence[Tier], quantity: Decimal) -> int:
+    """0-based index of the tier `quantity` (> 0) falls in; `up_to` is inclusive."""
+    for index, tier in enumerate(tiers):
+        if tier.up_to is None or quantity <= tier.up_to:
+            return index
+    raise ValueError("the last tier must be open-ended")
+
+
+def _ceil_packages(quantity: Decimal, size: Decimal) -> Decimal:
+    return (quantity / size).to_integral_value(rounding=ROUND_CEILING)
+
+
+def price_quantity(
+    price: PriceRule,
+    quantity: Decimal,
+    *,
+    before: Decimal = Decimal(0),
+    total: Decimal | None = None,
+) -> PricedQuantity:
+    """What `quantity` costs under `price` (not a relative one), exact.
+
+    `before` is the quantity billed earlier in the same period by prices this one continues
+    (a price change that keeps the structure: see `rate_meter`), `total` that whole period's
+    quantity (default: `before + quantity`); both only matter for prices whose amount is not
+    linear. Rules, in order:
+
+    - free units: the period's first `free_units` units cost nothing;
+    - packages: the rest is rounded up to whole packages of `package_size`, each at
+      `unit_amount` (a package already started by `before` is not billed again);
+    - graduated tiers: each unit at the rate of the tier it falls in, and a tier's flat amount
+      when this quantity enters the tier (its first unit above the previous tier's `up_to`);
+    - volume tiers: every unit at the rate of the tier the period's total (after free units)
+      reaches, `up_to` inclusive, plus that tier's flat amount, once, with the period's last
+      unit;
+    - otherwise: quantity x unit_amount / per_units.
+
+    Zero (after free units) enters no tier and costs nothing, flat amounts included. A
+    negative quantity is only priced linearly (ValueError otherwise).
+    """
+    per_units = price.per_units
+    if price.relative_to is not None or per_units is None:
+        raise ValueError(f"price {price.id!r} is relative: rate it with resolve_rate")
+    with localcontext(MONEY_CONTEXT):
+        if is_linear(price):
+            return PricedQuantity(
+                quantity, Decimal(0), None, (), quantity * price.unit_amount / per_units
+            )
+        if quantity < 0 or before < 0:
+            raise ValueError(
+                f"price {price.id!r}: a negative quantity ({quantity}) cannot be rated against"
+                " tiers, free units or packages"
+            )
+        if total is None:
+            total = before + quantity
+        free = price.free_units
+        net_before = max(before - free, Decimal(0))
+        net_after = max(before + quantity - free, Decimal(0))
+        free_applied = quantity - (net_after - net_before)
+        if price.package_size is not None:
+            packages = _ceil_packages(net_after, price.package_size) - _ceil_packages(
+                net_before, price.package_size
+            )
+            return PricedQuantity(
+                quantity, free_applied, packages, (), packages * price.unit_amount
+            )
+        if not price.tiers:
+            amount = (net_after - net_before) * price.unit_amount / per_units
+            return PricedQuantity(quantity, free_applied, None, (), amount)
+        if price.tier_mode == "volume":
+            shares = _volume_shares(price, per_units, net_before, net_after, total - free)
+        else:
+            shares = _graduated_shares(price, per_units, net_before, net_after)
+        amount = sum((share.amount for share in shares), Decimal(0))
+        return PricedQuantity(quantity, free_applied, None, shares, amount)
+
+
+def _graduated_shares(
+    price: PriceRule, per_units: Decimal, net_before: Decimal, net_after: Decimal
+) -> tuple[TierShare, ...]:
+    shares: list[TierShare] = []
+    lower = Decimal(0)
+    for index, tier in enumerate(price.tiers):
+        upper = tier.up_to
+        share = max(
+            (net_after if upper is None else min(upper, net_after)) - max(lower, net_before),
+            Decimal(0),
+        )
+        if share > 0:
+            # Entered here when this quantity holds the tier's first unit.
+            flat = tier.flat_amount if net_before <= lower else Decimal(0)
+            shares.append(
+                TierShare(
+                    tier=index + 1,
+                    up_to=upper,
+                    quantity=share,
+                    unit_amount=tier.unit_amount,
+                    flat_amount=flat,
+                    amount=share * tier.unit_amount / per_units + flat,
+                )
+            )
+        if upper is None or upper >= net_after:
+            break
+        lower = upper
+    return tuple(shares)
+
+
+def _volume_shares(
+    price: PriceRule,
+    per_units: Decimal,
+    net_before: Decimal,
+    net_after: Decimal,
+    net_total: Decimal,
+) -> tuple[TierShare, ...]:
+    share = net_after - net_before
+    if share <= 0 or net_total <= 0:
+        return ()
+    index = tier_index(price.tiers, net_total)
+    tier = price.tiers[index]
+    # The flat amount goes with the period's last unit, so a period pays it once.
+    flat = tier.flat_amount if net_before < net_total <= net_after else Decimal(0)
+    return (
+        TierShare(
+            tier=index + 1,
+            up_to=tier.up_to,
+            quantity=share,
+            unit_amount=tier.unit_amount,
+            flat_amount=flat,
+            amount=share * tier.unit_amount / per_units + flat,
+        ),
+    )
+
+
+def pricing_structure(price: PriceRule) -> tuple[object, ...]:
+    """What a price change must keep for the new price to continue the old one's period (its
+    tiers' bounds and mode, free units, package size): prices with equal structure, tenant
+    and match share free units, packages, tiers and the minimum within a period."""
+    return (
+        price.tenant_id,
+        tuple(sorted(price.match.items())),
+        tuple(tier.up_to for tier in price.tiers),
+        price.tier_mode if price.tiers else None,
+        price.free_units,
+        price.package_size,
     )
 
 
@@ -348,6 +604,7 @@ def tiers_from_json(tiers: Sequence[Mapping[str, Any]]) -> tuple[Tier, ...]:
         Tier(
             up_to=None if tier.get("up_to") is None else Decimal(str(tier["up_to"])),
             unit_amount=Decimal(str(tier["unit_amount"])),
+            flat_amount=Decimal(str(tier.get("flat_amount") or 0)),
         )
         for tier in tiers
     )
@@ -371,6 +628,10 @@ def to_price_rule(price: Price, meter: Meter) -> PriceRule:
         match=dict(price.match),
         tenant_id=price.tenant_id,
         tiers=tiers_from_json(price.tiers),
+        tier_mode="volume" if price.tier_mode == "volume" else "graduated",
+        free_units=price.free_units,
+        package_size=price.package_size,
+        minimum_amount=price.minimum_amount,
         effective_from=price.effective_from,
         effective_to=price.effective_to,
     )

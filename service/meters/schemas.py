@@ -101,12 +101,17 @@ class MeterOut(msgspec.Struct):
     updated_at: datetime
 
 
+TierMode = Literal["graduated", "volume"]
+
+
 class TierIn(msgspec.Struct, forbid_unknown_fields=True):
-    """One step of a graduated price: units above the previous tier's `up_to`, up to and
-    including this one's, cost `unit_amount` per `per_units`; the last tier has `up_to` null."""
+    """One tier: units above the previous tier's `up_to`, up to and including this one's, cost
+    `unit_amount` per `per_units`; the last tier has `up_to` null. `flat_amount` is charged
+    once when a period's usage enters the tier (never divided by `per_units`)."""
 
     unit_amount: ExactDecimal
     up_to: ExactDecimal | None = None
+    flat_amount: ExactDecimal | None = None
 
 
 class RelativeToIn(msgspec.Struct, forbid_unknown_fields=True):
@@ -130,6 +135,16 @@ class PriceCreate(msgspec.Struct, forbid_unknown_fields=True):
     tiers: Annotated[list[TierIn], msgspec.Meta(max_length=100)] = msgspec.field(
         default_factory=list
     )
+    # With tiers: `graduated` (default: each unit at its tier's rate) or `volume` (every unit
+    # at the rate of the tier the period's quantity reaches).
+    tier_mode: TierMode | None = None
+    # Units per period that cost nothing, deducted before tiers or packages.
+    free_units: ExactDecimal | None = None
+    # Bill the quantity (after free units) in whole packages of this many units, unit_amount
+    # per package; per_units must then be absent or 1, and there are no tiers.
+    package_size: ExactDecimal | None = None
+    # Per period: a lower amount is topped up by a separate `minimum` invoice line.
+    minimum_amount: ExactDecimal | None = None
     # On a 15-minute UTC boundary; default: now, rounded up to the next boundary.
     effective_from: datetime | None = None
     effective_to: datetime | None = None
@@ -142,6 +157,7 @@ class PriceEnd(msgspec.Struct, forbid_unknown_fields=True):
 class TierOut(msgspec.Struct):
     up_to: str | None
     unit_amount: str
+    flat_amount: str
 
 
 class RelativeToOut(msgspec.Struct):
@@ -161,6 +177,10 @@ class PriceOut(msgspec.Struct):
     match: dict[str, str]
     tenant_id: str | None
     tiers: list[TierOut]
+    tier_mode: str
+    free_units: str
+    package_size: str | None
+    minimum_amount: str | None
     effective_from: datetime
     effective_to: datetime | None
     created_at: datetime

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import (
+    currency_exponent,
     decimal_places,
     is_currency,
     render_amount,
@@ -46,6 +47,7 @@ from service.meters.errors import (
 from service.meters.models import EARLIEST_INSTANT, LATEST_INSTANT, Meter, Price
 from service.meters.presets import DEFAULT_CURRENCY, LLM_DIMENSIONS, LLM_PRESET, PresetMeter
 from service.meters.pricing import (
+    PriceFieldError,
     PriceRule,
     RelativeTo,
     Tier,
@@ -209,14 +211,18 @@ def meter_out(meter: Meter) -> MeterOut:
 
 
 def _tiers_to_json(tiers: Sequence[Tier]) -> list[dict[str, Any]]:
-    """Tiers as stored in prices.tiers (JSONB): decimals as strings, so they stay exact."""
-    return [
-        {
+    """Tiers as stored in prices.tiers (JSONB): decimals as strings, so they stay exact; a
+    flat amount only when there is one (absent means 0, as for tiers stored before)."""
+    stored: list[dict[str, Any]] = []
+    for tier in tiers:
+        entry = {
             "up_to": None if tier.up_to is None else render_quantity(tier.up_to),
             "unit_amount": to_plain_string(tier.unit_amount),
         }
-        for tier in tiers
-    ]
+        if tier.flat_amount:
+            entry["flat_amount"] = to_plain_string(tier.flat_amount)
+        stored.append(entry)
+    return stored
 
 
 def price_out(price: Price, meter: Meter) -> PriceOut:
@@ -241,9 +247,16 @@ def price_out(price: Price, meter: Meter) -> PriceOut:
             TierOut(
                 up_to=None if tier.up_to is None else render_quantity(tier.up_to),
                 unit_amount=render_amount(tier.unit_amount, currency),
+                flat_amount=render_amount(tier.flat_amount, currency),
             )
             for tier in tiers_from_json(price.tiers)
         ],
+        tier_mode=price.tier_mode,
+        free_units=render_quantity(price.free_units),
+        package_size=None if price.package_size is None else render_quantity(price.package_size),
+        minimum_amount=None
+        if price.minimum_amount is None
+        else render_amount(price.minimum_amount, currency),
         effective_from=price.effective_from,
         effective_to=price.effective_to,
         created_at=price.created_at,
@@ -475,14 +488,67 @@ def _checked_tiers(tiers: Sequence[TierIn]) -> tuple[Tier, ...]:
             if tier.up_to is None
             else exact_decimal(tier.up_to, f"tiers[{index}].up_to", positive=True),
             unit_amount=exact_decimal(tier.unit_amount, f"tiers[{index}].unit_amount"),
+            flat_amount=Decimal(0)
+            if tier.flat_amount is None
+            else exact_decimal(tier.flat_amount, f"tiers[{index}].flat_amount"),
         )
         for index, tier in enumerate(tiers)
     )
     try:
         validate_tiers(checked)
-    except ValueError as exc:
-        raise _invalid("tiers", str(exc), f"tiers: {exc}") from exc
+    except PriceFieldError as exc:
+        raise _invalid(exc.field, str(exc), f"tiers: {exc}") from exc
     return checked
+
+
+def _check_price_rules(data: PriceCreate, currency: str, tiers: Sequence[Tier]) -> None:
+    """422 for rules that cannot go together, each naming the field to change (the fields'
+    own values are checked already)."""
+    if data.relative_to is not None:
+        for field, given in (
+            ("tier_mode", data.tier_mode),
+            ("free_units", data.free_units),
+            ("package_size", data.package_size),
+            ("minimum_amount", data.minimum_amount),
+        ):
+            if given is not None:
+                raise _invalid(
+                    field,
+                    "not with relative_to",
+                    f"{field} cannot be given with relative_to: a relative price only "
+                    "multiplies the per-unit rate of the price it refers to",
+                )
+    if data.tier_mode == "volume" and not tiers:
+        raise _invalid(
+            "tier_mode",
+            "volume needs tiers",
+            "tier_mode 'volume' prices every unit at the rate of the tier the period's quantity "
+            "reaches, so it needs tiers; give tiers or leave tier_mode out",
+        )
+    if data.package_size is not None:
+        if tiers:
+            raise _invalid(
+                "package_size",
+                "not with tiers",
+                "package_size cannot be combined with tiers: a package price bills whole "
+                "packages at unit_amount each; use one or the other",
+            )
+        if data.per_units is not None and data.per_units != 1:
+            raise _invalid(
+                "per_units",
+                "must be absent or 1 with package_size",
+                f"per_units ({data.per_units}) must be absent or 1 when package_size is "
+                "given: unit_amount is then the price of one package of package_size units",
+            )
+    if data.minimum_amount is not None:
+        places = currency_exponent(currency)
+        if decimal_places(data.minimum_amount) > places:
+            raise _invalid(
+                "minimum_amount",
+                f"more than {places} decimal places",
+                f"minimum_amount ({data.minimum_amount}) must be an amount in {currency}, "
+                f"at most {places} decimal places (its minor units)",
+            )
 
 
 def _describe(rule: PriceRule) -> str:
@@ -564,6 +630,20 @@ class PriceService:
             else exact_decimal(data.per_units, "per_units", positive=True)
         )
         tiers = _checked_tiers(data.tiers)
+        free_units = (
+            Decimal(0) if data.free_units is None else exact_decimal(data.free_units, "free_units")
+        )
+        package_size = (
+            None
+            if data.package_size is None
+            else exact_decimal(data.package_size, "package_size", positive=True)
+        )
+        minimum_amount = (
+            None
+            if data.minimum_amount is None
+            else exact_decimal(data.minimum_amount, "minimum_amount")
+        )
+        _check_price_rules(data, meter.currency, tiers)
         relative_to = None
         unit_amount: Decimal | None
         if data.relative_to is not None:
@@ -587,8 +667,8 @@ class PriceService:
                 raise _invalid(
                     "unit_amount",
                     "required",
-                    'unit_amount is required (a string such as "2.50"), unless tiers or '
-                    "relative_to are given",
+                    'unit_amount is required (a string such as "2.50"; with package_size, the '
+                    "price of one package), unless tiers or relative_to are given",
                 )
         if data.effective_from is None:
             effective_from = next_price_boundary(datetime.now(UTC))
@@ -615,6 +695,10 @@ class PriceService:
             match=dict(data.match),
             tenant_id=data.tenant_id,
             tiers=tiers,
+            tier_mode=data.tier_mode or "graduated",
+            free_units=free_units,
+            package_size=package_size,
+            minimum_amount=minimum_amount,
             effective_from=effective_from,
             effective_to=effective_to,
         )
@@ -630,6 +714,10 @@ class PriceService:
                 relative_factor=None if relative_to is None else relative_to.factor,
                 match=dict(data.match),
                 tiers=_tiers_to_json(tiers),
+                tier_mode=rule.tier_mode,
+                free_units=free_units,
+                package_size=package_size,
+                minimum_amount=minimum_amount,
                 effective_from=effective_from,
                 effective_to=effective_to,
             )

@@ -155,9 +155,8 @@ def llm_usage() -> list[Usage]:
 
 
 EXPECTED_USD = [
-    ("api_calls", "API calls — tier 1", {}, "100", "0.00", "1", "0.00", 1, False, None),
-    ("api_calls", "API calls — tier 2", {}, "900", "0.01", "1", "9.00", 2, False, None),
-    ("api_calls", "API calls — tier 3", {}, "234", "0.005", "1", "1.17", 3, False, None),
+    # One line for the tiered price, showing the highest tier reached (its tiers are inside).
+    ("api_calls", "API calls — graduated tiers", {}, "1234", "0.005", "1", "10.17", 3, False, None),
     (
         "cache_read_tokens",
         "Cache read tokens — model=claude-sonnet (per 1000000 tokens)",
@@ -338,6 +337,14 @@ def assert_golden(invoices: list[dict[str, Any]]) -> None:
         assert invoice["tenant_id"] == "acme"
         assert invoice["period"] == "2026-10"
         assert (invoice["period_start"], invoice["period_end"]) == (OCT_START, OCT_END)
+    [calls] = [line for line in usd["lines"] if line["meter"] == "api_calls"]
+    # 100 x 0 + 900 x 0.01 = 9.00, + 234 x 0.005 = 1.17: 10.17, rounded once.
+    assert [(t["tier"], t["quantity"], t["unit_amount"], t["amount"]) for t in calls["tiers"]] == [
+        (1, "100", "0.00", "0.00"),
+        (2, "900", "0.01", "9.00"),
+        (3, "234", "0.005", "1.17"),
+    ]
+    assert all(line["kind"] == "usage" for invoice in invoices for line in invoice["lines"])
     # A priced line covers the part of the month its price was in effect.
     periods = {
         (line["description"], line["unit_amount"]): (line["period_start"], line["period_end"])

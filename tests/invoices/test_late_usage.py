@@ -65,11 +65,13 @@ def lines_of(invoice: dict[str, Any]) -> list[tuple[Any, ...]]:
     return [brief(line) for line in invoice["lines"]]
 
 
-def calls_line(tier: int, quantity: str, unit: str, amount: str, adjusts: str | None) -> Any:
+def calls_line(quantity: str, unit: str, amount: str, tier: int | None, adjusts: str | None) -> Any:
+    """The tiered price's one line: `unit` and `tier` are the highest tier's the period reached
+    (on an adjustment line: reaches now)."""
     prefix = f"Adjustment for {adjusts}: " if adjusts else ""
     return (
         "api_calls",
-        f"{prefix}API calls — tier {tier}",
+        f"{prefix}API calls — graduated tiers",
         {},
         quantity,
         unit,
@@ -104,7 +106,7 @@ async def july_and_august(
     await record("acme", [*calls("2026-07-10", 900), tokens("2026-07-10T00:00:00+00:00", 10**6)])
     [july] = await finalized(client, billing, "acme", "2026-07")
     assert lines_of(july) == [
-        calls_line(1, "900", "0.00", "0.00", None),
+        calls_line("900", "0.00", "0.00", 1, None),
         tokens_line("1000000", "2.00", None),
     ]
     july_document = (await client.get(f"/v1/invoices/{july['id']}", headers=billing)).content
@@ -114,11 +116,10 @@ async def july_and_august(
     await record("acme", [*calls("2026-08-02", 100), tokens("2026-08-02T00:00:00+00:00", 250_000)])
 
     expected_august = [
-        calls_line(1, "100", "0.00", "0.00", None),
+        calls_line("100", "0.00", "0.00", 1, None),
         tokens_line("250000", "0.50", None),
-        # July now has 1200 calls: 1000 in tier 1 (100 more than billed), 200 in tier 2.
-        calls_line(1, "100", "0.00", "0.00", "2026-07"),
-        calls_line(2, "200", "0.01", "2.00", "2026-07"),
+        # July now has 1200 calls (300 more than billed): 1000 in tier 1, 200 in tier 2.
+        calls_line("300", "0.01", "2.00", 2, "2026-07"),
         tokens_line("500000", "1.00", "2026-07"),
     ]
     [draft] = await preview(client, billing, "acme", "2026-08")
@@ -131,6 +132,8 @@ async def july_and_august(
     for line in august["lines"][2:]:
         assert (line["period_start"], line["period_end"]) == JUL
         assert line["price_id"] is not None
+        assert (line["kind"], line["adjusts_kind"]) == ("adjustment", "usage")
+    assert [line["kind"] for line in august["lines"][:2]] == ["usage", "usage"]
     # July's invoice is untouched.
     again = await client.get(f"/v1/invoices/{july['id']}", headers=billing)
     assert again.content == july_document
@@ -151,9 +154,9 @@ async def test_late_usage_is_billed_on_the_next_invoice_as_adjustments(
     [september] = await finalized(client, billing, "acme", "2026-09")
     assert september["number"] == "ACME-000003"
     assert lines_of(september) == [
-        calls_line(1, "10", "0.00", "0.00", None),
-        calls_line(1, "900", "0.00", "0.00", "2026-08"),
-        calls_line(2, "100", "0.01", "1.00", "2026-08"),
+        calls_line("10", "0.00", "0.00", 1, None),
+        # August now has 1100 calls (1000 more than billed): 100 of them in tier 2.
+        calls_line("1000", "0.01", "1.00", 2, "2026-08"),
     ]
     assert (september["subtotal"], september["total"]) == ("1.00", "1.00")
     for line in september["lines"][1:]:
@@ -185,12 +188,10 @@ async def test_voided_adjustments_are_billed_again(
     assert august_again["number"] == "ACME-000004"
     assert lines_of(august_again) == [
         # August now: 1100 calls, 250k tokens.
-        calls_line(1, "1000", "0.00", "0.00", None),
-        calls_line(2, "100", "0.01", "1.00", None),
+        calls_line("1100", "0.01", "1.00", 2, None),
         tokens_line("250000", "0.50", None),
         # July: 1250 calls (billed: 900), 1.5M tokens (billed: 1M).
-        calls_line(1, "100", "0.00", "0.00", "2026-07"),
-        calls_line(2, "250", "0.01", "2.50", "2026-07"),
+        calls_line("350", "0.01", "2.50", 2, "2026-07"),
         tokens_line("500000", "1.00", "2026-07"),
     ]
     assert august_again["total"] == "5.00"

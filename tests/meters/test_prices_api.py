@@ -214,10 +214,12 @@ async def test_graduated_tiers(client: Client, keys: Keys) -> None:
     ]
     created = await create_price(client, keys, per_units="1000000", tiers=tiers)
     assert created["tiers"] == [
-        {"up_to": "1000000", "unit_amount": "2.50"},
-        {"up_to": "10000000", "unit_amount": "2.00"},
-        {"up_to": None, "unit_amount": "1.50"},
+        {"up_to": "1000000", "unit_amount": "2.50", "flat_amount": "0.00"},
+        {"up_to": "10000000", "unit_amount": "2.00", "flat_amount": "0.00"},
+        {"up_to": None, "unit_amount": "1.50", "flat_amount": "0.00"},
     ]
+    assert (created["tier_mode"], created["free_units"]) == ("graduated", "0")
+    assert (created["package_size"], created["minimum_amount"]) == (None, None)
     # unit_amount may be left out when tiers are given.
     no_amount = await client.post(
         "/v1/prices",
@@ -230,7 +232,11 @@ async def test_graduated_tiers(client: Client, keys: Keys) -> None:
         headers=keys.admin,
     )
     assert no_amount.status_code == 201, no_amount.text
-    assert no_amount.json()["tiers"][1] == {"up_to": None, "unit_amount": "0.50"}
+    assert no_amount.json()["tiers"][1] == {
+        "up_to": None,
+        "unit_amount": "0.50",
+        "flat_amount": "0.00",
+    }
 
     bad_tiers = [
         [{"up_to": 10, "unit_amount": "1"}],  # last tier not open-ended

@@ -94,6 +94,11 @@ def amounts(lines: Sequence[InvoiceLine]) -> list[str]:
     return [str(line.amount) for line in lines]
 
 
+def tier_rows(line: InvoiceLine) -> list[tuple[int, int, str]]:
+    """(tier, quantity, exact amount) of each tier a tiered line entered."""
+    return [(share.tier, int(share.quantity), str(share.amount)) for share in line.tiers]
+
+
 # --- hand-worked examples --------------------------------------------------------------------
 
 
@@ -215,46 +220,59 @@ def test_graduated_tiers_for_api_calls() -> None:
     prices = [
         price("api", API_CALLS, unit_amount=Decimal(0), per_units=Decimal(1), tiers=API_TIERS)
     ]
-    lines = rate(API_CALLS, [group({}, seg(OCT, NOV, count=25_000))], prices)
-    assert [(line.tier, line.quantity, line.unit_amount, str(line.amount)) for line in lines] == [
-        (1, Decimal(1000), Decimal("0"), "0.00"),
-        (2, Decimal(9000), Decimal("0.002"), "18.00"),
-        (3, Decimal(15000), Decimal("0.001"), "15.00"),
-    ]
-    assert [line.description for line in lines] == [
-        "API calls — tier 1",
-        "API calls — tier 2",
-        "API calls — tier 3",
-    ]
-    assert invoice_totals(lines, "USD") == (Decimal("33.00"), Decimal("33.00"))
+    [line] = rate(API_CALLS, [group({}, seg(OCT, NOV, count=25_000))], prices)
+    # One line for the price, its tiers inside it; it shows the highest tier's rate.
+    assert (line.tier, line.quantity, line.unit_amount, str(line.amount)) == (
+        3,
+        Decimal(25_000),
+        Decimal("0.001"),
+        "33.00",
+    )
+    assert tier_rows(line) == [(1, 1000, "0"), (2, 9000, "18.000"), (3, 15000, "15.000")]
+    assert line.description == "API calls — graduated tiers"
+    assert line.kind == "usage"
+    assert invoice_totals([line], "USD") == (Decimal("33.00"), Decimal("33.00"))
 
 
 @pytest.mark.parametrize(
-    ("calls", "expected"),
+    ("calls", "expected", "amount"),
     [
-        (500, [(1, 500, "0.00")]),
-        (1000, [(1, 1000, "0.00")]),
-        (1001, [(1, 1000, "0.00"), (2, 1, "0.00")]),  # 0.002 -> 0.00
-        (1003, [(1, 1000, "0.00"), (2, 3, "0.01")]),  # 0.006 -> 0.01
-        (10_000, [(1, 1000, "0.00"), (2, 9000, "18.00")]),
-        (10_500, [(1, 1000, "0.00"), (2, 9000, "18.00"), (3, 500, "0.50")]),
+        (500, [(1, 500, "0")], "0.00"),
+        (1000, [(1, 1000, "0")], "0.00"),  # up_to is inclusive
+        (1001, [(1, 1000, "0"), (2, 1, "0.002")], "0.00"),  # 0.002 -> 0.00
+        (1003, [(1, 1000, "0"), (2, 3, "0.006")], "0.01"),  # 0.006 -> 0.01
+        (10_000, [(1, 1000, "0"), (2, 9000, "18.000")], "18.00"),
+        (10_500, [(1, 1000, "0"), (2, 9000, "18.000"), (3, 500, "0.500")], "18.50"),
     ],
 )
-def test_tier_edges(calls: int, expected: list[tuple[int, int, str]]) -> None:
+def test_tier_edges(calls: int, expected: list[tuple[int, int, str]], amount: str) -> None:
     prices = [
         price("api", API_CALLS, unit_amount=Decimal(0), per_units=Decimal(1), tiers=API_TIERS)
     ]
-    lines = rate(API_CALLS, [group({}, seg(OCT, NOV, count=calls))], prices)
-    assert [(line.tier, int(line.quantity), str(line.amount)) for line in lines] == expected
+    [line] = rate(API_CALLS, [group({}, seg(OCT, NOV, count=calls))], prices)
+    assert tier_rows(line) == expected
+    assert str(line.amount) == amount
+
+
+def test_a_tiered_line_is_rounded_once() -> None:
+    tiers = (Tier(Decimal(1), Decimal("0.0025")), Tier(None, Decimal("0.001")))
+    prices = [price("api", API_CALLS, per_units=Decimal(1), tiers=tiers)]
+    [line] = rate(API_CALLS, [group({}, seg(OCT, NOV, count=3))], prices)
+    # 0.0025 + 2 x 0.001 = 0.0045 -> 0.00 once (per tier: 0.0025 -> 0.00, 0.002 -> 0.00)
+    assert str(line.amount) == "0.00"
+    [line] = rate(API_CALLS, [group({}, seg(OCT, NOV, count=4))], prices)
+    # 0.0025 + 0.003 = 0.0055 -> 0.01 once; per tier it would be 0.00 + 0.00 = 0.00
+    assert str(line.amount) == "0.01"
 
 
 def test_tiers_with_per_units() -> None:
     tiers = (Tier(Decimal(1000), Decimal(0)), Tier(None, Decimal("2.00")))
     prices = [price("api", API_CALLS, unit_amount=Decimal(0), per_units=Decimal(1000), tiers=tiers)]
-    lines = rate(API_CALLS, [group({}, seg(OCT, NOV, count=4_500))], prices)
+    [line] = rate(API_CALLS, [group({}, seg(OCT, NOV, count=4_500))], prices)
     # 3,500 x 2.00 / 1,000 = 7.00
-    assert [(line.tier, str(line.amount)) for line in lines] == [(1, "0.00"), (2, "7.00")]
-    assert lines[1].description == "API calls — tier 2 (per 1000 calls)"
+    assert tier_rows(line) == [(1, 1000, "0"), (2, 3500, "7.00")]
+    assert str(line.amount) == "7.00"
+    assert line.description == "API calls — graduated tiers (per 1000 calls)"
 
 
 def test_price_change_mid_period_splits_the_line() -> None:
@@ -421,11 +439,9 @@ def test_tiers_continue_across_a_price_change_with_the_same_bounds() -> None:
     lines = rate(API_CALLS, [usage], prices)
     # old: 1,000 free, 5,000 x 0.002 = 10.00; new continues at 6,000:
     # 4,000 x 0.003 = 12.00, 2,000 x 0.002 = 4.00
-    assert [(line.price_id, line.tier, int(line.quantity), str(line.amount)) for line in lines] == [
-        ("api-old", 1, 1000, "0.00"),
-        ("api-old", 2, 5000, "10.00"),
-        ("api-new", 2, 4000, "12.00"),
-        ("api-new", 3, 2000, "4.00"),
+    assert [(line.price_id, tier_rows(line), str(line.amount)) for line in lines] == [
+        ("api-old", [(1, 1000, "0"), (2, 5000, "10.000")], "10.00"),
+        ("api-new", [(2, 4000, "12.000"), (3, 2000, "4.000")], "16.00"),
     ]
     assert invoice_totals(lines, "USD")[1] == Decimal("26.00")
 
@@ -440,11 +456,9 @@ def test_tiers_restart_when_the_bounds_change() -> None:
     ]
     usage = group({}, seg(OCT, OCT_15, count=6000), seg(OCT_15, NOV, count=1500))
     lines = rate(API_CALLS, [usage], prices)
-    assert [(line.price_id, line.tier, int(line.quantity), str(line.amount)) for line in lines] == [
-        ("api-old", 1, 1000, "0.00"),
-        ("api-old", 2, 5000, "10.00"),
-        ("api-new", 1, 500, "0.00"),
-        ("api-new", 2, 1000, "1.00"),
+    assert [(line.price_id, tier_rows(line), str(line.amount)) for line in lines] == [
+        ("api-old", [(1, 1000, "0"), (2, 5000, "10.000")], "10.00"),
+        ("api-new", [(1, 500, "0"), (2, 1000, "1.000")], "1.00"),
     ]
 
 
@@ -454,12 +468,10 @@ def test_tiers_count_all_groups_of_the_price_together() -> None:
         group({"project_id": "a"}, seg(OCT, NOV, count=800)),
         group({"project_id": "b"}, seg(OCT, NOV, count=800)),
     ]
-    lines = rate(API_CALLS, groups, prices)
+    [line] = rate(API_CALLS, groups, prices)
     # 1,600 together: 1,000 free + 600 x 0.002 = 1.20 (two free tiers would bill 0.00)
-    assert [(line.tier, int(line.quantity), str(line.amount)) for line in lines] == [
-        (1, 1000, "0.00"),
-        (2, 600, "1.20"),
-    ]
+    assert tier_rows(line) == [(1, 1000, "0"), (2, 600, "1.200")]
+    assert str(line.amount) == "1.20"
 
 
 def test_prices_of_other_meters_and_tenants_are_ignored() -> None:
@@ -565,6 +577,8 @@ def test_late_usage_becomes_an_adjustment_line() -> None:
     adjustments = adjustment_lines(current, billed, period_label="2026-10")
     assert adjustments == [
         InvoiceLine(
+            kind="adjustment",
+            adjusts_kind="usage",
             meter="input_tokens",
             description="Adjustment for 2026-10: Input tokens — model=gpt-4o (per 1000000 tokens)",
             match={"model": "gpt-4o"},
@@ -599,24 +613,32 @@ def test_adjustment_for_tiers_and_for_a_new_identity() -> None:
     ]
     billed = rate(API_CALLS, [group({}, seg(OCT, NOV, count=9_000))], prices)
     # billed: 1,000 free + 8,000 x 0.002 = 16.00
-    assert amounts(billed) == ["0.00", "16.00"]
+    assert amounts(billed) == ["16.00"]
     current = rate(
         API_CALLS,
         [group({}, seg(OCT, NOV, count=12_005)), group({"model": "x"}, seg(OCT, NOV, count=5))],
         prices,
     )
-    # now: 1,000 free + 9,000 x 0.002 = 18.00 + 2,005 x 0.001 = 2.005 -> 2.01; and 5 x 0.01
+    # now: 1,000 free + 9,000 x 0.002 = 18.00 + 2,005 x 0.001 = 2.005, once: 20.005 -> 20.01;
+    # and 5 x 0.01
     adjustments = adjustment_lines(current, billed, period_label="2026-10")
     assert [
         (line.price_id, line.tier, line.quantity, str(line.amount), line.description)
         for line in adjustments
     ] == [
-        ("api", 2, Decimal(1000), "2.00", "Adjustment for 2026-10: API calls — tier 2"),
-        ("api", 3, Decimal(2005), "2.01", "Adjustment for 2026-10: API calls — tier 3"),
+        # The tiered price is one line, whichever tier it reaches.
+        (
+            "api",
+            3,
+            Decimal(3005),
+            "4.01",
+            "Adjustment for 2026-10: API calls — graduated tiers",
+        ),
         ("api-x", None, Decimal(5), "0.05", "Adjustment for 2026-10: API calls — model=x"),
     ]
     assert all(line.adjusts_period == "2026-10" for line in adjustments)
-    assert adjustments[1].unit_amount == Decimal("0.001")
+    assert all(line.kind == "adjustment" for line in adjustments)
+    assert adjustments[0].unit_amount == Decimal("0.001")  # the highest tier's, now
     # on paper: what was billed plus the adjustments is what the period costs now
     assert (
         invoice_totals(billed, "USD")[1] + invoice_totals(adjustments, "USD")[1]
@@ -686,6 +708,15 @@ per_units_values = st.sampled_from(
 
 
 def exact_amount(line: InvoiceLine) -> Fraction:
+    if line.tiers:
+        return sum(
+            (
+                Fraction(share.quantity) * Fraction(share.unit_amount) / Fraction(line.per_units)
+                + Fraction(share.flat_amount)
+                for share in line.tiers
+            ),
+            Fraction(0),
+        )
     return Fraction(line.quantity) * Fraction(line.unit_amount) / Fraction(line.per_units)
 
 
@@ -741,27 +772,32 @@ def tier_structures(draw: st.DrawFn) -> tuple[Tier, ...]:
     per_units=per_units_values,
     quantity=quantities,
 )
-def test_tier_lines_split_the_quantity_exactly(
+def test_a_tiered_line_splits_the_quantity_exactly(
     currency: str, tiers: tuple[Tier, ...], per_units: Decimal, quantity: Decimal
 ) -> None:
     meter = MeterInfo("m", "M", "units", "sum", currency)
     prices = [price("tiered", meter, per_units=per_units, tiers=tiers)]
     lines = rate(meter, [group({}, seg(OCT, NOV, str(quantity)))], prices)
     assert_well_rounded(lines, currency)
-    assert sum((line.quantity for line in lines), Decimal(0)) == quantity
-    used = [line.tier or 0 for line in lines]
-    assert used == sorted(used)
-    assert all(line.quantity > 0 for line in lines)
-    for line in lines:
-        assert line.tier is not None
-        tier = tiers[line.tier - 1]
-        assert line.unit_amount == tier.unit_amount
-        lower = Decimal(0) if line.tier == 1 else tiers[line.tier - 2].up_to
+    if quantity == 0:
+        assert lines == []
+        return
+    [line] = lines
+    assert line.quantity == quantity
+    assert sum((share.quantity for share in line.tiers), Decimal(0)) == quantity
+    used = [share.tier for share in line.tiers]
+    assert used == list(range(1, len(used) + 1))
+    assert all(share.quantity > 0 for share in line.tiers)
+    assert line.tier == used[-1] and line.unit_amount == tiers[used[-1] - 1].unit_amount
+    for share in line.tiers:
+        tier = tiers[share.tier - 1]
+        assert share.unit_amount == tier.unit_amount
+        lower = Decimal(0) if share.tier == 1 else tiers[share.tier - 2].up_to
         assert lower is not None
-        if line is not lines[-1]:
+        if share is not line.tiers[-1]:
             # every tier before the last one used is full
             assert tier.up_to is not None
-            assert line.quantity == tier.up_to - lower
+            assert share.quantity == tier.up_to - lower
         else:
             assert tier.up_to is None or quantity <= tier.up_to
 
@@ -778,10 +814,11 @@ def test_tiers_continue_across_a_price_change(
     ]
     usage = [group({}, seg(OCT, OCT_15, str(first)), seg(OCT_15, NOV, str(second)))]
 
-    def by_tier(lines: list[InvoiceLine]) -> dict[int | None, Decimal]:
-        quantities_: dict[int | None, Decimal] = {}
+    def by_tier(lines: list[InvoiceLine]) -> dict[int, Decimal]:
+        quantities_: dict[int, Decimal] = {}
         for line in lines:
-            quantities_[line.tier] = quantities_.get(line.tier, Decimal(0)) + line.quantity
+            for share in line.tiers:
+                quantities_[share.tier] = quantities_.get(share.tier, Decimal(0)) + share.quantity
         return quantities_
 
     assert by_tier(rate(INPUT_TOKENS, usage, changed)) == by_tier(
