@@ -73,9 +73,10 @@ def bodies(rng: random.Random, prefix: str, batches: int) -> list[bytes]:
 
 
 async def checks_during(
-    port: int, read_key: str, ingest: asyncio.Task[float], budgets: int
+    port: int, read_key: str, ingest: asyncio.Task[float] | None, budgets: int, count: int = 0
 ) -> list[float]:
-    """Check latencies (s), one request at a time, until the ingest task ends."""
+    """Check latencies (s), one request at a time, until the ingest task ends (without one:
+    `count` checks)."""
     samples: list[float] = []
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{port}",
@@ -83,7 +84,7 @@ async def checks_during(
         trust_env=False,
     ) as client:
         n = 0
-        while not ingest.done():
+        while (not ingest.done()) if ingest is not None else n < count:
             params = {"tenant_id": BUDGET_TENANT, "api_key_id": f"key{n % budgets}"}
             started = time.perf_counter()
             answer = await client.get("/v1/budgets/check", params=params)
@@ -96,15 +97,16 @@ async def checks_during(
 
 async def check_under_load(
     args: argparse.Namespace, database_url: str, key: str
-) -> tuple[float, float, list[float]]:
+) -> tuple[float, float, list[float], list[float]]:
     rng = random.Random(7)
     before = await p1_http(args.port, key, bodies(rng, "before", args.batches), args.connections)
     read_key = await add_budgets(database_url, args.budgets)
+    idle = await checks_during(args.port, read_key, None, args.budgets, count=500)
     ingest = asyncio.create_task(
         p1_http(args.port, key, bodies(rng, "after", args.batches), args.connections)
     )
     samples = await checks_during(args.port, read_key, ingest, args.budgets)
-    return before, await ingest, samples
+    return before, await ingest, idle, samples
 
 
 class Receiver:
@@ -193,7 +195,12 @@ def main() -> None:
             "METERING_ROLLUP_FOLD_INTERVAL_SECONDS": "0",
         }
         with running_service(database_url, args.port, args.workers, **env):
-            before, after, samples = asyncio.run(check_under_load(args, database_url, key))
+            before, after, idle, samples = asyncio.run(check_under_load(args, database_url, key))
+            print(
+                f"Check ({args.budgets} budgets, one per key), no other load: "
+                f"p50 {percentile(idle, 50) * 1000:.2f} ms, "
+                f"p99 {percentile(idle, 99) * 1000:.2f} ms"
+            )
             print(
                 f"Check ({args.budgets} budgets, one per key) during P1: {len(samples):,} checks, "
                 f"p50 {percentile(samples, 50) * 1000:.2f} ms, "
