@@ -21,7 +21,7 @@ from tests.support.receiver import Receiver, running_receiver
 Client = AsyncTestClient[Litestar]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test: see tests/webhooks/conftest.py
 async def sending_client(database_url: str) -> AsyncIterator[Client]:
     settings = make_settings(
         database_url,

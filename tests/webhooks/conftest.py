@@ -21,7 +21,9 @@ Client = AsyncTestClient[Litestar]
 FAST_RETRIES = "0.2,0.2,0.2,0.2"
 
 
-@pytest.fixture(scope="module")
+# One app per test, started after the test's TRUNCATE and stopped before the next: a sender
+# polling while TRUNCATE locks table after table can deadlock with it.
+@pytest.fixture
 async def hooks_client(database_url: str) -> AsyncIterator[Client]:
     settings = make_settings(
         database_url,

@@ -5,6 +5,7 @@ under the webhook-id it was written with."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -15,7 +16,7 @@ import httpx
 
 from service.webhooks.outbox import enqueue
 from tests.conftest import TEST_SECRET, Keys
-from tests.support.live_server import free_port, live_server, service_environment
+from tests.support.live_server import live_server, service_environment
 from tests.support.receiver import running_receiver
 
 
@@ -89,7 +90,11 @@ async def test_two_processes_never_post_one_message_concurrently(
 async def test_a_receiver_down_across_a_restart_gets_every_message(
     database_url: str, pg_pool: asyncpg.Pool, keys: Keys
 ) -> None:
-    port = free_port()  # nothing listens there until the service has restarted
+    # Bound but not listening until the service has restarted: connections are refused, and
+    # the servers' own free ports cannot be this one.
+    reserved = socket.socket()
+    reserved.bind(("127.0.0.1", 0))
+    port = reserved.getsockname()[1]
     url = f"http://127.0.0.1:{port}/hooks"
     with servers(database_url, 1) as [base]:
         await setup(base, keys, url)
@@ -101,6 +106,7 @@ async def test_a_receiver_down_across_a_restart_gets_every_message(
             await asyncio.sleep(0.05)
         assert all(row["attempt_count"] >= 1 and row["status"] == "pending" for row in rows)
     written = {row["id"] for row in rows}
+    reserved.close()
     with running_receiver(port) as receiver, servers(database_url, 1):
         received = await asyncio.to_thread(receiver.wait_for, 5, 60.0)
     assert {r.webhook_id for r in received} == written
