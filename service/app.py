@@ -18,6 +18,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.static_files import create_static_files_router
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from service.budgets.endpoints import BudgetController
 from service.charges.endpoints import TenantChargeController, TenantCommitmentController
 from service.common.errors import EXCEPTION_HANDLERS
 from service.common.logging import configure_logging
@@ -45,6 +46,7 @@ from service.settings import Settings
 from service.tenants.auth import KeyVerifier
 from service.tenants.endpoints import ApiKeyController, TenantController
 from service.usage.endpoints import UsageController
+from service.webhooks.endpoints import WebhookEndpointController
 
 API_VERSION = "1.0.0"
 DOCS_PATH = "/docs"
@@ -66,6 +68,8 @@ def _route_handlers() -> list[Any]:
         ReportController,
         TenantInvoiceController,
         InvoiceController,
+        BudgetController,
+        WebhookEndpointController,
         TenantChargeController,
         TenantCommitmentController,
         docs_assets_router(),
@@ -113,14 +117,18 @@ def create_app(settings: Settings | None = None) -> Litestar:
     async def lifespan(app: Litestar) -> AsyncGenerator[None, None]:
         from service.retention.service import start_retention_loop, stop_retention_loop
         from service.rollups.fold import start_fold_loop, stop_fold_loop
+        from service.webhooks.sender import start_senders, stop_senders
 
         # Scheduled retention; None when METERING_RETENTION_INTERVAL_SECONDS is 0.
         retention = start_retention_loop(settings, database_url)
         # Folding rollups into coarse levels; None when METERING_ROLLUP_FOLD_INTERVAL_SECONDS=0.
         fold = start_fold_loop(settings, database_url)
+        # Posting the webhook outbox; none when METERING_WEBHOOK_SEND_INTERVAL_SECONDS is 0.
+        senders = start_senders(settings, database_url)
         try:
             yield
         finally:
+            await stop_senders(senders)
             await stop_fold_loop(fold)
             await stop_retention_loop(retention)
             await ingestor.close()

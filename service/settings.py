@@ -83,6 +83,20 @@ class Settings:
     # day and month levels (0: never; then run `python -m service rollups fold` on a schedule).
     # Reads stay exact either way; unfolded rows only make long ranges slower to read.
     rollup_fold_interval_seconds: float = 60.0
+    # Webhooks. Receivers on private, loopback or link-local addresses are refused unless this
+    # is true (local development and tests): otherwise an admin could make the service post to
+    # its own network's internals.
+    webhook_allow_private: bool = False
+    # How often each worker looks for due deliveries (0: this worker never sends).
+    webhook_send_interval_seconds: float = 0.5
+    webhook_timeout_seconds: float = 10.0
+    # Due deliveries one sender claims (and posts concurrently) per transaction, and senders
+    # per worker: a slow receiver holds up only its own sender's batch.
+    webhook_batch_size: int = 50
+    webhook_senders: int = 2
+    # Waits before each retry, in seconds: the first within 5 s, then growing, about 27.6 h in
+    # all (at least a day), after which the delivery is failed. Comma-separated.
+    webhook_retry_delays_seconds: str = "5,300,1800,7200,18000,36000,36000"
     # Backpressure
     rate_limit_per_second: int = 0
     rate_limit_burst: int = 0
@@ -128,8 +142,30 @@ class Settings:
         ):
             if getattr(self, name) < 0:
                 raise SettingsError(f"METERING_{name.upper()} must be 0 (off) or positive")
+        if self.webhook_batch_size < 1 or self.webhook_senders < 1:
+            raise SettingsError(
+                "METERING_WEBHOOK_BATCH_SIZE and METERING_WEBHOOK_SENDERS must be at least 1"
+            )
+        if self.webhook_timeout_seconds <= 0:
+            raise SettingsError("METERING_WEBHOOK_TIMEOUT_SECONDS must be positive")
+        self.webhook_retry_delays()  # raises on a malformed list
         if self.readiness_timeout_seconds <= 0:
             raise SettingsError("METERING_READINESS_TIMEOUT_SECONDS must be positive")
+
+    def webhook_retry_delays(self) -> tuple[float, ...]:
+        """The waits before each retry of a failed delivery attempt."""
+        try:
+            delays = tuple(
+                float(part) for part in self.webhook_retry_delays_seconds.split(",") if part.strip()
+            )
+        except ValueError:
+            delays = ()
+        if not delays or any(delay <= 0 for delay in delays):
+            raise SettingsError(
+                "METERING_WEBHOOK_RETRY_DELAYS_SECONDS must be positive numbers separated by "
+                f"commas (got {self.webhook_retry_delays_seconds!r})"
+            )
+        return delays
 
     @property
     def environment(self) -> str:

@@ -65,6 +65,8 @@ def make_settings(database_url: str, **overrides: Any) -> Settings:
         "workers": 1,
         "retention_interval_seconds": 0.0,
         "rollup_fold_interval_seconds": 0.0,
+        # Tests that need the webhook sender start an app of their own (tests/webhooks).
+        "webhook_send_interval_seconds": 0.0,
     }
     values.update(overrides)
     return Settings(**values)

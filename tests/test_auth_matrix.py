@@ -180,6 +180,42 @@ ROUTES: list[Route] = [
         "/v1/prices/00000000-0000-0000-0000-000000000000/end",
         body={"effective_to": "2026-01-01T00:00:00Z"},
     ),
+    route(
+        "POST",
+        "/v1/webhook-endpoints",
+        body={"url": "https://hooks.example.com/in", "event_types": ["invoice.finalized"]},
+    ),
+    route("GET", "/v1/webhook-endpoints"),
+    route(
+        "POST",
+        "/v1/budgets",
+        "billing",
+        tenant_scoped=True,
+        body={
+            "tenant_id": "acme",
+            "name": "b",
+            "period": "day",
+            "limit": {"meter": "tokens", "quantity": "10"},
+        },
+    ),
+    route("GET", "/v1/budgets", "billing", tenant_scoped=True, query={"tenant_id": "{tenant}"}),
+    route("GET", "/v1/budgets/00000000-0000-0000-0000-000000000000", "billing"),
+    route("DELETE", "/v1/budgets/00000000-0000-0000-0000-000000000000", "billing"),
+    route(
+        "GET",
+        "/v1/budgets/check",
+        "ingest",
+        "read",
+        tenant_scoped=True,
+        query={"tenant_id": "{tenant}", "api_key_id": "k1"},
+    ),
+    route("GET", "/v1/webhook-endpoints/00000000-0000-0000-0000-000000000000"),
+    route("DELETE", "/v1/webhook-endpoints/00000000-0000-0000-0000-000000000000"),
+    route("GET", "/v1/webhook-endpoints/00000000-0000-0000-0000-000000000000/deliveries"),
+    route(
+        "POST",
+        "/v1/webhook-endpoints/00000000-0000-0000-0000-000000000000/deliveries/00000000-0000-0000-0000-000000000000/retry",
+    ),
 ]
 
 

@@ -60,3 +60,28 @@ DB_POOL_WAITING = Gauge(
     "Requests waiting for a database connection",
     multiprocess_mode="livesum",
 )
+WEBHOOK_DELIVERIES = Counter(
+    "metering_webhook_deliveries_total",
+    "Webhook deliveries ended, by outcome (delivered, failed: retries ran out)",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "metering_webhook_attempts_total",
+    "Webhook delivery attempts, by result (success, error: non-2xx, timeout or refused)",
+    ["result"],
+)
+WEBHOOK_ATTEMPT_LATENCY = Histogram(
+    "metering_webhook_attempt_duration_seconds",
+    "Time for a receiver to answer one webhook attempt",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WEBHOOK_DELIVERY_DELAY = Histogram(
+    "metering_webhook_delivery_delay_seconds",
+    "From the cause (the outbox row's creation) to a successful delivery",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 60, 300, 3600, 86400),
+)
+WEBHOOK_PENDING = Gauge(
+    "metering_webhook_deliveries_pending",
+    "Webhook deliveries waiting for a first or further attempt (all workers see the same)",
+    multiprocess_mode="max",
+)

@@ -1,5 +1,6 @@
 """The models registry: importing this module registers every table on Base.metadata."""
 
+from service.budgets.models import Budget, BudgetAlert, BudgetUsage
 from service.charges.models import Charge, Commitment
 from service.db.base import Base
 from service.events.models import Event
@@ -7,10 +8,14 @@ from service.invoices.models import Invoice, InvoiceCounter
 from service.meters.models import Meter, Price
 from service.rollups.models import ModelRollupRow, RollupCube, RollupRow
 from service.tenants.models import ApiKey, Tenant
+from service.webhooks.models import WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "ApiKey",
     "Base",
+    "Budget",
+    "BudgetAlert",
+    "BudgetUsage",
     "Charge",
     "Commitment",
     "Event",
@@ -22,4 +27,6 @@ __all__ = [
     "RollupCube",
     "RollupRow",
     "Tenant",
+    "WebhookDelivery",
+    "WebhookEndpoint",
 ]

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
+from service.budgets.ingest import PART_QUANTITIES, SINGLE_QUANTITIES, budget_ctes
 from service.rollups.upkeep import SINGLE_SOURCE_COLUMNS, ingest_upkeep_ctes, single_upkeep_ctes
 
 # Every row of `input` is a validated event (a `values` event with its meters sorted by id);
@@ -18,7 +19,8 @@ from service.rollups.upkeep import SINGLE_SOURCE_COLUMNS, ingest_upkeep_ctes, si
 # dimensions, one row per such set (each meter keeps the dimensions it declares). Accepted
 # events (those whose idempotency key is new) come back from `inserted`; `accepted` makes them
 # parts (one per event unless split), which the store's upkeep CTEs fold into the rollups, in
-# the same statement (one transaction, one round trip).
+# the same statement (one transaction, one round trip), as do the budget CTEs (the budgets the
+# events count for, their thresholds and alerts: service.budgets.ingest).
 INGEST_SQL = f"""
 WITH input AS (
     SELECT * FROM unnest(
@@ -60,6 +62,8 @@ accepted AS (
     FROM inserted i
     JOIN parts p ON p.tenant_id = i.tenant_id AND p.idempotency_key = i.idempotency_key
 ),
+{PART_QUANTITIES},
+{budget_ctes("budget_quantities")},
 {ingest_upkeep_ctes("accepted")}
 SELECT tenant_id, idempotency_key, id FROM inserted
 """
@@ -83,6 +87,8 @@ inserted AS (
     ON CONFLICT (tenant_id, idempotency_key) DO NOTHING
     RETURNING idempotency_key, {SINGLE_SOURCE_COLUMNS}
 ),
+{SINGLE_QUANTITIES},
+{budget_ctes("budget_quantities")},
 {single_upkeep_ctes("inserted")}
 SELECT tenant_id, idempotency_key, id FROM inserted
 """

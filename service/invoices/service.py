@@ -76,6 +76,7 @@ from service.rollups.query import read_cells
 from service.settings import Settings
 from service.tenants.models import Tenant
 from service.tenants.repository import TenantRepository
+from service.webhooks.outbox import enqueue
 
 PERIOD_PATTERN = re.compile(r"^[0-9]{4}-(0[1-9]|1[0-2])$")
 
@@ -534,6 +535,10 @@ class InvoiceService:
                     f"period {period} of tenant '{tenant.id}' was finalized concurrently"
                 ) from exc
             documents.append(document)
+        # In this transaction: the webhooks exist exactly when the invoices do.
+        driver = await session_driver(self.session)
+        for document in documents:
+            await enqueue(driver, tenant.id, "invoice.finalized", document)
         return documents
 
     async def document(self, invoice_id: uuid.UUID, principal: Principal) -> str:
@@ -594,4 +599,7 @@ class InvoiceService:
             decode_document(invoice.document), status="void", voided_at=voided_at
         )
         await self.invoices.mark_void(invoice, voided_at, encode_document(document))
+        await enqueue(
+            await session_driver(self.session), invoice.tenant_id, "invoice.voided", document
+        )
         return document

@@ -11,7 +11,7 @@ import asyncpg
 from service.paths import PROJECT_ROOT
 
 # Platform-wide (reference) tables that carry a tenant_id as an attribute, not as their key.
-REFERENCE_TABLES = {"api_keys", "prices"}
+REFERENCE_TABLES = {"api_keys", "prices", "webhook_endpoints"}
 
 KEYS = """
 SELECT c.relname AS table_name, i.indexrelid::regclass::text AS key_name,

@@ -37,6 +37,9 @@ def service_environment(database_url: str, secret_key: str) -> dict[str, str]:
         METERING_JSON_LOGS="false",
         METERING_LOG_LEVEL="WARNING",
         METERING_RETENTION_INTERVAL_SECONDS="0",
+        # Servers that outlive a test (the clients' session server) would otherwise post, or
+        # refuse, the webhook deliveries of later tests; tests that send turn it on.
+        METERING_WEBHOOK_SEND_INTERVAL_SECONDS="0",
         PYTHONPATH=str(PROJECT_ROOT),
     )
     # curl and urllib honour *_proxy variables: the local server must never go through one.

@@ -1,0 +1,221 @@
+"""Budgets and webhooks benchmark (make bench-budgets).
+
+Check: GET /v1/budgets/check for a tenant with 1,000 budgets (one per API key) while P1
+ingestion (batches of 1000 over HTTP) runs for the same tenants: p50/p99 through HTTP (goal:
+p99 <= 10 ms), and P1's rate with those budgets against its rate before they existed (goal:
+>= 80 %).
+Fan-out: N budget.threshold_reached messages written to the outbox at once, posted to a local
+receiver by the service's senders: messages per second and p99 delay from the outbox write to
+the receiver (goal: p99 <= 2 s).
+
+The load generator, the receiver, the service and PostgreSQL share the machine."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import threading
+import time
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import asyncpg
+import httpx
+
+from bench.common import bench_server_url, fresh_database, percentile, running_service
+from bench.ingest import SECRET, make_event, p1_http, seed
+from service.db.url import asyncpg_dsn
+from service.tenants.auth import generate_key
+
+BUDGET_TENANT = "tenant00"
+
+
+async def add_budgets(database_url: str, count: int) -> str:
+    """`count` budgets of BUDGET_TENANT on input_tokens, one per api_key_id; a read key."""
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        await connection.execute(
+            """
+            INSERT INTO budgets (tenant_id, id, name, period, meter_id, aggregation,
+                                 limit_quantity, api_key_id, thresholds_percent)
+            SELECT $1, gen_random_uuid(), 'key' || g, 'day', m.id, m.aggregation, 1e12,
+                   'key' || g, ARRAY[80, 100]
+            FROM generate_series(0, $2 - 1) AS g, meters AS m
+            WHERE m.event_name = 'input_tokens'
+            """,
+            BUDGET_TENANT,
+            count,
+        )
+        key = generate_key(SECRET)
+        await connection.execute(
+            "INSERT INTO api_keys (id, name, prefix, key_hash, scopes) "
+            "VALUES (gen_random_uuid(), 'gateway', $1, $2, '{read}')",
+            key.prefix,
+            key.key_hash,
+        )
+        return key.plaintext
+    finally:
+        await connection.close()
+
+
+def bodies(rng: random.Random, prefix: str, batches: int) -> list[bytes]:
+    now = datetime.now(UTC)
+    return [
+        json.dumps(
+            {"events": [make_event(rng, f"{prefix}-{b}-{i}", now) for i in range(1000)]}
+        ).encode()
+        for b in range(batches)
+    ]
+
+
+async def checks_during(
+    port: int, read_key: str, ingest: asyncio.Task[float] | None, budgets: int, count: int = 0
+) -> list[float]:
+    """Check latencies (s), one request at a time, until the ingest task ends (without one:
+    `count` checks)."""
+    samples: list[float] = []
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{port}",
+        headers={"Authorization": f"Bearer {read_key}"},
+        trust_env=False,
+    ) as client:
+        n = 0
+        while (not ingest.done()) if ingest is not None else n < count:
+            params = {"tenant_id": BUDGET_TENANT, "api_key_id": f"key{n % budgets}"}
+            started = time.perf_counter()
+            answer = await client.get("/v1/budgets/check", params=params)
+            samples.append(time.perf_counter() - started)
+            if answer.status_code != 200 or len(answer.json()["budgets"]) != 1:
+                raise RuntimeError(f"check answered {answer.status_code}: {answer.text[:300]}")
+            n += 1
+    return samples
+
+
+async def check_under_load(
+    args: argparse.Namespace, database_url: str, key: str
+) -> tuple[float, float, list[float], list[float]]:
+    rng = random.Random(7)
+    before = await p1_http(args.port, key, bodies(rng, "before", args.batches), args.connections)
+    read_key = await add_budgets(database_url, args.budgets)
+    idle = await checks_during(args.port, read_key, None, args.budgets, count=500)
+    ingest = asyncio.create_task(
+        p1_http(args.port, key, bodies(rng, "after", args.batches), args.connections)
+    )
+    samples = await checks_during(args.port, read_key, ingest, args.budgets)
+    return before, await ingest, idle, samples
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.arrivals: dict[str, float] = {}
+        self.lock = threading.Lock()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", "0")))
+                with receiver.lock:
+                    receiver.arrivals.setdefault(self.headers["webhook-id"], time.time())
+                self.send_response(204)
+                self.send_header("content-length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+async def fan_out(database_url: str, messages: int, receiver: Receiver) -> tuple[float, float]:
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        endpoint = await connection.fetchval(
+            "INSERT INTO webhook_endpoints (id, url, event_types, secret) "
+            "VALUES (gen_random_uuid(), $1, '{budget.threshold_reached}', $2) RETURNING id",
+            f"http://127.0.0.1:{receiver.port}/hooks",
+            "whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        )
+        await connection.execute(
+            """
+            INSERT INTO webhook_deliveries
+                (tenant_id, id, endpoint_id, type, payload, status, next_attempt_at, created_at)
+            SELECT $1, gen_random_uuid(), $2, 'budget.threshold_reached',
+                   jsonb_build_object('type', 'budget.threshold_reached', 'timestamp', now(),
+                                      'data', jsonb_build_object('n', g))::text,
+                   'pending', now(), now()
+            FROM generate_series(1, $3) AS g
+            """,
+            BUDGET_TENANT,
+            endpoint,
+            messages,
+        )
+        written = time.time()
+        while len(receiver.arrivals) < messages:
+            if time.time() - written > 600:
+                raise RuntimeError(f"{len(receiver.arrivals)} of {messages} delivered in 600 s")
+            await asyncio.sleep(0.05)
+        created = {
+            str(row["id"]): row["created_at"].timestamp()
+            for row in await connection.fetch(
+                "SELECT id, created_at FROM webhook_deliveries WHERE endpoint_id = $1", endpoint
+            )
+        }
+    finally:
+        await connection.close()
+    delays = [receiver.arrivals[i] - created[i] for i in created]
+    elapsed = max(receiver.arrivals.values()) - written
+    return messages / elapsed, percentile(delays, 99)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budgets", type=int, default=1000)
+    parser.add_argument("--batches", type=int, default=100, help="P1 batches of 1000 events")
+    parser.add_argument("--connections", type=int, default=4, help="P1 concurrent connections")
+    parser.add_argument("--messages", type=int, default=10_000, help="webhook fan-out")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--port", type=int, default=8792)
+    args = parser.parse_args()
+
+    receiver = Receiver()
+    with fresh_database(bench_server_url()) as database_url:
+        key, _ = asyncio.run(seed(database_url))
+        env = {
+            "METERING_SECRET_KEY": SECRET,
+            "METERING_WEBHOOK_ALLOW_PRIVATE": "true",
+            "METERING_ROLLUP_FOLD_INTERVAL_SECONDS": "0",
+        }
+        with running_service(database_url, args.port, args.workers, **env):
+            before, after, idle, samples = asyncio.run(check_under_load(args, database_url, key))
+            print(
+                f"Check ({args.budgets} budgets, one per key), no other load: "
+                f"p50 {percentile(idle, 50) * 1000:.2f} ms, "
+                f"p99 {percentile(idle, 99) * 1000:.2f} ms"
+            )
+            print(
+                f"Check ({args.budgets} budgets, one per key) during P1: {len(samples):,} checks, "
+                f"p50 {percentile(samples, 50) * 1000:.2f} ms, "
+                f"p99 {percentile(samples, 99) * 1000:.2f} ms (goal p99 <= 10 ms)"
+            )
+            print(
+                f"P1 HTTP: {before:,.0f} events/s before the budgets, {after:,.0f} with them "
+                f"and the checks: {after / before:.0%} (goal >= 80 %)"
+            )
+            rate, p99 = asyncio.run(fan_out(database_url, args.messages, receiver))
+            print(
+                f"Webhook fan-out: {args.messages:,} messages, {rate:,.0f} delivered/s, "
+                f"p99 delay from the outbox write {p99:.2f} s (goal <= 2 s)"
+            )
+
+
+if __name__ == "__main__":
+    main()
