@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime
 from decimal import Decimal
+from typing import Protocol, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -131,21 +132,8 @@ class ChargeService:
         self, tenant_id: str, cursor: str | None, limit: int, principal: Principal
     ) -> Page[ChargeOut]:
         await self.tenant(tenant_id, principal)
-        after = None
-        if cursor:
-            effective_from, charge_id = decode_cursor(cursor, 2)
-            try:
-                after = (datetime.fromisoformat(effective_from), uuid.UUID(charge_id))
-            except (TypeError, ValueError) as exc:
-                raise InvalidInput("cursor is not one this API returned") from exc
-        rows = await self.charges.list_after(tenant_id, after, limit + 1)
-        items = [charge_out(charge) for charge in rows[:limit]]
-        next_cursor = (
-            encode_cursor([items[-1].effective_from.isoformat(), str(items[-1].id)])
-            if len(rows) > limit
-            else None
-        )
-        return Page(items=items, next_cursor=next_cursor)
+        rows = await self.charges.list_after(tenant_id, _after(cursor), limit + 1)
+        return _page([charge_out(charge) for charge in rows], limit)
 
     async def end(
         self, tenant_id: str, charge_id: uuid.UUID, data: ChargeEnd, principal: Principal
@@ -266,21 +254,8 @@ class CommitmentService:
         self, tenant_id: str, cursor: str | None, limit: int, principal: Principal
     ) -> Page[CommitmentOut]:
         await self.charges.tenant(tenant_id, principal)
-        after = None
-        if cursor:
-            effective_from, commitment_id = decode_cursor(cursor, 2)
-            try:
-                after = (datetime.fromisoformat(effective_from), uuid.UUID(commitment_id))
-            except (TypeError, ValueError) as exc:
-                raise InvalidInput("cursor is not one this API returned") from exc
-        rows = await self.commitments.list_after(tenant_id, after, limit + 1)
-        items = [commitment_out(row) for row in rows[:limit]]
-        next_cursor = (
-            encode_cursor([items[-1].effective_from.isoformat(), str(items[-1].id)])
-            if len(rows) > limit
-            else None
-        )
-        return Page(items=items, next_cursor=next_cursor)
+        rows = await self.commitments.list_after(tenant_id, _after(cursor), limit + 1)
+        return _page([commitment_out(row) for row in rows], limit)
 
     async def end(
         self, tenant_id: str, commitment_id: uuid.UUID, data: CommitmentEnd, principal: Principal
@@ -305,3 +280,33 @@ class CommitmentService:
             )
             commitment = await self.commitments.set_effective_to(commitment, effective_to)
         return commitment_out(commitment)
+
+
+def _after(cursor: str | None) -> tuple[datetime, uuid.UUID] | None:
+    """The (effective_from, id) a page of charges or commitments starts after."""
+    if not cursor:
+        return None
+    effective_from, row_id = decode_cursor(cursor, 2)
+    try:
+        return (datetime.fromisoformat(effective_from), uuid.UUID(row_id))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput("cursor is not one this API returned") from exc
+
+
+class _Keyed(Protocol):
+    effective_from: datetime
+    id: uuid.UUID
+
+
+_Item = TypeVar("_Item", bound=_Keyed)
+
+
+def _page(items: list[_Item], limit: int) -> Page[_Item]:
+    """The first `limit` of `items` (fetched one more than a page) and the next cursor."""
+    shown = items[:limit]
+    next_cursor = (
+        encode_cursor([shown[-1].effective_from.isoformat(), str(shown[-1].id)])
+        if len(items) > limit
+        else None
+    )
+    return Page(items=shown, next_cursor=next_cursor)
