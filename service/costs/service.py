@@ -24,7 +24,14 @@ from service.common.gc_pause import no_collection
 from service.common.money import MONEY_CONTEXT, is_currency, render_quantity, to_plain_string
 from service.common.periods import Period
 from service.common.timezones import zone_named
-from service.costs.allocation import Costs, add_weighted, allocate, rate_period, weighting
+from service.costs.allocation import (
+    Costs,
+    Group,
+    add_weighted,
+    allocate,
+    rate_period,
+    weighting,
+)
 from service.costs.schemas import (
     CostOrder,
     CostQuery,
@@ -88,6 +95,9 @@ class CostService:
         currency = query.currency or tenant.currency
         pricing = await load_pricing(self.session, tenant_id)
         connection = await session_driver(self.session)
+        # Memory enough to hash a month's (key x model) cells without spilling to disk (the
+        # default 4 MB would), for this transaction only.
+        await connection.execute("SET LOCAL work_mem = '64MB'")
         meters = await self._meters(connection, pricing, query.meter, currency)
         records = await usage_repository.meters(connection, None)
         priced_names = {meter.info.event_name for meter in meters}
@@ -112,13 +122,11 @@ class CostService:
             ) from exc
         with no_collection():  # no await inside: only this request's objects are being built
             local = [boundary.astimezone(zone) for boundary in windows]
-            rows, total = _rows(costs, local, group_by)
-        if order is not None:
-            descending = order is CostOrder.COST_DESCENDING
-            rows.sort(key=lambda row: -row[0] if descending else row[0])  # stable: ties keep order
-        truncated = query.limit is not None and len(rows) > query.limit
-        if query.limit is not None:
-            rows = rows[: query.limit]
+            ordered, total = _ordered(costs, order)
+            truncated = query.limit is not None and len(ordered) > query.limit
+            if query.limit is not None:
+                ordered = ordered[: query.limit]
+            rows = [_row(*entry, local, group_by) for entry in ordered]
         return CostsOut(
             tenant_id=tenant_id,
             currency=currency,
@@ -130,7 +138,7 @@ class CostService:
             meter=query.meter,
             order_by=None if order is None else order.value,
             limit=query.limit,
-            rows=[row for _, row in rows],
+            rows=rows,
             total=render_cost(total),
             unpriced=[
                 UnpricedQuantity(meter=name, quantity=render_quantity(quantity))
@@ -277,36 +285,48 @@ def shown_query(
     )
 
 
-def _rows(
-    costs: Costs, boundaries: Sequence[datetime], group_by: Sequence[str]
-) -> tuple[list[tuple[Decimal, CostRow]], Decimal]:
-    """(exact cost, row) in window then group order (absent values first, then by code
-    point), and the total of every row."""
-    rows: list[tuple[Decimal, CostRow]] = []
+_Entry = tuple[tuple[int, Group], dict[str, list[Decimal]], Decimal]
+
+
+def _ordered(costs: Costs, order: CostOrder | None) -> tuple[list[_Entry], Decimal]:
+    """(window and group, meters, exact cost) of every row in window then group order (absent
+    values first, then by code point), or by cost when `order` says so (ties keep that order),
+    and the total of every row. Only the rows an answer keeps are then rendered (`_row`): a
+    top 100 of 10,000 keys renders 100."""
+    entries: list[_Entry] = []
     total = Decimal(0)
     with localcontext(MONEY_CONTEXT):
-        for (window, group), meters in sorted(
+        for key, meters in sorted(
             costs.rows.items(),
             key=lambda item: (item[0][0], [(v is not None, v or "") for v in item[0][1]]),
         ):
             cost = sum((entry[1] for entry in meters.values()), Decimal(0))
             total += cost
-            row = CostRow(
-                window_start=boundaries[window],
-                window_end=boundaries[window + 1],
-                group=dict(zip(group_by, group, strict=True)),
-                cost=render_cost(cost),
-                meters=[
-                    MeterCost(
-                        meter=name,
-                        quantity=render_quantity(entry[0]),
-                        cost=render_cost(entry[1]),
-                    )
-                    for name, entry in sorted(meters.items())
-                ],
-            )
-            rows.append((cost, row))
-    return rows, total
+            entries.append((key, meters, cost))
+    if order is not None:
+        descending = order is CostOrder.COST_DESCENDING
+        entries.sort(key=lambda entry: -entry[2] if descending else entry[2])  # stable
+    return entries, total
+
+
+def _row(
+    key: tuple[int, Group],
+    meters: dict[str, list[Decimal]],
+    cost: Decimal,
+    boundaries: Sequence[datetime],
+    group_by: Sequence[str],
+) -> CostRow:
+    window, group = key
+    return CostRow(
+        window_start=boundaries[window],
+        window_end=boundaries[window + 1],
+        group=dict(zip(group_by, group, strict=True)),
+        cost=render_cost(cost),
+        meters=[
+            MeterCost(meter=name, quantity=render_quantity(entry[0]), cost=render_cost(entry[1]))
+            for name, entry in sorted(meters.items())
+        ],
+    )
 
 
 def _invalid(field: str, message: str) -> InvalidInput:
