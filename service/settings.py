@@ -92,7 +92,7 @@ class Settings:
     webhook_timeout_seconds: float = 10.0
     # Due deliveries one sender claims (and posts concurrently) per transaction, and senders
     # per worker: a slow receiver holds up only its own sender's batch.
-    webhook_batch_size: int = 50
+    webhook_batch_size: int = 100
     webhook_senders: int = 2
     # Waits before each retry, in seconds: the first within 5 s, then growing, about 27.6 h in
     # all (at least a day), after which the delivery is failed. Comma-separated.
