@@ -37,7 +37,12 @@ import asyncpg
 import httpx
 
 from bench.common import bench_server_url, fresh_database, percentile, running_service
-from bench.datasets import MONTH_START, REALISTIC_MODELS, LlmMonth, seed_realistic_month
+from bench.datasets import (
+    REALISTIC_MODELS,
+    LlmMonth,
+    describe_month,
+    seed_realistic_month,
+)
 from bench.usage import Params, iso, stats, timed
 from service.db.url import asyncpg_dsn
 from service.meters.presets import LLM_PRESET
@@ -221,23 +226,6 @@ async def over_http(key: str, month: LlmMonth, runs: int) -> list[Result]:
     return results
 
 
-async def describe(url: str) -> LlmMonth:
-    """What a seeded database holds (for --database)."""
-    connection = await asyncpg.connect(asyncpg_dsn(url))
-    try:
-        events = await connection.fetchval(
-            "SELECT count(*) FROM events WHERE tenant_id = $1", TENANT
-        )
-        meters = {
-            r["event_name"]: r["id"]
-            for r in await connection.fetch("SELECT id, event_name FROM meters")
-        }
-    finally:
-        await connection.close()
-    end = MONTH_START.replace(month=12)
-    return LlmMonth(TENANT, MONTH_START, end, events, meters, "realistic")
-
-
 def run(url: str, args: argparse.Namespace, seed: bool) -> list[Result]:
     if seed:
         print(f"=== seeding {args.events:,} events (realistic shape, 30 days) ...", flush=True)
@@ -245,7 +233,7 @@ def run(url: str, args: argparse.Namespace, seed: bool) -> list[Result]:
         month = asyncio.run(seed_realistic_month(asyncpg_dsn(url), args.events, tenant_id=TENANT))
         print(f"  seeded in {time.perf_counter() - started:.0f} s", flush=True)
     else:
-        month = asyncio.run(describe(url))
+        month = asyncio.run(describe_month(asyncpg_dsn(url), "realistic", TENANT))
     prices = asyncio.run(create_prices(url))
     print(f"  {month.events:,} events; {prices} prices for {len(REALISTIC_MODELS)} models")
     key = asyncio.run(create_key(url))

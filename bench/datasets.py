@@ -407,3 +407,26 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+async def describe_month(dsn: str, shape: str, tenant_id: str = "bench") -> LlmMonth:
+    """What a database seeded before (and kept) holds, for benchmarks reusing it: its events
+    over the month from MONTH_START, its meters and its busiest user."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        events = await connection.fetchval(
+            "SELECT count(*) FROM events WHERE tenant_id = $1", tenant_id
+        )
+        meter_ids = {
+            r["event_name"]: r["id"]
+            for r in await connection.fetch("SELECT id, event_name FROM meters")
+        }
+        busiest = await connection.fetchval(
+            "SELECT user_id FROM events WHERE tenant_id = $1 "
+            "GROUP BY user_id ORDER BY count(*) DESC, user_id LIMIT 1",
+            tenant_id,
+        )
+    finally:
+        await connection.close()
+    end = MONTH_START.replace(month=MONTH_START.month + 1)
+    return LlmMonth(tenant_id, MONTH_START, end, events, meter_ids, shape, busiest)

@@ -51,7 +51,13 @@ import asyncpg
 import httpx
 
 from bench.common import bench_server_url, fresh_database, percentile, running_service
-from bench.datasets import LlmMonth, rollup_tables, seed_llm_month, seed_realistic_month
+from bench.datasets import (
+    LlmMonth,
+    describe_month,
+    rollup_tables,
+    seed_llm_month,
+    seed_realistic_month,
+)
 from service.db.url import asyncpg_dsn
 from service.tenants.auth import generate_key
 
@@ -314,60 +320,63 @@ def seed(shape: str, url: str, events: int) -> LlmMonth:
 
 
 def run_shape(shape: str, server: str, args: argparse.Namespace) -> ShapeReport:
+    if args.database:
+        print(f"\n=== {shape}: {args.database} (seeded before)", flush=True)
+        month = asyncio.run(describe_month(asyncpg_dsn(args.database), shape))
+        return measure(shape, args.database, month, args)
     with fresh_database(server, keep=args.keep) as url:
-        month = seed(shape, url, args.events)
-        counts = asyncio.run(table_rows(url))
-        print("  rows: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()), flush=True)
-        events_bytes, rollup_bytes = asyncio.run(storage(url))
-        total = sum(rollup_bytes.values())
+        return measure(shape, url, seed(shape, url, args.events), args)
+
+
+def measure(shape: str, url: str, month: LlmMonth, args: argparse.Namespace) -> ShapeReport:
+    counts = asyncio.run(table_rows(url))
+    print("  rows: " + ", ".join(f"{t} {n:,}" for t, n in counts.items()), flush=True)
+    events_bytes, rollup_bytes = asyncio.run(storage(url))
+    total = sum(rollup_bytes.values())
+    print(
+        f"  storage: events {events_bytes / 2**20:,.1f} MiB; rollup tables, and bytes per "
+        "event byte:",
+        flush=True,
+    )
+    for table, size in rollup_bytes.items():
+        print(f"    {table:<32} {size / 2**20:9,.1f} MiB  {size / events_bytes:6.3f}")
+    print(f"    {'all rollup tables':<32} {total / 2**20:9,.1f} MiB  {total / events_bytes:6.3f}")
+
+    key = asyncio.run(create_read_key(url))
+    print(f"\n  Over HTTP, one uvicorn worker (ms; {args.runs} runs after 2 warm-up):", flush=True)
+    with running_service(url, PORT, 1, METERING_SECRET_KEY=SECRET):
+        results, answers = asyncio.run(over_http(key, month, args.runs))
+
+    print("\n  Raw events, the same aggregates (ms):", flush=True)
+    ratio = float("nan")
+    for result in results:
+        keys = result.query.check
+        if keys is None or result.query.name not in answers:
+            continue
+        headline = keys == ("model",)
+        runs, warmup = (args.raw_runs, 1) if headline else (1, 0)
+        samples, raw = asyncio.run(raw_scan(url, month, keys, runs, warmup))
+        served = answer_cells(answers[result.query.name], keys, with_last=headline)
+        equal = served == raw
         print(
-            f"  storage: events {events_bytes / 2**20:,.1f} MiB; rollup tables, and bytes per "
-            "event byte:",
+            f"  GROUP BY meter, {', '.join(keys):<28} {stats(samples)}  (n={len(samples)})"
+            f"  answers equal: {'yes' if equal else 'NO'}",
             flush=True,
         )
-        for table, size in rollup_bytes.items():
-            print(f"    {table:<32} {size / 2**20:9,.1f} MiB  {size / events_bytes:6.3f}")
-        print(
-            f"    {'all rollup tables':<32} {total / 2**20:9,.1f} MiB  {total / events_bytes:6.3f}"
-        )
-
-        key = asyncio.run(create_read_key(url))
-        print(
-            f"\n  Over HTTP, one uvicorn worker (ms; {args.runs} runs after 2 warm-up):", flush=True
-        )
-        with running_service(url, PORT, 1, METERING_SECRET_KEY=SECRET):
-            results, answers = asyncio.run(over_http(key, month, args.runs))
-
-        print("\n  Raw events, the same aggregates (ms):", flush=True)
-        ratio = float("nan")
-        for result in results:
-            keys = result.query.check
-            if keys is None or result.query.name not in answers:
-                continue
-            headline = keys == ("model",)
-            runs, warmup = (args.raw_runs, 1) if headline else (1, 0)
-            samples, raw = asyncio.run(raw_scan(url, month, keys, runs, warmup))
-            served = answer_cells(answers[result.query.name], keys, with_last=headline)
-            equal = served == raw
-            print(
-                f"  GROUP BY meter, {', '.join(keys):<28} {stats(samples)}  (n={len(samples)})"
-                f"  answers equal: {'yes' if equal else 'NO'}",
-                flush=True,
+        if not equal:
+            differing = sorted(set(served.items()) ^ set(raw.items()), key=str)[:5]
+            raise AssertionError(
+                f"{shape}, {result.query.name}: the service and the raw scan disagree "
+                f"({len(served)} vs {len(raw)} cells; e.g. {differing})"
             )
-            if not equal:
-                differing = sorted(set(served.items()) ^ set(raw.items()), key=str)[:5]
-                raise AssertionError(
-                    f"{shape}, {result.query.name}: the service and the raw scan disagree "
-                    f"({len(served)} vs {len(raw)} cells; e.g. {differing})"
-                )
-            if headline:
-                ratio = statistics.median(samples) / statistics.median(result.samples)
-        print(
-            f"  month by model: raw scan {ratio:,.0f}x slower than HTTP p50 "
-            f"(goal >= {GOAL_RATIO:.0f}x: {'met' if ratio >= GOAL_RATIO else 'MISSED'})",
-            flush=True,
-        )
-        return ShapeReport(month, results, ratio, events_bytes, rollup_bytes)
+        if headline:
+            ratio = statistics.median(samples) / statistics.median(result.samples)
+    print(
+        f"  month by model: raw scan {ratio:,.0f}x slower than HTTP p50 "
+        f"(goal >= {GOAL_RATIO:.0f}x: {'met' if ratio >= GOAL_RATIO else 'MISSED'})",
+        flush=True,
+    )
+    return ShapeReport(month, results, ratio, events_bytes, rollup_bytes)
 
 
 def summary(report: ShapeReport) -> None:
@@ -401,7 +410,14 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--raw-runs", type=int, default=5, help="raw scans by model, timed")
     parser.add_argument("--keep", action="store_true", help="keep the databases afterwards")
+    parser.add_argument(
+        "--database",
+        help="a database of one --shape seeded before (--keep; bench.costs seeds the realistic "
+        "one too): no seeding",
+    )
     args = parser.parse_args()
+    if args.database and args.shape == "both":
+        parser.error("--database needs --shape realistic or --shape adversarial")
 
     server = bench_server_url()
     shapes = SHAPES if args.shape == "both" else (args.shape,)
