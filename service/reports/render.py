@@ -149,14 +149,20 @@ def render_tables(tables: Sequence[ReportTable], console: Console, heading: str 
         console.print(heading, highlight=False)
     for table in tables:
         shown = Table(title=table.title, title_justify="left", show_footer=False)
+        sums = totals(table) if table.rows else {}
+        # The total row is labelled in the first column; when that column is itself summed (a
+        # report without group or window columns), a narrow column of its own holds the label.
+        label = [""] if sums and table.columns[0].key in sums else []
+        if label:
+            shown.add_column("", no_wrap=True)
         for column in table.columns:
             numeric = column.kind in _NUMERIC
             shown.add_column(column.header, justify="right" if numeric else "left", no_wrap=True)
         for row in table.rows:
-            shown.add_row(*(show(row.get(c.key), c, table) for c in table.columns))
-        sums = totals(table)
-        if sums and table.rows:
+            shown.add_row(*label, *(show(row.get(c.key), c, table) for c in table.columns))
+        if sums:
             cells = [show(sums[c.key], c, table) if c.key in sums else "" for c in table.columns]
+            cells = [*label, *cells]
             cells[0] = cells[0] or "Total"
             shown.add_section()
             shown.add_row(*cells, style="bold")

@@ -91,6 +91,27 @@ def test_table_aligns_numbers_and_shows_money_with_its_currency() -> None:
     assert "\x1b[" not in out.getvalue()  # not a terminal: no colour codes
 
 
+def test_the_total_row_is_labelled_when_every_column_adds_up() -> None:
+    # A report without group or window columns: its first column is summed too, so the label
+    # gets a column of its own instead of overwriting (or lacking) a figure.
+    table = ReportTable(
+        title="llm",
+        columns=[
+            Column("requests", "requests", Kind.COUNT, total=True),
+            Column("cost", "cost", Kind.MONEY, total=True),
+        ],
+        rows=[{"requests": 1200, "cost": "4.5"}, {"requests": 3, "cost": "0.25"}],
+        currency="USD",
+    )
+    out = io.StringIO()
+    print_report(None, [table], None, Format.TABLE, out)
+    lines = out.getvalue().splitlines()
+    total = next(line for line in lines if line.lstrip("│| ").startswith("Total"))
+    assert "1,203" in total and "4.75 USD" in total
+    first = next(line for line in lines if "1,200" in line)
+    assert first.index("USD") == total.index("USD")
+
+
 def test_csv_is_exact_and_complete() -> None:
     table = costs_like()
     table.csv_columns = ["model", "input_tokens", "requests", "cache_hit_rate", "cost"]
