@@ -82,7 +82,7 @@ PART_COLUMNS = (
 # The max meters' ids, for the statements that keep maxes: a small table, read once per
 # statement. A row keeps maxes exactly when one of its meters is a max meter, whichever
 # statement (ingestion or rebuild) writes it.
-MAX_METER_IDS = "(SELECT coalesce(array_agg(id), '{}') FROM meters WHERE aggregation = 'max')"
+MAX_METER_IDS = "ARRAY(SELECT id FROM meters WHERE aggregation = 'max')"
 WIDE_MAXES = f"CASE WHEN meter_ids && {MAX_METER_IDS} THEN rollup_max(quantities) END AS maxes"
 
 
