@@ -226,3 +226,55 @@ async def test_refunds_reduce_a_sum_and_its_invoice_line(
         [],
     )
     assert (invoice["subtotal"], invoice["total"]) == ("-30.00", "-30.00")
+
+
+async def costs_by_model(client: Client, key: dict[str, str]) -> dict[str, Any]:
+    response = await client.get(
+        "/v1/costs",
+        params=[("tenant_id", "berlin"), ("period", "2026-10"), ("group_by", "model")],
+        headers=key,
+    )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def cost_rows(answer: dict[str, Any]) -> list[tuple[Any, ...]]:
+    return [
+        (row["group"]["model"], row["meters"][0]["quantity"], row["cost"]) for row in answer["rows"]
+    ]
+
+
+async def test_costs_share_a_max_charge_in_proportion_to_each_groups_max(
+    client: Client, keys: Keys, catalog: dict[str, str], record: Record, billing: dict[str, str]
+) -> None:
+    await create_price(
+        client,
+        keys,
+        "peak_sessions",
+        tiers=[
+            {"up_to": 10, "unit_amount": "2.00"},
+            {"up_to": None, "unit_amount": "1.00", "flat_amount": "5.00"},
+        ],
+    )
+    await record("berlin", PEAKS)
+    answer = await costs_by_model(client, billing)
+    # The month's charge, 29.00 (for 14), shared 9 : 14 between the models' maxes.
+    assert cost_rows(answer) == [
+        ("claude", "9", "11.347826086957"),  # 29 x 9 / 23
+        ("gpt-4o", "14", "17.652173913043"),  # 29 x 14 / 23
+    ]
+    assert answer["total"] == "29.000000000000"
+
+
+async def test_costs_share_a_unique_count_charge_in_proportion_to_distinct_counts(
+    client: Client, keys: Keys, catalog: dict[str, str], record: Record, billing: dict[str, str]
+) -> None:
+    await create_price(client, keys, "active_users", unit_amount="0.50")
+    await record("berlin", MONTHLY_ACTIVE)
+    answer = await costs_by_model(client, billing)
+    # 3 users bill 1.50; per model 2 and 2 (u2 used both): 0.75 each, adding up to 1.50.
+    assert cost_rows(answer) == [
+        ("claude", "2", "0.750000000000"),
+        ("gpt-4o", "2", "0.750000000000"),
+    ]
+    assert answer["total"] == "1.500000000000"
