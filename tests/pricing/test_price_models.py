@@ -170,9 +170,9 @@ def test_negative_quantities_are_credited_at_the_first_rate() -> None:
     credit = price_quantity(price(tiers=GRADUATED, free_units=D(1000)), D(-20_000))
     assert (credit.amount, credit.tiers, credit.free_units_applied) == (D("-40.000"), (), 0)
     # Packages: the package's amount spread over its units, no rounding up.
-    assert price_quantity(
-        price(unit_amount=D("1.25"), package_size=D(50)), D(-10)
-    ).amount == D("-0.25")
+    assert price_quantity(price(unit_amount=D("1.25"), package_size=D(50)), D(-10)).amount == D(
+        "-0.25"
+    )
 
 
 @pytest.mark.parametrize(
