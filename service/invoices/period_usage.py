@@ -66,15 +66,16 @@ def group_usage(
 def _distinct_groups(query: RollupQuery, cells: Sequence[Cell]) -> list[GroupUsage]:
     keys = query.group_by[:-1]
     # (group values, window) -> (sum, count, distinct values counted)
-    segments: dict[tuple[tuple[str | None, ...], int], tuple[Decimal, int, set[str]]] = {}
+    pieces: dict[tuple[tuple[str | None, ...], int], tuple[Decimal, int, set[str]]] = {}
     for cell in cells:
         group, value = cell.group[:-1], cell.group[-1]
-        total, count, values = segments.get((group, cell.window), (Decimal(0), 0, set()))
+        total, count, values = pieces.get((group, cell.window), (Decimal(0), 0, set()))
+        # Cells whose events were all taken back (count 0) count no value.
         if value is not None and cell.count > 0:
             values.add(value)
-        segments[(group, cell.window)] = (total + cell.sum, count + cell.count, values)
+        pieces[(group, cell.window)] = (total + cell.sum, count + cell.count, values)
     groups: dict[tuple[str | None, ...], list[SegmentUsage]] = {}
-    for (group, window), (total, count, values) in segments.items():
+    for (group, window), (total, count, values) in pieces.items():
         groups.setdefault(group, []).append(
             SegmentUsage(
                 start=query.edges[window],

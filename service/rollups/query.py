@@ -293,9 +293,13 @@ async def read_cells(
 
 # The API's rendering of a cell's numbers, in SQL so that big answers skip Python decimals:
 # numeric::text is positional and keeps the value's scale, as service.common.money's
-# to_plain_string; avg is sum / count rounded half-up to 12 places (sums are never negative),
-# trailing zeros removed: exact integer division of 2·sum·10^12 + count by 2·count.
-AVERAGE_SQL = "trim_scale(div(2 * sum * 1000000000000 + count, 2 * count) * 0.000000000001)::text"
+# to_plain_string; avg is sum / count rounded half-up (away from zero: a refunds meter's sum
+# may be negative) to 12 places, trailing zeros removed: exact integer division of
+# 2·|sum|·10^12 + count by 2·count, with the sign of the sum.
+AVERAGE_SQL = (
+    "trim_scale(sign(sum) * div(2 * abs(sum) * 1000000000000 + count, 2 * count) "
+    "* 0.000000000001)::text"
+)
 
 
 _KEY_ORDER = ("org_id", "project_id", "api_key_id", "user_id", "model")

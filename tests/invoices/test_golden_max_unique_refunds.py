@@ -217,6 +217,32 @@ async def test_refunds_reduce_a_sum_and_its_invoice_line(
             Usage("credits", "2026-10-03T10:00:00+00:00", "-50"),
         ],
     )
+    response = await client.get(
+        "/v1/usage",
+        params={
+            "tenant_id": "refunded",
+            "meter": "credits",
+            "from": "2026-10-01T00:00:00Z",
+            "to": "2026-11-01T00:00:00Z",
+        },
+        headers=catalog,
+    )
+    [row] = response.json()["rows"]
+    assert (row["value"], row["sum"], row["count"], row["avg"]) == ("-30", "-30", 2, "-15")
+    await record("refunded", [Usage("credits", "2026-10-04T10:00:00+00:00", "0.000000000001")])
+    response = await client.get(
+        "/v1/usage",
+        params={
+            "tenant_id": "refunded",
+            "meter": "credits",
+            "from": "2026-10-01T00:00:00Z",
+            "to": "2026-11-01T00:00:00Z",
+        },
+        headers=catalog,
+    )
+    # -29.999999999999 / 3 = -9.999999999999666…, half-up (away from zero) to 12 places.
+    assert response.json()["rows"][0]["avg"] == "-10"
+    await record("refunded", [Usage("credits", "2026-10-05T10:00:00+00:00", "-0.000000000001")])
     [invoice] = await finalized(client, billing, "refunded", "2026-10")
     [line] = invoice["lines"]
     assert (line["kind"], line["quantity"], line["amount"], line["tiers"]) == (
