@@ -16,6 +16,18 @@ price without tiers the share is exactly quantity x unit amount / per units.
 A `last` meter bills, per group of the attributes its prices match on, the latest value of
 the period, priced at that value's time: its cost goes to the group and window holding that
 latest event (and nowhere when the answer's range or filters leave it out).
+
+A `max` or `unique_count` meter's quantity is no sum over groups (the period's largest value,
+its number of distinct values), so a unit share means nothing. Each rate's charge is shared
+among the pieces of the period it prices (per group of the answer's keys and the price keys,
+window and stretch between price changes, ignoring the answer's range and filters) in
+proportion to each piece's own quantity (its largest value; its distinct values):
+
+    cost = charge amount x piece quantity / sum of the quantities of the rate's pieces
+
+so the pieces of a period add up to its charge, and an answer covering whole periods adds up
+to the invoice's lines before rounding; the answer shows the pieces its range and filters
+keep.
 """
 
 from __future__ import annotations
@@ -61,7 +73,7 @@ def rate_period(
     start, end = query.edges[0], query.edges[-1]
     rated = rate_usage(
         meter.info,
-        group_usage(query, cells),
+        group_usage(query, cells, unique_key=meter.info.unique_key),
         meter.prices,
         tenant_id=tenant_id,
         period_start=start,
@@ -88,18 +100,30 @@ class Costs:
     unpriced: dict[str, Decimal] = field(default_factory=dict)
 
     def add_priced(
-        self, window: int, group: Group, meter: str, quantity: Decimal, cost: Decimal
+        self,
+        window: int,
+        group: Group,
+        meter: str,
+        quantity: Decimal,
+        cost: Decimal,
+        *,
+        largest: bool = False,
     ) -> None:
+        """`largest`: a max meter's quantity, kept when larger rather than added."""
         meters = self.rows.setdefault((window, group), {})
         entry = meters.get(meter)
         if entry is None:
             meters[meter] = [quantity, cost]
         else:
-            entry[0] += quantity
+            entry[0] = max(entry[0], quantity) if largest else entry[0] + quantity
             entry[1] += cost
 
-    def add_unpriced(self, meter: str, quantity: Decimal) -> None:
-        self.unpriced[meter] = self.unpriced.get(meter, Decimal(0)) + quantity
+    def add_unpriced(self, meter: str, quantity: Decimal, *, largest: bool = False) -> None:
+        known = self.unpriced.get(meter)
+        if known is None:
+            self.unpriced[meter] = quantity
+        else:
+            self.unpriced[meter] = max(known, quantity) if largest else known + quantity
 
 
 def unit_share(charge: PeriodCharge | None) -> Decimal:
@@ -183,6 +207,83 @@ def allocate(
                 unit = units[unit_key] = unit_share(period.charges.get(rate.key))
             cost = quantity * unit
             costs.add_priced(window, cell.group[:shown], name, quantity, cost)
+
+
+def piece_quantity(meter: MeterPricing, cell: Cell) -> Decimal:
+    """A `max` or `unique_count` meter's quantity of one cell."""
+    if meter.info.aggregation == "max":
+        return cell.max or Decimal(0)
+    return Decimal(cell.distinct or 0)
+
+
+def allocate_shared(
+    costs: Costs,
+    meter: MeterPricing,
+    *,
+    tenant_id: str,
+    query: RollupQuery,
+    cells: Sequence[Cell],
+    shown: int,
+    windows: Sequence[datetime],
+    periods: Sequence[PeriodRating],
+    filters: Mapping[str, Sequence[str]],
+) -> None:
+    """Add the costs of a `max` or `unique_count` meter to `costs`: `cells` (of `query`,
+    grouped by the shown keys, then the price keys, then the filter keys, without filters,
+    its edges covering the whole of every period) share each rate's charge in proportion to
+    their quantities; those inside the answer's range and filters are added."""
+    name = meter.info.event_name
+    group_by = list(query.group_by)
+    positions = [group_by.index(key) for key in meter.group_keys]
+    filter_positions = {group_by.index(key): set(accepted) for key, accepted in filters.items()}
+    period_starts = [period.start for period in periods]
+    placed: list[tuple[Cell, PeriodRating, Rate | None, Decimal]] = []
+    totals: dict[tuple[int, tuple[str, ...]], Decimal] = {}
+    with localcontext(MONEY_CONTEXT):
+        for cell in cells:
+            quantity = piece_quantity(meter, cell)
+            if quantity == 0:
+                continue
+            at = query.edges[cell.window]
+            period = periods[bisect_right(period_starts, at) - 1]
+            rate = resolve_rate(
+                meter.prices,
+                meter=name,
+                tenant_id=tenant_id,
+                attributes={
+                    key: cell.group[position]
+                    for key, position in zip(meter.group_keys, positions, strict=True)
+                },
+                at=at,
+            )
+            placed.append((cell, period, rate, quantity))
+            if rate is not None:
+                key = (id(period), rate.key)
+                totals[key] = totals.get(key, Decimal(0)) + quantity
+        for cell, period, rate, quantity in placed:
+            at = query.edges[cell.window]
+            if not windows[0] <= at < windows[-1]:
+                continue
+            if any(
+                cell.group[position] not in accepted
+                for position, accepted in filter_positions.items()
+            ):
+                continue
+            if rate is None:
+                costs.add_unpriced(name, quantity, largest=meter.info.aggregation == "max")
+                continue
+            charge = period.charges.get(rate.key)
+            amount = Decimal(0) if charge is None else charge.amount
+            cost = amount * quantity / totals[(id(period), rate.key)]
+            window = bisect_right(windows, at) - 1
+            costs.add_priced(
+                window,
+                cell.group[:shown],
+                name,
+                quantity,
+                cost,
+                largest=meter.info.aggregation == "max",
+            )
 
 
 def weighting(

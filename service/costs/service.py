@@ -29,6 +29,7 @@ from service.costs.allocation import (
     Group,
     add_weighted,
     allocate,
+    allocate_shared,
     rate_period,
     weighting,
 )
@@ -189,21 +190,20 @@ async def read_costs(
     queries: list[RollupQuery] = []
     for meter in meters:
         queries += [period_query(tenant_id, meter, *period) for period in periods]
-        queries.append(shown_query(tenant_id, meter, windows, periods, group_by, filters))
+        if meter.info.aggregation in SHARED:
+            queries.append(shared_query(tenant_id, meter, windows, periods, group_by, filters))
+        else:
+            queries.append(shown_query(tenant_id, meter, windows, periods, group_by, filters))
     step = len(periods) + 1
-    # The shown usage of sum and count meters is read weighted, below.
-    wanted = [
-        query
-        for index, query in enumerate(queries)
-        if index % step < len(periods) or meters[index // step].info.aggregation == "last"
-    ]
+
+    def read(index: int) -> bool:
+        # The shown usage of sum and count meters is read weighted, below.
+        weighted = meters[index // step].info.aggregation in ("sum", "count")
+        return index % step < len(periods) or not weighted
+
+    wanted = [query for index, query in enumerate(queries) if read(index)]
     found = iter(await read_cells(connection, wanted))
-    cells = [
-        next(found)
-        if index % step < len(periods) or meters[index // step].info.aggregation == "last"
-        else []
-        for index in range(len(queries))
-    ]
+    cells = [next(found) if read(index) else [] for index in range(len(queries))]
     for index, meter in enumerate(meters):
         first = index * step
         shown = queries[first + len(periods)]
@@ -212,6 +212,19 @@ async def read_costs(
                 rate_period(meter, tenant_id, queries[first + i], cells[first + i])
                 for i in range(len(periods))
             ]
+            if meter.info.aggregation in SHARED:
+                allocate_shared(
+                    costs,
+                    meter,
+                    tenant_id=tenant_id,
+                    query=shown,
+                    cells=cells[first + len(periods)],
+                    shown=len(group_by),
+                    windows=windows,
+                    periods=rated,
+                    filters=filters,
+                )
+                continue
             if meter.info.aggregation == "last":
                 allocate(
                     costs,
@@ -282,6 +295,39 @@ def shown_query(
         group_by=[*group_by, *(key for key in meter.group_keys if key not in group_by)],
         filters=filters,
         aggregates=ALL_AGGREGATES if meter.info.aggregation == "last" else SUM_AND_COUNT,
+    )
+
+
+# Meters whose charges are shared in proportion to each piece's own quantity
+# (service.costs.allocation.allocate_shared).
+SHARED = ("max", "unique_count")
+
+
+def shared_query(
+    tenant_id: str,
+    meter: MeterPricing,
+    windows: Sequence[datetime],
+    periods: Sequence[tuple[datetime, datetime]],
+    group_by: Sequence[str],
+    filters: dict[str, list[str]],
+) -> RollupQuery:
+    """The pieces a `max` or `unique_count` meter's charges are shared among: the whole of
+    every period touched (not only the answer's range), without filters, grouped by the
+    asked keys, the price keys and the filter keys, split at every window, period and price
+    boundary; distinct values counted per piece for a unique_count meter."""
+    start, end = periods[0][0], periods[-1][1]
+    edges = {*windows, *price_boundaries(meter.prices, start, end), start, end}
+    edges |= {instant for period in periods for instant in period}
+    keys = [*group_by]
+    keys += [key for key in meter.group_keys if key not in keys]
+    keys += [key for key in filters if key not in keys]
+    return RollupQuery(
+        tenant_id=tenant_id,
+        meter_ids=[meter.meter_id],
+        edges=sorted(edges),
+        group_by=keys,
+        aggregates=SUM_AND_COUNT,
+        distinct_key=meter.info.unique_key,
     )
 
 

@@ -25,6 +25,8 @@ class MeterView:
     dimensions: frozenset[str]
     status: str
     has_events: bool
+    # sum meters only: negative values (refunds, credits) are accepted.
+    allow_negative: bool = False
     # The OpenTelemetry metric that feeds the meter, and the attributes its points must carry.
     otel_metric: str | None = None
     otel_attributes: tuple[tuple[str, str], ...] = ()
@@ -76,6 +78,7 @@ class ReferenceCache:
                     ),
                     status=m.status,
                     has_events=m.has_events,
+                    allow_negative=m.allow_negative,
                     **_otel_fields(m.otel),
                 )
                 for m in rows

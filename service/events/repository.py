@@ -14,6 +14,7 @@ import asyncpg
 from service.budgets.ingest import PART_QUANTITIES, SINGLE_QUANTITIES, budget_ctes
 from service.rollups.upkeep import SINGLE_SOURCE_COLUMNS, ingest_upkeep_ctes, single_upkeep_ctes
 
+
 # Every row of `input` is a validated event (a `values` event with its meters sorted by id);
 # `parts` holds, for the few `values` events whose meters keep different sets of its
 # dimensions, one row per such set (each meter keeps the dimensions it declares). Accepted
@@ -21,7 +22,8 @@ from service.rollups.upkeep import SINGLE_SOURCE_COLUMNS, ingest_upkeep_ctes, si
 # parts (one per event unless split), which the store's upkeep CTEs fold into the rollups, in
 # the same statement (one transaction, one round trip), as do the budget CTEs (the budgets the
 # events count for, their thresholds and alerts: service.budgets.ingest).
-INGEST_SQL = f"""
+def _ingest_sql(*, with_max: bool) -> str:
+    return f"""
 WITH input AS (
     SELECT * FROM unnest(
         $1::text[], $2::int[], $3::text[], $4::bytea[], $5::numeric[], $6::timestamptz[],
@@ -64,13 +66,15 @@ accepted AS (
 ),
 {PART_QUANTITIES},
 {budget_ctes("budget_quantities")},
-{ingest_upkeep_ctes("accepted")}
+{ingest_upkeep_ctes("accepted", with_max=with_max)}
 SELECT tenant_id, idempotency_key, id FROM inserted
 """
 
+
 # The same for a set of single-value events only (the usual group commit and batch): no parts,
 # one-meter rows aggregated in one pass (service.rollups.upkeep.single_upkeep_ctes).
-SINGLE_INGEST_SQL = f"""
+def _single_ingest_sql(*, with_max: bool) -> str:
+    return f"""
 WITH input AS (
     SELECT * FROM unnest(
         $1::text[], $2::int[], $3::text[], $4::bytea[], $5::numeric[], $6::timestamptz[],
@@ -89,9 +93,17 @@ inserted AS (
 ),
 {SINGLE_QUANTITIES},
 {budget_ctes("budget_quantities")},
-{single_upkeep_ctes("inserted")}
+{single_upkeep_ctes("inserted", with_max=with_max)}
 SELECT tenant_id, idempotency_key, id FROM inserted
 """
+
+
+# Statements holding an event of a max meter keep the rollups' maxes as well; the others
+# (every sum and count batch) are the same statements without them.
+INGEST_SQL = _ingest_sql(with_max=False)
+MAX_INGEST_SQL = _ingest_sql(with_max=True)
+SINGLE_INGEST_SQL = _single_ingest_sql(with_max=False)
+SINGLE_MAX_INGEST_SQL = _single_ingest_sql(with_max=True)
 
 EXISTING_SQL = """
 SELECT e.tenant_id, e.idempotency_key, e.id, e.payload_hash
@@ -127,6 +139,9 @@ class EventRow:
     meter_ids: list[int] | None = None
     quantities: list[Decimal | None] | None = None
     parts: list[tuple[list[int], list[Decimal | None], str]] | None = None
+    # Whether a max meter is among its meters: only statements holding such an event keep
+    # the rollups' maxes, so sum and count ingestion pays nothing for them.
+    has_max: bool = False
 
     def all_meter_ids(self) -> list[int]:
         return self.meter_ids if self.meter_id is None else [self.meter_id]  # type: ignore[return-value]
@@ -172,8 +187,10 @@ async def store_events(
         [r.metadata_json for r in ordered],
     ]
     by_key = {(r.tenant_id, r.idempotency_key): r for r in ordered}
+    with_max = any(r.has_max for r in ordered)
     if all(r.meter_ids is None for r in ordered):
-        return await _stored(connection, SINGLE_INGEST_SQL, columns, by_key)
+        single = SINGLE_MAX_INGEST_SQL if with_max else SINGLE_INGEST_SQL
+        return await _stored(connection, single, columns, by_key)
     columns += [
         [None if r.meter_ids is None else _array_literal(r.meter_ids) for r in ordered],
         [None if r.quantities is None else _array_literal(r.quantities) for r in ordered],
@@ -187,7 +204,7 @@ async def store_events(
             parts[3].append(_array_literal(quantities))
             parts[4].append(dimensions)
     columns.extend(parts)
-    return await _stored(connection, INGEST_SQL, columns, by_key)
+    return await _stored(connection, MAX_INGEST_SQL if with_max else INGEST_SQL, columns, by_key)
 
 
 async def _stored(

@@ -145,6 +145,15 @@ def text_rejection(event: EventIn) -> Rejection | None:
 
 def _check_value(value: Decimal | None, meter: MeterView, field: str) -> Decimal | Rejection | None:
     """A quantity as its meter takes it (a zero of any spelling stored as 0), or why not."""
+    if meter.aggregation == "unique_count":
+        if value is None:
+            return None
+        return Rejection(
+            "invalid_value",
+            f"{field}: a 'unique_count' meter counts distinct values of its unique_key and "
+            "takes no value; leave it out or send null",
+            field,
+        )
     if value is None:
         if meter.aggregation != "count":
             which = "" if field == "value" else f" ('{meter.event_name}' in values)"
@@ -154,8 +163,13 @@ def _check_value(value: Decimal | None, meter: MeterView, field: str) -> Decimal
         return None
     if not value.is_finite():
         return Rejection("invalid_value", f"{field} must be a finite number", field)
-    if value < 0:
-        return Rejection("invalid_value", f"{field} must not be negative", field)
+    if value < 0 and not meter.allow_negative:
+        return Rejection(
+            "invalid_value",
+            f"{field} must not be negative (only sum meters with allow_negative take negative "
+            "values)",
+            field,
+        )
     if value.adjusted() >= MAX_INTEGER_DIGITS:
         return Rejection("invalid_value", f"{field} must be below 1e{MAX_INTEGER_DIGITS}", field)
     exponent = value.as_tuple().exponent
@@ -237,7 +251,9 @@ def validate_event(
     if event.values is None:
         ((meter, value),) = checked
         row.meter_id, row.value = meter.id, value
+        row.has_max = meter.aggregation == "max"
         return row
+    row.has_max = any(meter.aggregation == "max" for meter, _ in checked)
     # Stored and rolled up in meter id order: the same meters make the same rollup row
     # whatever order the event listed them in.
     checked.sort(key=lambda pair: pair[0].id)

@@ -28,7 +28,7 @@ from service.meters.pricing import (
     resolve_rate,
 )
 
-AGGREGATIONS = ("sum", "count", "last")
+AGGREGATIONS = ("sum", "count", "last", "max", "unique_count")
 
 _ADJUSTMENT_PREFIX = re.compile(r"^Adjustment for [^:]*: ")
 
@@ -43,6 +43,9 @@ class SegmentUsage:
     count: int
     last: Decimal | None = None  # value of the latest event in the segment
     last_at: datetime | None = None  # and its event time
+    max: Decimal | None = None  # max meters: the largest value in the segment
+    # unique_count meters: the distinct values of the meter's unique_key in the segment
+    distinct: frozenset[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +61,9 @@ class MeterInfo:
     event_name: str
     name: str
     unit: str | None
-    aggregation: str  # "sum" | "count" | "last"
+    aggregation: str  # "sum" | "count" | "last" | "max" | "unique_count"
     currency: str
+    unique_key: str | None = None  # unique_count meters: whose distinct values are counted
 
 
 LineKind = Literal["usage", "minimum", "charge", "commitment", "adjustment"]
@@ -106,6 +110,8 @@ class InvoiceLine:
 class _PricedUsage:
     rate: Rate
     quantity: Decimal
+    # unique_count meters: the distinct values counted so far (quantity is their number)
+    distinct: set[str] | None = None
 
 
 @dataclass(slots=True)
@@ -114,6 +120,21 @@ class _UnpricedUsage:
     quantity: Decimal
     start: datetime
     end: datetime
+    distinct: set[str] | None = None
+
+
+def _combine(
+    usage: _PricedUsage | _UnpricedUsage, quantity: Decimal, distinct: frozenset[str] | None
+) -> None:
+    """Adds usage into a rate's (or an unpriced set's): sums and counts add up, maxes keep
+    the largest, distinct values are counted once over all of them."""
+    if distinct is not None:
+        if usage.distinct is None:
+            usage.distinct = set()
+        usage.distinct |= distinct
+        usage.quantity = Decimal(len(usage.distinct))
+    else:
+        usage.quantity += quantity
 
 
 @dataclass(slots=True)
@@ -132,20 +153,37 @@ class RatedUsage:
         quantity: Decimal,
         start: datetime,
         end: datetime,
+        *,
+        largest: bool = False,
+        distinct: frozenset[str] | None = None,
     ) -> None:
+        """`largest`: the quantity is a max (kept if larger, not added); `distinct`: the
+        quantity is the number of these values (counted once across additions)."""
         if rate is not None:
-            entry = self.priced.setdefault(rate.key, _PricedUsage(rate, Decimal(0)))
-            entry.quantity += quantity
+            entry = self.priced.get(rate.key)
+            if entry is None:
+                entry = self.priced[rate.key] = _PricedUsage(rate, Decimal(0))
+                if largest:
+                    entry.quantity = quantity
+            if largest:
+                entry.quantity = max(entry.quantity, quantity)
+            else:
+                _combine(entry, quantity, distinct)
             return
         match = {key: value for key, value in attributes.items() if value is not None}
         key = tuple(sorted(match.items()))
         unpriced = self.unpriced.get(key)
         if unpriced is None:
-            self.unpriced[key] = _UnpricedUsage(match, quantity, start, end)
+            unpriced = self.unpriced[key] = _UnpricedUsage(match, Decimal(0), start, end)
+            if largest:
+                unpriced.quantity = quantity
         else:
-            unpriced.quantity += quantity
             unpriced.start = min(unpriced.start, start)
             unpriced.end = max(unpriced.end, end)
+        if largest:
+            unpriced.quantity = max(unpriced.quantity, quantity)
+        else:
+            _combine(unpriced, quantity, distinct)
 
 
 def rate_meter(
@@ -304,7 +342,14 @@ def _add_segment_usage(
                 f" a price change at {inside[0].isoformat()}; split the period at"
                 " price_boundaries() before rating"
             )
-        quantity = segment.sum if meter.aggregation == "sum" else Decimal(segment.count)
+        distinct = None
+        if meter.aggregation == "max":
+            quantity = segment.max or Decimal(0)
+        elif meter.aggregation == "unique_count":
+            distinct = segment.distinct or frozenset()
+            quantity = Decimal(len(distinct))
+        else:
+            quantity = segment.sum if meter.aggregation == "sum" else Decimal(segment.count)
         if quantity == 0:
             continue
         rate = resolve_rate(
@@ -314,7 +359,15 @@ def _add_segment_usage(
             attributes=group.attributes,
             at=segment.start,
         )
-        rated.add(rate, group.attributes, quantity, segment.start, segment.end)
+        rated.add(
+            rate,
+            group.attributes,
+            quantity,
+            segment.start,
+            segment.end,
+            largest=meter.aggregation == "max",
+            distinct=distinct,
+        )
 
 
 def _add_last_usage(
@@ -389,14 +442,16 @@ def period_charges(rated: RatedUsage) -> list[PeriodCharge]:
             chains.setdefault(pricing_structure(usage.rate.price), []).append(usage)
         for chain in chains.values():
             ordered = sorted(chain, key=lambda usage: usage.rate.price.effective_from)
-            total = sum((usage.quantity for usage in ordered), Decimal(0))
+            # A negative quantity (refunds beyond usage) is credited at its price's first
+            # rate and takes no part in the chain's tiers: they count the positive usage.
+            total = sum((max(usage.quantity, Decimal(0)) for usage in ordered), Decimal(0))
             before = Decimal(0)
             for usage in ordered:
                 priced = price_quantity(
                     usage.rate.price, usage.quantity, before=before, total=total
                 )
                 charges.append(PeriodCharge(usage.rate, usage.quantity, priced))
-                before += usage.quantity
+                before += max(usage.quantity, Decimal(0))
     return charges
 
 

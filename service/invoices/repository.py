@@ -78,6 +78,7 @@ async def load_pricing(session: AsyncSession, tenant_id: str) -> list[MeterPrici
                 unit=meter.unit,
                 aggregation=meter.aggregation,
                 currency=meter.currency,
+                unique_key=meter.unique_key,
             ),
             prices=_with_references(meter.event_name, prices),
         )

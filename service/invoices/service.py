@@ -364,7 +364,7 @@ class InvoiceService:
             try:
                 meter_lines = rate_meter(
                     meter.info,
-                    group_usage(query, cells),
+                    group_usage(query, cells, unique_key=meter.info.unique_key),
                     meter.prices,
                     tenant_id=tenant_id,
                     period_start=start,

@@ -30,7 +30,14 @@ class Meter(TimestampedMixin, Base):
 
     __tablename__ = "meters"
     __table_args__ = (
-        CheckConstraint("aggregation IN ('sum', 'count', 'last')", name="aggregation"),
+        CheckConstraint(
+            "aggregation IN ('sum', 'count', 'last', 'max', 'unique_count')", name="aggregation"
+        ),
+        # unique_count meters, and only they, count the distinct values of one key.
+        CheckConstraint(
+            "(aggregation = 'unique_count') = (unique_key IS NOT NULL)", name="unique_key"
+        ),
+        CheckConstraint("NOT allow_negative OR aggregation = 'sum'", name="allow_negative"),
         CheckConstraint("status IN ('active', 'archived')", name="status"),
         # A meter that is billed needs the currency its prices are in.
         CheckConstraint("NOT billable OR currency IS NOT NULL", name="billable_currency"),
@@ -41,7 +48,12 @@ class Meter(TimestampedMixin, Base):
     name: Mapped[str] = mapped_column(String(200))
     description: Mapped[str | None] = mapped_column(Text)
     unit: Mapped[str | None] = mapped_column(String(32))
-    aggregation: Mapped[str] = mapped_column(String(8))
+    aggregation: Mapped[str] = mapped_column(String(16))
+    # unique_count only: the attribution field or declared dimension whose distinct values
+    # are counted.
+    unique_key: Mapped[str | None] = mapped_column(String(64))
+    # sum only: negative values (refunds, credits) are accepted.
+    allow_negative: Mapped[bool] = mapped_column(server_default=text("false"))
     dimensions: Mapped[list[str]] = mapped_column(
         ARRAY(String(64)), server_default=text("'{}'::varchar[]")
     )

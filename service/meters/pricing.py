@@ -383,6 +383,19 @@ def is_linear(price: PriceRule) -> bool:
     return not price.tiers and not price.free_units and price.package_size is None
 
 
+def credit_rate(price: PriceRule) -> Decimal:
+    """What one unit of a negative quantity credits under a price that is not relative: the
+    rate of its first unit billed, ignoring free units and flat amounts (the first tier's
+    unit_amount, a package's unit_amount spread over its units, else unit_amount) per
+    per_units."""
+    assert price.per_units is not None
+    if price.package_size is not None:
+        return price.unit_amount / price.package_size
+    if price.tiers:
+        return price.tiers[0].unit_amount / price.per_units
+    return price.unit_amount / price.per_units
+
+
 def tier_index(tiers: Sequence[Tier], quantity: Decimal) -> int:
     """0-based index of the tier `quantity` (> 0) falls in; `up_to` is inclusive."""
     for index, tier in enumerate(tiers):
@@ -420,7 +433,9 @@ def price_quantity(
     - otherwise: quantity x unit_amount / per_units.
 
     Zero (after free units) enters no tier and costs nothing, flat amounts included. A
-    negative quantity is only priced linearly (ValueError otherwise).
+    negative quantity (refunds beyond the usage billed at this price in the period) is a
+    credit at the price's first rate (`credit_rate`): no free units, packages, flat amounts
+    or later tiers.
     """
     per_units = price.per_units
     if price.relative_to is not None or per_units is None:
@@ -430,11 +445,10 @@ def price_quantity(
             return PricedQuantity(
                 quantity, Decimal(0), None, (), quantity * price.unit_amount / per_units
             )
-        if quantity < 0 or before < 0:
-            raise ValueError(
-                f"price {price.id!r}: a negative quantity ({quantity}) cannot be rated against"
-                " tiers, free units or packages"
-            )
+        if quantity < 0:
+            return PricedQuantity(quantity, Decimal(0), None, (), quantity * credit_rate(price))
+        if before < 0:
+            raise ValueError(f"price {price.id!r}: the quantity before ({before}) is negative")
         if total is None:
             total = before + quantity
         free = price.free_units

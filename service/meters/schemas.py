@@ -12,7 +12,7 @@ from service.common.schemas import CurrencyCode, Name, Slug
 # Meters may declare at most this many dimensions of their own (each one widens the rollup key).
 MAX_DIMENSIONS = 16
 
-Aggregation = Literal["sum", "count", "last"]
+Aggregation = Literal["sum", "count", "last", "max", "unique_count"]
 MeterStatus = Literal["active", "archived"]
 EventName = Annotated[
     str,
@@ -35,6 +35,16 @@ Dimensions = Annotated[
     msgspec.Meta(
         max_length=MAX_DIMENSIONS,
         description="keys events may carry in `dimensions` and queries may group by",
+    ),
+]
+UniqueKey = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^[a-z_][a-z0-9_]{0,63}$",
+        max_length=64,
+        description="unique_count meters: the attribution field (org_id, project_id, "
+        "api_key_id, user_id, model) or declared dimension whose distinct values are counted",
+        examples=["user_id"],
     ),
 ]
 Description = Annotated[str, msgspec.Meta(max_length=2000)]
@@ -95,6 +105,10 @@ class MeterCreate(msgspec.Struct, forbid_unknown_fields=True):
     dimensions: Dimensions = msgspec.field(default_factory=list)
     metadata: Metadata = msgspec.field(default_factory=dict)
     otel: OtelMapping | None = None
+    # unique_count only, and required there: whose distinct values are counted.
+    unique_key: UniqueKey | None = None
+    # sum only: accept negative values (refunds, credits).
+    allow_negative: bool = False
 
 
 class MeterUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -112,6 +126,8 @@ class MeterUpdate(msgspec.Struct, forbid_unknown_fields=True):
     status: MeterStatus | msgspec.UnsetType = msgspec.UNSET
     # null removes the mapping.
     otel: OtelMapping | msgspec.UnsetType | None = msgspec.UNSET
+    unique_key: UniqueKey | msgspec.UnsetType | None = msgspec.UNSET
+    allow_negative: bool | msgspec.UnsetType = msgspec.UNSET
 
 
 class MeterOut(msgspec.Struct):
@@ -129,6 +145,8 @@ class MeterOut(msgspec.Struct):
     created_at: datetime
     updated_at: datetime
     otel: OtelMapping | None = None
+    unique_key: str | None = None
+    allow_negative: bool = False
 
 
 TierMode = Literal["graduated", "volume"]

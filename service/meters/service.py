@@ -209,6 +209,8 @@ def meter_out(meter: Meter) -> MeterOut:
         created_at=meter.created_at,
         updated_at=meter.updated_at,
         otel=None if meter.otel is None else msgspec.convert(meter.otel, OtelMapping),
+        unique_key=meter.unique_key,
+        allow_negative=meter.allow_negative,
     )
 
 
@@ -282,6 +284,42 @@ def _require_currency_if_billable(billable: bool, currency: str | None) -> None:
         )
 
 
+def _validate_aggregation_options(
+    aggregation: str, unique_key: str | None, allow_negative: bool, dimensions: Sequence[str]
+) -> None:
+    """unique_key belongs to unique_count meters (and they need one: an attribution field or
+    one of their dimensions); allow_negative to sum meters."""
+    if aggregation == "unique_count":
+        allowed = [*ATTRIBUTION_FIELDS, *dimensions]
+        if unique_key is None:
+            raise _invalid(
+                "unique_key",
+                "required for a unique_count meter",
+                "unique_key is required for a unique_count meter: the field whose distinct "
+                f"values it counts, one of {', '.join(allowed)}",
+            )
+        if unique_key not in allowed:
+            raise _invalid(
+                "unique_key",
+                "not an attribution field or declared dimension",
+                f"unique_key '{unique_key}' is neither an attribution field nor a dimension of "
+                f"the meter; one of {', '.join(allowed)}",
+            )
+    elif unique_key is not None:
+        raise _invalid(
+            "unique_key",
+            "only for unique_count meters",
+            f"unique_key is only for unique_count meters; this meter aggregates by {aggregation}",
+        )
+    if allow_negative and aggregation != "sum":
+        raise _invalid(
+            "allow_negative",
+            "only for sum meters",
+            f"allow_negative is only for sum meters (refunds and credits lower a sum); this "
+            f"meter aggregates by {aggregation}",
+        )
+
+
 class MeterService:
     def __init__(self, session: AsyncSession) -> None:
         self.meters = MeterRepository(session)
@@ -292,6 +330,9 @@ class MeterService:
             _validate_currency(data.currency)
         _require_currency_if_billable(data.billable, data.currency)
         _validate_dimensions(data.dimensions)
+        _validate_aggregation_options(
+            data.aggregation, data.unique_key, data.allow_negative, data.dimensions
+        )
         meter = await self.meters.add(
             {
                 "event_name": data.event_name,
@@ -304,6 +345,8 @@ class MeterService:
                 "billable": data.billable,
                 "metadata_": data.metadata,
                 "otel": _otel_json(data.otel),
+                "unique_key": data.unique_key,
+                "allow_negative": data.allow_negative,
             }
         )
         if meter is None:
@@ -356,9 +399,15 @@ class MeterService:
                 *meter.dimensions,
                 *(key for key in wanted if key not in meter.dimensions),
             ]
+        _validate_aggregation_options(
+            changes.get("aggregation", meter.aggregation),
+            changes.get("unique_key", meter.unique_key),
+            changes.get("allow_negative", meter.allow_negative),
+            changes.get("dimensions", meter.dimensions),
+        )
         frozen = [
             key
-            for key in ("aggregation", "currency")
+            for key in ("aggregation", "currency", "unique_key")
             if key in changes and changes[key] != getattr(meter, key)
         ]
         if frozen and meter.has_events:

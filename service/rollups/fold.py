@@ -59,7 +59,7 @@ CUBE_KEY = (
     "tenant_id, meter_id, grain, projection, bucket_start, "
     "org_id, project_id, api_key_id, user_id, model, dimensions"
 )
-CUBE_COLUMNS = f"{CUBE_KEY}, sum, count, last_value, last_ts, last_event_id"
+CUBE_COLUMNS = f"{CUBE_KEY}, sum, count, last_value, last_ts, last_event_id, max_value"
 _GRAIN_COLUMN = {Grain.HOUR: "hour_start", Grain.DAY: "day_start", Grain.MONTH: "month_start"}
 _FIELD_COLUMNS = {
     **{bit: name for name, bit in PROJECTION_FIELDS.items()},
@@ -87,7 +87,7 @@ def _projection_expression() -> str:
 FOLD_SQL = f"""
 WITH pending AS (
     SELECT {WIDE_KEY}, sums, count, folded_sums, folded_count,
-           last_values, last_ts, last_event_id
+           last_values, last_ts, last_event_id, maxes
     FROM rollup_rows
     WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
       AND pending
@@ -112,11 +112,12 @@ deltas AS (
            q.sum - coalesce(q.folded_sum, 0) AS sum, p.count - p.folded_count AS count,
            ARRAY[extract(epoch FROM p.last_ts), p.last_event_id::numeric, q.last_value]
                AS latest,
-           p.last_ts
+           p.last_ts, q.max_value
     FROM pending AS p
-    -- One row per meter of a wide row: its sum and last value, the row's count and latest.
-    CROSS JOIN LATERAL unnest(p.meter_ids, p.sums, p.folded_sums, p.last_values)
-        AS q(meter_id, sum, folded_sum, last_value)
+    -- One row per meter of a wide row: its sum, last value and max, the row's count and
+    -- latest. A max merges with greatest, so a row's whole max may be added again safely.
+    CROSS JOIN LATERAL unnest(p.meter_ids, p.sums, p.folded_sums, p.last_values, p.maxes)
+        AS q(meter_id, sum, folded_sum, last_value, max_value)
 ),
 cells AS (
     SELECT tenant_id, meter_id,
@@ -127,7 +128,8 @@ cells AS (
            coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
            coalesce(api_key_id, '') AS api_key_id, coalesce(user_id, '') AS user_id,
            coalesce(model, '') AS model, coalesce(dimensions, '{{}}'::jsonb) AS dimensions,
-           sum(sum) AS sum, sum(count) AS count, max(latest) AS latest, max(last_ts) AS last_ts
+           sum(sum) AS sum, sum(count) AS count, max(latest) AS latest, max(last_ts) AS last_ts,
+           max(max_value) AS max_value
     FROM deltas
     GROUP BY GROUPING SETS (
         {_grouping_sets()}
@@ -135,7 +137,7 @@ cells AS (
 ),
 upserted AS (
     INSERT INTO rollup_cube ({CUBE_COLUMNS})
-    SELECT {CUBE_KEY}, sum, count, latest[3], last_ts, latest[2]::bigint
+    SELECT {CUBE_KEY}, sum, count, latest[3], last_ts, latest[2]::bigint, max_value
     FROM cells
     -- In key order, so new cells land on disk as the primary key orders them: a month by API
     -- key and model then reads one page per ~50 cells instead of one per cell (hashed

@@ -36,6 +36,8 @@ class Aggregates:
     last_value: Mapped[Decimal | None] = mapped_column(Numeric)
     last_ts: Mapped[datetime]
     last_event_id: Mapped[int] = mapped_column(BigInteger)
+    # max meters only (null for others): the largest value.
+    max_value: Mapped[Decimal | None] = mapped_column(Numeric)
 
 
 class WideAggregates:
@@ -50,6 +52,9 @@ class WideAggregates:
     last_values: Mapped[list[Decimal | None]] = mapped_column(ARRAY(Numeric))
     last_ts: Mapped[datetime]
     last_event_id: Mapped[int] = mapped_column(BigInteger)
+    # The largest value per meter, kept only for rows holding a max meter (null otherwise:
+    # sum and count ingestion never writes it).
+    maxes: Mapped[list[Decimal | None] | None] = mapped_column(ARRAY(Numeric))
 
 
 class RollupRow(WideAggregates, Base):

@@ -8,6 +8,7 @@ key is a dimension, read from the jsonb and passed as a parameter (never spliced
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,6 +40,9 @@ class RollupQuery:
     group_by: Sequence[str] = ()
     filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
     aggregates: frozenset[Aggregate] = ALL_AGGREGATES
+    # unique_count meters: the key (attribution field or dimension) whose distinct values each
+    # cell counts (Cell.distinct), among the rollup rows of the cell that counted events.
+    distinct_key: str | None = None
 
     @property
     def table(self) -> str:
@@ -59,6 +63,10 @@ class Cell:
     # The id of that last event: (last_ts, last_event_id) orders cells' last events as `last`
     # itself does (ties in time to the later-stored event). None when not asked for.
     last_event_id: int | None = None
+    # The largest value of the cell's rows that kept one (max meters), else None.
+    max: Decimal | None = None
+    # The number of distinct values of the query's distinct_key (None without one).
+    distinct: int | None = None
 
 
 def rollup_table(keys: Sequence[str]) -> str:
@@ -81,7 +89,7 @@ class _Parameters:
 # What every source of a query's rows yields, before the window and group aggregation.
 _SOURCE_COLUMNS = (
     "meter_id, bucket_start, {keys}, {sum} AS sum, {count} AS count, last_value, "
-    "last_ts, last_event_id"
+    "last_ts, last_event_id, max_value"
 )
 
 
@@ -118,6 +126,8 @@ def _branch(
     never inside one."""
     if len(query.edges) < 2:
         raise ValueError("a rollup query needs at least two edges")
+    if query.distinct_key is not None:
+        return _distinct_branch(index, query, params, group_columns=group_columns)
     query_plan = plan(query)
     tenant = params.add(query.tenant_id)
     meters = params.add(list(query.meter_ids))
@@ -200,10 +210,50 @@ def _branch(
             f"ARRAY[{', '.join(values)}]::text[]" if values else "ARRAY[]::text[]"
         ) + " AS grp, "
     union = "\n      UNION ALL\n      ".join(sources)
+    # A pending row's whole max is added again to its cube bucket's: greatest is idempotent.
     return f"""SELECT {index} AS query, meter_id, {window} AS window_index, {group}
-       sum(sum) AS sum, sum(count)::bigint AS count, {last}
+       sum(sum) AS sum, sum(count)::bigint AS count, {last},
+       max(max_value) AS max, NULL::bigint AS distinct_count
 FROM ({union}) AS r{index}
 GROUP BY {", ".join(["meter_id", "window_index", *grouped])}"""
+
+
+def _distinct_branch(
+    index: int, query: RollupQuery, params: _Parameters, *, group_columns: bool
+) -> str:
+    """The SELECT of a query with a distinct_key: the cells of the same query grouped by that
+    key as well (from whichever level keeps it: a month's cube projection with the key, the
+    15-minute rows elsewhere), then counted per window and group. A value counts once however
+    many buckets, days or levels it appears in; rows whose events were all taken back (count
+    0) and events without the key (absent value) count nothing."""
+    assert query.distinct_key is not None
+    shown = len(query.group_by)
+    inner = _branch(
+        index,
+        dataclasses.replace(
+            query,
+            group_by=(*query.group_by, query.distinct_key),
+            distinct_key=None,
+            aggregates=SUM_AND_COUNT,
+        ),
+        params,
+        group_columns=True,
+    )
+    columns = [f"g{position}" for position in range(shown)]
+    if group_columns:
+        group = "".join(f"{column}, " for column in columns)
+    else:
+        group = (
+            f"ARRAY[{', '.join(columns)}]::text[] AS grp, "
+            if columns
+            else "ARRAY[]::text[] AS grp, "
+        )
+    return f"""SELECT {index} AS query, meter_id, window_index, {group}
+       sum(sum) AS sum, sum(count)::bigint AS count, NULL::numeric AS last,
+       NULL::timestamptz AS last_ts, NULL::bigint AS last_event_id, NULL::numeric AS max,
+       count(*) FILTER (WHERE count > 0 AND g{shown} IS NOT NULL) AS distinct_count
+FROM ({inner}) AS d{index}
+GROUP BY {", ".join(["meter_id", "window_index", *columns])}"""
 
 
 def rollup_sql(queries: Sequence[RollupQuery]) -> tuple[str, list[object]]:
@@ -234,6 +284,8 @@ async def read_cells(
                 last=record["last"],
                 last_ts=record["last_ts"],
                 last_event_id=record["last_event_id"],
+                max=record["max"],
+                distinct=record["distinct_count"],
             )
         )
     return results
@@ -241,9 +293,13 @@ async def read_cells(
 
 # The API's rendering of a cell's numbers, in SQL so that big answers skip Python decimals:
 # numeric::text is positional and keeps the value's scale, as service.common.money's
-# to_plain_string; avg is sum / count rounded half-up to 12 places (sums are never negative),
-# trailing zeros removed: exact integer division of 2·sum·10^12 + count by 2·count.
-AVERAGE_SQL = "trim_scale(div(2 * sum * 1000000000000 + count, 2 * count) * 0.000000000001)::text"
+# to_plain_string; avg is sum / count rounded half-up (away from zero: a refunds meter's sum
+# may be negative) to 12 places, trailing zeros removed: exact integer division of
+# 2·|sum|·10^12 + count by 2·count, with the sign of the sum.
+AVERAGE_SQL = (
+    "trim_scale(sign(sum) * div(2 * abs(sum) * 1000000000000 + count, 2 * count) "
+    "* 0.000000000001)::text"
+)
 
 
 _KEY_ORDER = ("org_id", "project_id", "api_key_id", "user_id", "model")
@@ -256,6 +312,8 @@ def _direct_cells(query: RollupQuery, query_plan: _Plan) -> tuple[Grain, int] | 
     and no dimension is involved (cells are per whole dimension set). Pending rows in the
     range rule it out too; the caller checks that."""
     keys = [*query.group_by, *query.filters]
+    if query.distinct_key is not None:
+        return None
     if query_plan.pieces.quarters or len(query_plan.projections) != 1:
         return None
     if any(key not in ATTRIBUTION_FIELDS for key in keys):
@@ -273,7 +331,7 @@ def _direct_cells(query: RollupQuery, query_plan: _Plan) -> tuple[Grain, int] | 
 def _rendered_columns(groups: Sequence[str]) -> str:
     return (
         f"{''.join(g + ', ' for g in groups)}sum::text AS sum, count, last::text AS last, "
-        f"{AVERAGE_SQL} AS avg"
+        f"{AVERAGE_SQL} AS avg, max::text AS max, distinct_count"
     )
 
 
@@ -325,7 +383,8 @@ async def read_rendered(connection: asyncpg.Connection, query: RollupQuery) -> l
             # The key columns are in the "C" collation: ordering by them is code point order,
             # '' (absent) first, as answers list groups; fields not grouped hold ''.
             sql = f"""SELECT meter_id, {window} - 1 AS window, {values}sum::text AS sum, count,
-       last_value::text AS last, {AVERAGE_SQL} AS avg
+       last_value::text AS last, {AVERAGE_SQL} AS avg, max_value::text AS max,
+       NULL::bigint AS distinct_count
 FROM rollup_cube
 WHERE {" AND ".join(conditions)}
 ORDER BY meter_id, bucket_start, {", ".join(_KEY_ORDER)}"""

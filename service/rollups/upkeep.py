@@ -69,12 +69,21 @@ WIDE_TO_WIDE = f"""rollup_sums(sums) AS sums, sum(count) AS count,
 ONE_METER_WIDE = (
     "ARRAY[sum] AS sums, count, ARRAY[last_value] AS last_values, last_ts, last_event_id"
 )
+# The same for the maxes: null for rows without a max meter.
+ONE_METER_MAXES = "CASE WHEN max_value IS NOT NULL THEN ARRAY[max_value] END"
 # What the upkeep reads: event parts, one per event and set of dimensions (an event whose
 # meters all keep its dimensions is one part): the meters (sorted) and their quantities.
 PART_COLUMNS = (
     "tenant_id, id, ts, org_id, project_id, api_key_id, user_id, model, dimensions, "
     "meter_ids, quantities"
 )
+
+
+# The max meters' ids, for the statements that keep maxes: a small table, read once per
+# statement. A row keeps maxes exactly when one of its meters is a max meter, whichever
+# statement (ingestion or rebuild) writes it.
+MAX_METER_IDS = "ARRAY(SELECT id FROM meters WHERE aggregation = 'max')"
+WIDE_MAXES = f"CASE WHEN meter_ids && {MAX_METER_IDS} THEN rollup_max(quantities) END AS maxes"
 
 
 def merge_on_conflict(table: str) -> str:
@@ -89,11 +98,22 @@ def merge_on_conflict(table: str) -> str:
         last_event_id = CASE WHEN (EXCLUDED.last_ts, EXCLUDED.last_event_id)
                                   > ({table}.last_ts, {table}.last_event_id)
                              THEN EXCLUDED.last_event_id ELSE {table}.last_event_id END,
-        last_ts = GREATEST({table}.last_ts, EXCLUDED.last_ts)"""
+        last_ts = GREATEST({table}.last_ts, EXCLUDED.last_ts),
+        max_value = GREATEST({table}.max_value, EXCLUDED.max_value)"""
 
 
-def merge_wide_on_conflict(table: str) -> str:
-    """The upsert that adds a new wide row into an existing one of the same meters."""
+def merge_wide_on_conflict(table: str, *, with_max: bool = False) -> str:
+    """The upsert that adds a new wide row into an existing one of the same meters; with_max:
+    the new row may carry maxes (merged element by element with greatest)."""
+    maxes = (
+        f""",
+        maxes = CASE WHEN EXCLUDED.maxes IS NULL THEN {table}.maxes
+                     WHEN cardinality(EXCLUDED.maxes) = 1
+                     THEN ARRAY[GREATEST({table}.maxes[1], EXCLUDED.maxes[1])]
+                     ELSE rollup_max_step({table}.maxes, EXCLUDED.maxes) END"""
+        if with_max
+        else ""
+    )
     newer = f"(EXCLUDED.last_ts, EXCLUDED.last_event_id) > ({table}.last_ts, {table}.last_event_id)"
     # One-meter rows (every single-value event's) add without the element-wise subquery.
     return f"""DO UPDATE SET
@@ -104,42 +124,48 @@ def merge_wide_on_conflict(table: str) -> str:
         last_values = CASE WHEN {newer} THEN EXCLUDED.last_values ELSE {table}.last_values END,
         last_event_id = CASE WHEN {newer} THEN EXCLUDED.last_event_id
                              ELSE {table}.last_event_id END,
-        last_ts = GREATEST({table}.last_ts, EXCLUDED.last_ts)"""
+        last_ts = GREATEST({table}.last_ts, EXCLUDED.last_ts){maxes}"""
 
 
-def _wide_rows(source: str) -> str:
-    """Event parts (PART_COLUMNS of `source`) aggregated per rollup key and set of meters."""
+def _wide_rows(source: str, *, with_max: bool = False) -> str:
+    """Event parts (PART_COLUMNS of `source`) aggregated per rollup key and set of meters;
+    with_max: with their maxes where a meter is a max meter."""
+    maxes = f", {WIDE_MAXES}" if with_max else ""
     return f"""SELECT tenant_id, {bucket_of("ts")} AS bucket_start,
            coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
            coalesce(api_key_id, '') AS api_key_id, coalesce(user_id, '') AS user_id,
            coalesce(model, '') AS model, dimensions, meter_ids,
-           {PARTS_TO_WIDE}
+           {PARTS_TO_WIDE}{maxes}
     FROM {source}
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9"""
 
 
 # The two upserts that end every ingest statement, from the CTEs model_buckets and buckets;
 # `wide_from` selects the wide aggregates from them.
-def _upserts(wide_from: str) -> str:
+def _upserts(wide_from: str, maxes_from: str | None = None) -> str:
+    """maxes_from: the expression of the rows' maxes (None: the statement keeps no maxes)."""
+    with_max = maxes_from is not None
+    columns = f"{WIDE_COLUMNS}, maxes" if with_max else WIDE_COLUMNS
+    wide_from = f"{wide_from}, {maxes_from}" if with_max else wide_from
     return f"""model_upserted AS (
-    INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {WIDE_COLUMNS})
+    INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {columns})
     SELECT {MODEL_WIDE_KEY}, {wide_from}
     FROM model_buckets
     ORDER BY {MODEL_WIDE_KEY}
-    ON CONFLICT ({MODEL_WIDE_KEY}) {merge_wide_on_conflict("model_rollup_rows")}
+    ON CONFLICT ({MODEL_WIDE_KEY}) {merge_wide_on_conflict("model_rollup_rows", with_max=with_max)}
     RETURNING 1
 ),
 upserted AS (
-    INSERT INTO rollup_rows ({WIDE_KEY}, {WIDE_COLUMNS})
+    INSERT INTO rollup_rows ({WIDE_KEY}, {columns})
     SELECT {WIDE_KEY}, {wide_from}
     FROM buckets
     ORDER BY {WIDE_KEY}
-    ON CONFLICT ({WIDE_KEY}) {merge_wide_on_conflict("rollup_rows")}
+    ON CONFLICT ({WIDE_KEY}) {merge_wide_on_conflict("rollup_rows", with_max=with_max)}
     RETURNING 1
 )"""
 
 
-def ingest_upkeep_ctes(source: str) -> str:
+def ingest_upkeep_ctes(source: str, *, with_max: bool = False) -> str:
     """The common table expressions that fold the event parts of the CTE `source` (newly
     inserted events as PART_COLUMNS) into both 15-minute tables, to be placed after `source` in
     the ingest statement: events and their rollups are written by one statement, so one
@@ -152,16 +178,20 @@ def ingest_upkeep_ctes(source: str) -> str:
     same plan, so the two upserts always lock in one order. PostgreSQL runs unreferenced
     data-modifying CTEs last-listed first, so model_upserted is listed before upserted: its few
     rows, which every concurrent batch of a tenant touches, are then written last and locked
-    for the shortest time before the commit."""
+    for the shortest time before the commit.
+
+    with_max (a statement holding an event of a max meter): rows of max meters keep their
+    maxes too. Without it, nothing about maxes is computed or written."""
+    model_maxes = ", rollup_max(maxes) AS maxes" if with_max else ""
     return f"""buckets AS (
-    {_wide_rows(source)}
+    {_wide_rows(source, with_max=with_max)}
 ),
 model_buckets AS (
-    SELECT {MODEL_WIDE_KEY}, {WIDE_TO_WIDE}
+    SELECT {MODEL_WIDE_KEY}, {WIDE_TO_WIDE}{model_maxes}
     FROM buckets
     GROUP BY 1, 2, 3, 4, 5
 ),
-{_upserts(WIDE_COLUMNS)}"""
+{_upserts(WIDE_COLUMNS, "maxes" if with_max else None)}"""
 
 
 # Columns of newly inserted single-value events that single_upkeep_ctes reads.
@@ -170,12 +200,20 @@ SINGLE_SOURCE_COLUMNS = (
 )
 
 
-def single_upkeep_ctes(source: str) -> str:
+def single_upkeep_ctes(source: str, *, with_max: bool = False) -> str:
     """ingest_upkeep_ctes for a statement whose events all hold one quantity (the CTE
     `source`, SINGLE_SOURCE_COLUMNS): their rows are one-meter wide rows, aggregated in one
     pass without the per-position step, which costs a small group commit about a third of its
     statement time. Same tables, same key order, same upserts (so the two statements lock
     alike and cannot deadlock each other), same results."""
+    if with_max:
+        max_value = (
+            f",\n           CASE WHEN meter_id = ANY({MAX_METER_IDS}) THEN max(value) END "
+            "AS max_value"
+        )
+        model_max = ", max(max_value) AS max_value"
+    else:
+        max_value = model_max = ""
     return f"""buckets AS (
     SELECT tenant_id, {bucket_of("ts")} AS bucket_start,
            coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
@@ -184,16 +222,16 @@ def single_upkeep_ctes(source: str) -> str:
            sum(coalesce(value, 0)) AS sum, count(*) AS count,
            {latest("value", "ts", "id")} AS last_value,
            max(ts) AS last_ts,
-           {latest_id("ts", "id")} AS last_event_id
+           {latest_id("ts", "id")} AS last_event_id{max_value}
     FROM {source}
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, meter_id
 ),
 model_buckets AS (
-    SELECT {MODEL_WIDE_KEY}, {ROLLUP_AGGREGATES}
+    SELECT {MODEL_WIDE_KEY}, {ROLLUP_AGGREGATES}{model_max}
     FROM buckets
     GROUP BY 1, 2, 3, 4, 5
 ),
-{_upserts(ONE_METER_WIDE)}"""
+{_upserts(ONE_METER_WIDE, ONE_METER_MAXES if with_max else None)}"""
 
 
 REBUILD_DELETE_SQL = """
@@ -224,16 +262,16 @@ GROUP BY e.tenant_id, e.id, e.ts, e.org_id, e.project_id, e.api_key_id, e.user_i
          kept.dimensions
 """
 REBUILD_INSERT_SQL = f"""
-INSERT INTO rollup_rows ({WIDE_KEY}, {WIDE_COLUMNS})
-{_wide_rows(f"({EVENT_PARTS_SQL}) AS parts")}
+INSERT INTO rollup_rows ({WIDE_KEY}, {WIDE_COLUMNS}, maxes)
+{_wide_rows(f"({EVENT_PARTS_SQL}) AS parts", with_max=True)}
 """
 REBUILD_MODEL_DELETE_SQL = """
 DELETE FROM model_rollup_rows WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 """
 # From the rollups just rebuilt, in the same transaction: the same folding as ingestion.
 REBUILD_MODEL_INSERT_SQL = f"""
-INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {WIDE_COLUMNS})
-SELECT {MODEL_WIDE_KEY}, {WIDE_TO_WIDE}
+INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {WIDE_COLUMNS}, maxes)
+SELECT {MODEL_WIDE_KEY}, {WIDE_TO_WIDE}, rollup_max(maxes) AS maxes
 FROM rollup_rows
 WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 GROUP BY 1, 2, 3, 4, 5

@@ -15,6 +15,7 @@ class MeterRecord:
     aggregation: str
     unit: str | None
     dimensions: tuple[str, ...]
+    unique_key: str | None = None
 
 
 async def tenant_timezone(connection: asyncpg.Connection, tenant_id: str) -> str | None:
@@ -27,7 +28,7 @@ async def tenant_timezone(connection: asyncpg.Connection, tenant_id: str) -> str
 async def meters(connection: asyncpg.Connection, event_name: str | None) -> list[MeterRecord]:
     """The named meter (archived ones too: their history stays queryable), or all of them."""
     rows = await connection.fetch(
-        "SELECT id, event_name, aggregation, unit, dimensions FROM meters "
+        "SELECT id, event_name, aggregation, unit, dimensions, unique_key FROM meters "
         "WHERE $1::text IS NULL OR event_name = $1 ORDER BY event_name",
         event_name,
     )
@@ -38,6 +39,7 @@ async def meters(connection: asyncpg.Connection, event_name: str | None) -> list
             aggregation=row["aggregation"],
             unit=row["unit"],
             dimensions=tuple(row["dimensions"]),
+            unique_key=row["unique_key"],
         )
         for row in rows
     ]

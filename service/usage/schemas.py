@@ -7,7 +7,7 @@ from typing import Literal
 
 import msgspec
 
-Aggregation = Literal["sum", "count", "last"]
+Aggregation = Literal["sum", "count", "last", "max", "unique_count"]
 # Most rows `limit` may keep per meter.
 MAX_LIMIT = 10_000
 
@@ -39,7 +39,8 @@ class UsageQuery:
 
 class UsageRow(msgspec.Struct):
     """Usage of one group in one window [window_start, window_end). Decimals are strings.
-    `value` is what the meter's aggregation asks for (sum, count or last); `last` is the
+    `value` is what the meter's aggregation asks for (sum, count, last, the largest value for
+    `max`, the number of distinct values of its unique_key for `unique_count`); `last` is the
     value of the latest event by timestamp (ties: the later-stored event); `avg` is sum/count
     rounded half-up to 12 decimal places, trailing zeros removed."""
 

@@ -110,15 +110,28 @@ class UsageService:
                 boundaries = window_boundaries(start, end, size, zone)
             except WindowError as exc:
                 raise _invalid(exc.field, exc.message) from exc
-            rollup_query = RollupQuery(
-                tenant_id=tenant_id,
-                meter_ids=[m.id for m in meters],
-                edges=boundaries,
-                group_by=group_by,
-                filters=filters,
-            )
+            # unique_count meters count distinct values of their own key: one query each.
+            plain = [m.id for m in meters if m.unique_key is None]
+            rollup_queries = [
+                RollupQuery(
+                    tenant_id=tenant_id,
+                    meter_ids=ids,
+                    edges=boundaries,
+                    group_by=group_by,
+                    filters=filters,
+                    distinct_key=key,
+                )
+                for ids, key in [
+                    *([(plain, None)] if plain else []),
+                    *(([m.id], m.unique_key) for m in meters if m.unique_key is not None),
+                ]
+            ]
             try:
-                cells = await read_rendered(connection, rollup_query)
+                cells = [
+                    cell
+                    for rollup_query in rollup_queries
+                    for cell in await read_rendered(connection, rollup_query)
+                ]
             except asyncpg.QueryCanceledError as exc:
                 # The statement timeout cut this read short: the database is up, the query is
                 # too heavy (say, daily windows grouped by user in a zone whose midnight is
@@ -321,17 +334,23 @@ def _blocks(
     by_meter: dict[int, list[UsageRow]] = defaultdict(list)
     aggregation = {meter.id: meter.aggregation for meter in meters}
     keys = list(enumerate(group_by, start=2))  # g0, g1, ... follow meter_id and window
-    first = 2 + len(group_by)  # then sum, count, last, avg
+    first = 2 + len(group_by)  # then sum, count, last, avg, max, distinct_count
     for cell in cells:
         meter_id, window = cell[0], cell[1]
         total, count, last, avg = cell[first], cell[first + 1], cell[first + 2], cell[first + 3]
         kind = aggregation[meter_id]
+        if kind == "max":
+            value = cell[first + 4]
+        elif kind == "unique_count":
+            value = str(cell[first + 5])
+        else:
+            value = total if kind == "sum" else last if kind == "last" else str(count)
         by_meter[meter_id].append(
             UsageRow(
                 boundaries[window],
                 boundaries[window + 1],
                 {key: cell[position] for position, key in keys},
-                total if kind == "sum" else last if kind == "last" else str(count),
+                value,
                 total,
                 count,
                 last,

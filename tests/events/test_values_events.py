@@ -321,13 +321,17 @@ async def test_each_meter_keeps_only_the_dimensions_it_declares(
     wide_rows = await pg_pool.fetchval("SELECT count(*) FROM rollup_rows WHERE tenant_id = 'acme'")
     async with pg_pool.acquire() as connection:
         await fold_rollups(connection, before=when(-60))
-        folded = await connection.fetch("SELECT * FROM rollup_cube ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")
+        folded = await connection.fetch(
+            "SELECT * FROM rollup_cube ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11"
+        )
         async with connection.transaction():
             start = when(120).replace(minute=0, second=0, microsecond=0)
             written = await rebuild_rollups(connection, "acme", start, start + timedelta(hours=3))
         assert written[1] == wide_rows
         await fold_rollups(connection, before=when(-60))
-        refolded = await connection.fetch("SELECT * FROM rollup_cube ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11")
+        refolded = await connection.fetch(
+            "SELECT * FROM rollup_cube ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11"
+        )
     assert await rollups_of(pg_pool, "acme") == before
     assert [tuple(r) for r in refolded] == [tuple(r) for r in folded]
 

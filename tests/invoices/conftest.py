@@ -50,10 +50,10 @@ def record(pg_pool: asyncpg.Pool) -> Record:
     counter = iter(range(10**9))
 
     async def store(tenant_id: str, usage: Sequence[Usage]) -> int:
-        meters = {
-            row["event_name"]: row["id"]
-            for row in await pg_pool.fetch("SELECT id, event_name FROM meters")
-        }
+        found = await pg_pool.fetch("SELECT id, event_name, aggregation FROM meters")
+        meters = {row["event_name"]: row["id"] for row in found}
+        # Validation marks events of max meters (their statements keep maxes); so does this.
+        maxed = {row["event_name"] for row in found if row["aggregation"] == "max"}
         rows = []
         for item in usage:
             key = f"test-{next(counter)}"
@@ -73,6 +73,7 @@ def record(pg_pool: asyncpg.Pool) -> Record:
                     model=item.model,
                     dimensions_json=json.dumps(item.dimensions, sort_keys=True),
                     metadata_json=None,
+                    has_max=item.event_name in maxed,
                 )
             )
         async with pg_pool.acquire() as connection, connection.transaction():

@@ -188,7 +188,7 @@ async def test_aggregation_and_currency_freeze_once_the_meter_has_events(
     )
     assert_problem(invalid, 422, "validation_error", "currency")
     invalid = await client.patch(
-        "/v1/meters/input_tokens", json={"aggregation": "max"}, headers=keys.admin
+        "/v1/meters/input_tokens", json={"aggregation": "median"}, headers=keys.admin
     )
     assert_problem(invalid, 422, "validation_error", "aggregation")
 

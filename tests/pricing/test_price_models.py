@@ -164,10 +164,15 @@ def test_free_units_on_a_plain_price() -> None:
     assert price_quantity(rule, D(3_000_000)).amount == D("5.00")
 
 
-def test_negative_quantities_only_on_a_linear_price() -> None:
+def test_negative_quantities_are_credited_at_the_first_rate() -> None:
     assert price_quantity(price(unit_amount=D(2)), D(-3)).amount == D(-6)
-    with pytest.raises(ValueError, match="negative"):
-        price_quantity(price(tiers=GRADUATED), D(-3))
+    # Tiers: the first tier's rate, no flat amount, whatever the size of the credit.
+    credit = price_quantity(price(tiers=GRADUATED, free_units=D(1000)), D(-20_000))
+    assert (credit.amount, credit.tiers, credit.free_units_applied) == (D("-40.000"), (), 0)
+    # Packages: the package's amount spread over its units, no rounding up.
+    assert price_quantity(price(unit_amount=D("1.25"), package_size=D(50)), D(-10)).amount == D(
+        "-0.25"
+    )
 
 
 @pytest.mark.parametrize(
