@@ -267,4 +267,6 @@ def render_amount(value: Decimal, currency: str) -> str:
 
 def render_quantity(value: Decimal) -> str:
     """A quantity without trailing zeros or exponent: "1000000", "0.5"."""
+    if value == value.to_integral_value():  # most quantities are counts of tokens or calls
+        return str(int(value))
     return _quantized(value, decimal_places(value))

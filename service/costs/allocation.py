@@ -36,7 +36,7 @@ from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from decimal import Decimal, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal, localcontext
 
 from service.common.money import MONEY_CONTEXT
 from service.invoices.period_usage import group_usage
@@ -46,6 +46,16 @@ from service.meters.pricing import Rate, resolve_rate
 from service.rollups.query import Cell, RollupQuery, WeightedCell, Weighting
 
 Group = tuple[str | None, ...]
+
+# How precisely the database sums weighted usage (`weighting`). A weight (charge / quantity)
+# is kept to 80 significant digits, and each answer cell's sum is rounded to 30 decimal
+# places: the error of a sum (at most quantity x 10^-80 of its weight per cell, however many
+# cells) stays far below 10^-30, so rounding there gives back the exact value of every cost
+# that ends within 30 places (as costs of prices without tiers do) and is off by less than
+# 10^-30 otherwise; answers show 12. The 200 digits of `unit_share` made PostgreSQL multiply
+# and Python add 200-digit numbers for every (key x model) cell of a month.
+WEIGHT_CONTEXT = Context(prec=80, rounding=ROUND_HALF_EVEN)
+WEIGHTED_PLACES = 30
 # (the latest event's time, its id): how `last` orders events.
 LastEvent = tuple[datetime, int]
 
@@ -318,7 +328,7 @@ def weighting(
             if rate is None:
                 continue
             if rate.key not in units:
-                units[rate.key] = unit_share(rating.charges.get(rate.key))
+                units[rate.key] = WEIGHT_CONTEXT.plus(unit_share(rating.charges.get(rate.key)))
             values = tuple("" if value is None else value for value in cell.group)
             weights.append((first + cell.window, values, units[rate.key]))
     edges = query.edges[:-1]
@@ -330,6 +340,7 @@ def weighting(
         # 1-based: PostgreSQL arrays start at 1, like the query's window index.
         parts=[bisect_right(starts, edge) for edge in edges],
         weights=[(part + 1, values, weight) for part, values, weight in weights],
+        places=WEIGHTED_PLACES,
     )
 
 

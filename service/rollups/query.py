@@ -417,6 +417,8 @@ class Weighting:
     windows: Sequence[int]
     parts: Sequence[int]
     weights: Sequence[tuple[int, tuple[str, ...], Decimal]]
+    # Round each answer cell's weighted sum to this many decimal places (None: exact).
+    places: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,10 +461,13 @@ async def read_weighted(
         ]
     )
     quantity = "c.sum" if weighting.quantity == "sum" else "c.count::numeric"
+    cost = f"coalesce(sum({quantity} * w.weight), 0)"
+    if weighting.places is not None:
+        cost = f"round({cost}, {int(weighting.places)})"
     shown = [f"c.g{i}" for i in range(weighting.shown)]
     sql = f"""SELECT ({windows}::int[])[c.window_index] AS window{"".join(", " + g for g in shown)},
        coalesce(sum({quantity}) FILTER (WHERE w.weight IS NOT NULL), 0) AS quantity,
-       coalesce(sum({quantity} * w.weight), 0) AS cost,
+       {cost} AS cost,
        coalesce(sum({quantity}) FILTER (WHERE w.weight IS NULL), 0) AS unweighted
 FROM ({branch}) AS c
 LEFT JOIN unnest({unnest}) AS w({names}) ON {join}
