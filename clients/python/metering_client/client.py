@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar, Unpack
 
 import httpx
 import msgspec
@@ -25,6 +25,41 @@ from metering_client.results import (
 T = TypeVar("T")
 Params = list[tuple[str, str | int | float | bool | None]]
 TimeBound = datetime | str
+
+
+class RangeQuery(TypedDict, total=False):
+    """What every range query takes (keyword arguments of the clients' methods)."""
+
+    tenant_id: str | None
+    start: TimeBound | None  # the query parameter `from`
+    end: TimeBound | None  # `to`
+    period: str | None
+    window_size: str | None
+    timezone: str | None
+    group_by: Sequence[str]
+    filters: Mapping[str, str] | None  # `filter`: {key: value}, equality
+
+
+class UsageQuery(RangeQuery, total=False):
+    order_by: str | None
+    limit: int | None
+
+
+class CostQuery(UsageQuery, total=False):
+    meter: str | None
+    currency: str | None
+
+
+class InvoiceQuery(TypedDict, total=False):
+    tenant_id: str | None
+    status: str | None
+    period: str | None
+    limit: int | None
+    cursor: str | None
+
+
+# Keyword arguments named otherwise than their query parameter.
+_PARAMETER = {"start": "from", "end": "to", "filters": "filter"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +82,13 @@ def _time(value: TimeBound) -> str:
     return value
 
 
-def _query(**values: Any) -> Params:
+def _query(values: Mapping[str, Any]) -> Params:
     """Query parameters; None is left out, sequences repeat the name, mappings are filters
-    (`key:value`), times are RFC 3339. Names ending in `_` lose it (`from_`)."""
+    (`key:value`), times are RFC 3339; `start`, `end` and `filters` are sent as `from`, `to`
+    and `filter`."""
     params: Params = []
-    for name, value in values.items():
-        name = name.rstrip("_")
+    for key, value in values.items():
+        name = _PARAMETER.get(key, key)
         if value is None:
             continue
         if isinstance(value, Mapping):
@@ -70,22 +106,22 @@ class _Calls:
     """The calls both clients make."""
 
     @staticmethod
-    def usage(meter: str | None, **query: Any) -> Call[Any]:
+    def usage(meter: str | None, query: Mapping[str, Any]) -> Call[Any]:
         result: type[Any] = Usage if meter else UsageByMeter
-        return Call("GET", "/v1/usage", result, _query(meter=meter, **query))
+        return Call("GET", "/v1/usage", result, _query({"meter": meter, **query}))
 
     @staticmethod
-    def costs(**query: Any) -> Call[Costs]:
-        return Call("GET", "/v1/costs", Costs, _query(**query))
+    def costs(query: CostQuery) -> Call[Costs]:
+        return Call("GET", "/v1/costs", Costs, _query(query))
 
     @staticmethod
-    def llm_report(**query: Any) -> Call[LlmReport]:
-        return Call("GET", "/v1/reports/llm", LlmReport, _query(**query))
+    def llm_report(query: RangeQuery) -> Call[LlmReport]:
+        return Call("GET", "/v1/reports/llm", LlmReport, _query(query))
 
     @staticmethod
     def invoice_preview(tenant_id: str, period: str) -> Call[list[Invoice]]:
         path = f"/v1/tenants/{tenant_id}/invoices/preview"
-        return Call("GET", path, list[Invoice], _query(period=period))  # type: ignore[arg-type]
+        return Call("GET", path, list[Invoice], _query({"period": period}))  # type: ignore[arg-type]
 
     @staticmethod
     def finalize_invoices(tenant_id: str, period: str) -> Call[list[Invoice]]:
@@ -93,8 +129,8 @@ class _Calls:
         return Call("POST", path, list[Invoice], body={"period": period})  # type: ignore[arg-type]
 
     @staticmethod
-    def invoices(**query: Any) -> Call[InvoicePage]:
-        return Call("GET", "/v1/invoices", InvoicePage, _query(**query))
+    def invoices(query: InvoiceQuery) -> Call[InvoicePage]:
+        return Call("GET", "/v1/invoices", InvoicePage, _query(query))
 
     @staticmethod
     def invoice(invoice_id: str) -> Call[Invoice]:
@@ -158,124 +194,21 @@ class Client:
             raise MeteringError(None, "unreachable", "No answer", repr(exc)) from exc
         return _answer(call, response)
 
-    def usage(
-        self,
-        meter: str,
-        *,
-        tenant_id: str | None = None,
-        start: TimeBound | None = None,
-        end: TimeBound | None = None,
-        period: str | None = None,
-        window_size: str | None = None,
-        timezone: str | None = None,
-        group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
-        order_by: str | None = None,
-        limit: int | None = None,
-    ) -> Usage:
+    def usage(self, meter: str, **query: Unpack[UsageQuery]) -> Usage:
         """One meter's usage over `[start, end)` (or `period`), by window and group."""
-        return self._call(  # type: ignore[no-any-return]
-            _Calls.usage(
-                meter,
-                tenant_id=tenant_id,
-                from_=start,
-                to=end,
-                period=period,
-                window_size=window_size,
-                timezone=timezone,
-                group_by=list(group_by),
-                filter=filters,
-                order_by=order_by,
-                limit=limit,
-            )
-        )
+        return self._call(_Calls.usage(meter, query))  # type: ignore[no-any-return]
 
-    def usage_by_meter(
-        self,
-        *,
-        tenant_id: str | None = None,
-        start: TimeBound | None = None,
-        end: TimeBound | None = None,
-        period: str | None = None,
-        window_size: str | None = None,
-        timezone: str | None = None,
-        group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
-    ) -> UsageByMeter:
+    def usage_by_meter(self, **query: Unpack[RangeQuery]) -> UsageByMeter:
         """Every meter's usage of a tenant (GET /v1/usage without a meter)."""
-        return self._call(  # type: ignore[no-any-return]
-            _Calls.usage(
-                None,
-                tenant_id=tenant_id,
-                from_=start,
-                to=end,
-                period=period,
-                window_size=window_size,
-                timezone=timezone,
-                group_by=list(group_by),
-                filter=filters,
-            )
-        )
+        return self._call(_Calls.usage(None, query))  # type: ignore[no-any-return]
 
-    def costs(
-        self,
-        *,
-        tenant_id: str | None = None,
-        start: TimeBound | None = None,
-        end: TimeBound | None = None,
-        period: str | None = None,
-        window_size: str | None = None,
-        timezone: str | None = None,
-        group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
-        meter: str | None = None,
-        currency: str | None = None,
-        order_by: str | None = None,
-        limit: int | None = None,
-    ) -> Costs:
+    def costs(self, **query: Unpack[CostQuery]) -> Costs:
         """The rated cost of a tenant's usage (exact decimals), grouped like usage."""
-        return self._call(
-            _Calls.costs(
-                tenant_id=tenant_id,
-                from_=start,
-                to=end,
-                period=period,
-                window_size=window_size,
-                timezone=timezone,
-                group_by=list(group_by),
-                filter=filters,
-                meter=meter,
-                currency=currency,
-                order_by=order_by,
-                limit=limit,
-            )
-        )
+        return self._call(_Calls.costs(query))
 
-    def llm_report(
-        self,
-        *,
-        tenant_id: str | None = None,
-        start: TimeBound | None = None,
-        end: TimeBound | None = None,
-        period: str | None = None,
-        window_size: str | None = None,
-        timezone: str | None = None,
-        group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
-    ) -> LlmReport:
+    def llm_report(self, **query: Unpack[RangeQuery]) -> LlmReport:
         """Requests, tokens, cache hit rate, latency and cost of LLM calls."""
-        return self._call(
-            _Calls.llm_report(
-                tenant_id=tenant_id,
-                from_=start,
-                to=end,
-                period=period,
-                window_size=window_size,
-                timezone=timezone,
-                group_by=list(group_by),
-                filter=filters,
-            )
-        )
+        return self._call(_Calls.llm_report(query))
 
     def invoice_preview(self, tenant_id: str, period: str) -> list[Invoice]:
         """Draft invoices of a month (`YYYY-MM`), one per currency; nothing is stored."""
@@ -285,21 +218,9 @@ class Client:
         """Finalize a month's invoices (a `conflict` MeteringError when already finalized)."""
         return self._call(_Calls.finalize_invoices(tenant_id, period))
 
-    def invoices(
-        self,
-        *,
-        tenant_id: str | None = None,
-        status: str | None = None,
-        period: str | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
-    ) -> InvoicePage:
+    def invoices(self, **query: Unpack[InvoiceQuery]) -> InvoicePage:
         """One page of finalized and void invoices; pass `next_cursor` on for the next."""
-        return self._call(
-            _Calls.invoices(
-                tenant_id=tenant_id, status=status, period=period, limit=limit, cursor=cursor
-            )
-        )
+        return self._call(_Calls.invoices(query))
 
     def iter_invoices(
         self, *, tenant_id: str | None = None, status: str | None = None, period: str | None = None
@@ -351,120 +272,17 @@ class AsyncClient:
             raise MeteringError(None, "unreachable", "No answer", repr(exc)) from exc
         return _answer(call, response)
 
-    async def usage(
-        self,
-        meter: str,
-        *,
-        tenant_id: str | None = None,
-        start: TimeBound | None = None,
-        end: TimeBound | None = None,
-        period: str | None = None,
-        window_size: str | None = None,
-        timezone: str | None = None,
-        group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
-        order_by: str | None = None,
-        limit: int | None = None,
-    ) -> Usage:
-        return await self._call(  # type: ignore[no-any-return]
-            _Calls.usage(
-                meter,
-                tenant_id=tenant_id,
-                from_=start,
-                to=end,
-                period=period,
-                window_size=window_size,
-                timezone=timezone,
-                group_by=list(group_by),
-                filter=filters,
-                order_by=order_by,
-                limit=limit,
-            )
-        )
+    async def usage(self, meter: str, **query: Unpack[UsageQuery]) -> Usage:
+        return await self._call(_Calls.usage(meter, query))  # type: ignore[no-any-return]
 
-    async def usage_by_meter(
-        self,
-        *,
-        tenant_id: str | None = None,
-        start: TimeBound | None = None,
-        end: TimeBound | None = None,
-        period: str | None = None,
-        window_size: str | None = None,
-        timezone: str | None = None,
-        group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
-    ) -> UsageByMeter:
-        return await self._call(  # type: ignore[no-any-return]
-            _Calls.usage(
-                None,
-                tenant_id=tenant_id,
-                from_=start,
-                to=end,
-                period=period,
-                window_size=window_size,
-                timezone=timezone,
-                group_by=list(group_by),
-                filter=filters,
-            )
-        )
+    async def usage_by_meter(self, **query: Unpack[RangeQuery]) -> UsageByMeter:
+        return await self._call(_Calls.usage(None, query))  # type: ignore[no-any-return]
 
-    async def costs(
-        self,
-        *,
-        tenant_id: str | None = None,
-        start: TimeBound | None = None,
-        end: TimeBound | None = None,
-        period: str | None = None,
-        window_size: str | None = None,
-        timezone: str | None = None,
-        group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
-        meter: str | None = None,
-        currency: str | None = None,
-        order_by: str | None = None,
-        limit: int | None = None,
-    ) -> Costs:
-        return await self._call(
-            _Calls.costs(
-                tenant_id=tenant_id,
-                from_=start,
-                to=end,
-                period=period,
-                window_size=window_size,
-                timezone=timezone,
-                group_by=list(group_by),
-                filter=filters,
-                meter=meter,
-                currency=currency,
-                order_by=order_by,
-                limit=limit,
-            )
-        )
+    async def costs(self, **query: Unpack[CostQuery]) -> Costs:
+        return await self._call(_Calls.costs(query))
 
-    async def llm_report(
-        self,
-        *,
-        tenant_id: str | None = None,
-        start: TimeBound | None = None,
-        end: TimeBound | None = None,
-        period: str | None = None,
-        window_size: str | None = None,
-        timezone: str | None = None,
-        group_by: Sequence[str] = (),
-        filters: Mapping[str, str] | None = None,
-    ) -> LlmReport:
-        return await self._call(
-            _Calls.llm_report(
-                tenant_id=tenant_id,
-                from_=start,
-                to=end,
-                period=period,
-                window_size=window_size,
-                timezone=timezone,
-                group_by=list(group_by),
-                filter=filters,
-            )
-        )
+    async def llm_report(self, **query: Unpack[RangeQuery]) -> LlmReport:
+        return await self._call(_Calls.llm_report(query))
 
     async def invoice_preview(self, tenant_id: str, period: str) -> list[Invoice]:
         return await self._call(_Calls.invoice_preview(tenant_id, period))
@@ -472,20 +290,8 @@ class AsyncClient:
     async def finalize_invoices(self, tenant_id: str, period: str) -> list[Invoice]:
         return await self._call(_Calls.finalize_invoices(tenant_id, period))
 
-    async def invoices(
-        self,
-        *,
-        tenant_id: str | None = None,
-        status: str | None = None,
-        period: str | None = None,
-        limit: int | None = None,
-        cursor: str | None = None,
-    ) -> InvoicePage:
-        return await self._call(
-            _Calls.invoices(
-                tenant_id=tenant_id, status=status, period=period, limit=limit, cursor=cursor
-            )
-        )
+    async def invoices(self, **query: Unpack[InvoiceQuery]) -> InvoicePage:
+        return await self._call(_Calls.invoices(query))
 
     async def iter_invoices(
         self, *, tenant_id: str | None = None, status: str | None = None, period: str | None = None
