@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import msgspec
 
@@ -85,10 +85,9 @@ OnRejected = Callable[[Rejection], Any]
 OnFull = Literal["block", "drop_oldest"]
 
 
-@dataclass(frozen=True, slots=True)
-class Options:
-    base_url: str
-    api_key: str
+class TrackerOptions(TypedDict, total=False):
+    """The keyword arguments both trackers take after `tenant_id` (defaults in `Options`)."""
+
     flush_events: int
     flush_seconds: float
     max_batch: int
@@ -97,6 +96,21 @@ class Options:
     block_timeout: float | None
     max_retry_seconds: float
     on_rejected: OnRejected | None
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    base_url: str
+    api_key: str
+    # Send when this many events wait, or when the oldest has waited this long.
+    flush_events: int = 500
+    flush_seconds: float = 1.0
+    max_batch: int = 1000  # events per request
+    max_buffered: int = 100_000  # then on_full: wait for room ("block") or "drop_oldest"
+    on_full: OnFull = "block"
+    block_timeout: float | None = None  # how long "block" waits (None: as long as it takes)
+    max_retry_seconds: float = 3600  # how long a batch is retried before it is given up
+    on_rejected: OnRejected | None = None  # called with each event the service refuses
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):

@@ -15,6 +15,7 @@ import time
 import weakref
 from collections import deque
 from types import TracebackType
+from typing import Unpack
 
 import httpx
 
@@ -22,11 +23,10 @@ from metering_client._delivery import (
     ABANDON,
     BATCH_PATH,
     Counters,
-    OnFull,
-    OnRejected,
     Options,
     Post,
     Reply,
+    TrackerOptions,
     TrackerStats,
     deliver,
 )
@@ -63,27 +63,9 @@ class Tracker(Recording[str]):
         api_key: str,
         *,
         tenant_id: str | None = None,
-        flush_events: int = 500,
-        flush_seconds: float = 1.0,
-        max_batch: int = 1000,
-        max_buffered: int = 100_000,
-        on_full: OnFull = "block",
-        block_timeout: float | None = None,
-        max_retry_seconds: float = 3600,
-        on_rejected: OnRejected | None = None,
+        **options: Unpack[TrackerOptions],
     ) -> None:
-        self.options = Options(
-            base_url=base_url.rstrip("/"),
-            api_key=api_key,
-            flush_events=flush_events,
-            flush_seconds=flush_seconds,
-            max_batch=max_batch,
-            max_buffered=max_buffered,
-            on_full=on_full,
-            block_timeout=block_timeout,
-            max_retry_seconds=max_retry_seconds,
-            on_rejected=on_rejected,
-        )
+        self.options = Options(base_url=base_url.rstrip("/"), api_key=api_key, **options)
         self._events = EventFactory(tenant_id)
         self._closed = False
         self._reset()
