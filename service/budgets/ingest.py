@@ -18,6 +18,15 @@ inserted with ON CONFLICT DO NOTHING; the totals' upsert serializes concurrent s
 the budget's row, so the statement that crosses a threshold sees the total it made, and any
 later one finds the alert already there.
 
+Cost budgets: a spend depends on prices (tenant overrides, matches, effective dates, tiers
+filled by the tenant's whole month), which SQL does not know; so the statement keeps, per cost
+budget and period, the accepted quantities per meter and full attribution (its cells, in
+`budget_cost_cells`: few per budget, as usage repeats its keys), and returns the (budget,
+period) pairs it touched. In the same transaction, `record_cost_thresholds` then takes each
+pair's `budget_usage` row (serializing concurrent statements on it), prices the cells with the
+tenant's prices as GET /v1/costs does (service.budgets.cost_usage), and records the thresholds
+reached, once each, with their webhook messages. A check prices the same cells.
+
 Lock order: the CTEs are listed before the rollup upserts, and PostgreSQL runs unreferenced
 data-modifying CTEs last-listed first, so every ingest statement locks rollup rows first and
 the budget rows (which every concurrent batch of a budget touches) last, for the shortest
@@ -25,7 +34,39 @@ time before the commit."""
 
 from __future__ import annotations
 
-from service.budgets.repository import period_end_sql
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import structlog
+
+from service.budgets.cost_usage import cost_used
+from service.budgets.repository import (
+    cost_budget,
+    lock_cost_period,
+    period_end_sql,
+    record_cost_alerts,
+)
+from service.common.money import render_quantity
+from service.costs.service import render_cost
+from service.invoices.repository import MeterPricing, load_pricing_driver
+from service.meters.pricing import AmbiguousPriceError, PriceCycleError
+from service.webhooks.outbox import enqueue
+
+log = structlog.get_logger("service.budgets")
+
+COST_SCOPE = """(b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
+      AND (b.user_id IS NULL OR b.user_id = q.user_id)
+      AND (b.project_id IS NULL OR b.project_id = q.project_id)
+      AND (b.org_id IS NULL OR b.org_id = q.org_id)
+      AND (b.model IS NULL OR b.model = q.model)"""
+
+CELL_KEY = (
+    "tenant_id, budget_id, period_start, meter_id, org_id, project_id, api_key_id, user_id, "
+    "model, dimensions"
+)
 
 THRESHOLD_PAYLOAD = f"""jsonb_build_object(
             'type', 'budget.threshold_reached',
@@ -42,8 +83,9 @@ THRESHOLD_PAYLOAD = f"""jsonb_build_object(
 
 def budget_ctes(quantities: str) -> str:
     """The budget CTEs over `quantities`, a CTE of (tenant_id, meter_id, quantity, ts, org_id,
-    project_id, api_key_id, user_id, model): one row per accepted event and meter. To be
-    placed before the rollup upkeep CTEs."""
+    project_id, api_key_id, user_id, model, dimensions): one row per accepted event and meter.
+    To be placed before the rollup upkeep CTEs; the statement's result carries
+    COST_TOUCHED_COLUMN."""
     return f"""budget_hits AS (
     SELECT b.tenant_id, b.id AS budget_id,
            date_trunc(b.period, q.ts, t.timezone) AS period_start,
@@ -91,18 +133,102 @@ budget_messages AS (
       ON 'budget.threshold_reached' = ANY(e.event_types)
      AND (e.tenant_id IS NULL OR e.tenant_id = u.tenant_id)
     RETURNING 1
+),
+budget_cost_hits AS (
+    SELECT b.tenant_id, b.id AS budget_id,
+           date_trunc(b.period, q.ts, t.timezone) AS period_start, q.meter_id,
+           coalesce(q.org_id, '') AS org_id, coalesce(q.project_id, '') AS project_id,
+           coalesce(q.api_key_id, '') AS api_key_id, coalesce(q.user_id, '') AS user_id,
+           coalesce(q.model, '') AS model, coalesce(q.dimensions, '{{}}'::jsonb) AS dimensions,
+           sum(coalesce(q.quantity, 0)) AS sum, count(*) AS count,
+           min(q.ts) AS first_ts, max(q.ts) AS last_ts
+    FROM {quantities} AS q
+    JOIN budgets AS b ON b.tenant_id = q.tenant_id AND b.limit_cost IS NOT NULL
+    JOIN tenants AS t ON t.id = b.tenant_id
+    JOIN meters AS m ON m.id = q.meter_id
+    WHERE m.billable AND m.aggregation IN ('sum', 'count') AND m.currency = t.currency
+      AND q.ts >= date_trunc(b.period, b.created_at, t.timezone)
+      AND {COST_SCOPE}
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+),
+budget_cost_touched AS (
+    INSERT INTO budget_cost_cells AS c ({CELL_KEY}, sum, count, first_ts, last_ts)
+    SELECT {CELL_KEY}, sum, count, first_ts, last_ts FROM budget_cost_hits
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+    ON CONFLICT ({CELL_KEY}) DO UPDATE
+    SET sum = c.sum + excluded.sum, count = c.count + excluded.count,
+        first_ts = least(c.first_ts, excluded.first_ts),
+        last_ts = greatest(c.last_ts, excluded.last_ts)
+    RETURNING c.tenant_id, c.budget_id, c.period_start
 )"""
+
+
+# What an ingest statement returns besides its events: the (tenant, cost budget, period)
+# triples whose cells it added to (an InitPlan, evaluated once; null when none).
+COST_TOUCHED_COLUMN = """(SELECT array_agg(DISTINCT (tenant_id, budget_id, period_start))
+        FROM budget_cost_touched) AS cost_periods"""
+
+
+async def record_cost_thresholds(
+    connection: asyncpg.Connection, touched: Sequence[tuple[str, uuid.UUID, datetime]]
+) -> None:
+    """Record the thresholds the cost budgets' spend reached in the periods `touched` by the
+    ingest statement just run on `connection`, in its transaction, with their webhook
+    messages: each (budget, period) row locked first (in key order), then priced. Prices that
+    cannot be resolved (ambiguous, cyclic) leave that budget's thresholds for a later statement
+    and never fail ingestion."""
+    ordered = sorted(set(touched))
+    for tenant_id, budget_id, period_start in ordered:
+        await lock_cost_period(connection, tenant_id, budget_id, period_start)
+    pricing: dict[str, list[MeterPricing]] = {}
+    for tenant_id, budget_id, period_start in ordered:
+        budget = await cost_budget(connection, tenant_id, budget_id, period_start)
+        if budget is None:
+            continue  # deleted meanwhile
+        if tenant_id not in pricing:
+            pricing[tenant_id] = await load_pricing_driver(connection, tenant_id)
+        try:
+            used = await cost_used(connection, budget, period_start, pricing[tenant_id])
+        except (AmbiguousPriceError, PriceCycleError) as exc:
+            log.warning(
+                "budgets.cost_unpriceable",
+                budget_id=str(budget_id),
+                tenant_id=tenant_id,
+                error=str(exc),
+            )
+            continue
+        zone = ZoneInfo(budget.timezone)
+        for threshold in await record_cost_alerts(
+            connection, tenant_id, budget_id, period_start, used
+        ):
+            await enqueue(
+                connection,
+                tenant_id,
+                "budget.threshold_reached",
+                {
+                    "budget_id": str(budget_id),
+                    "tenant_id": tenant_id,
+                    "threshold_percent": threshold,
+                    "used": render_cost(used),
+                    "limit": {
+                        "cost": render_quantity(budget.limit_cost),
+                        "currency": budget.currency,
+                    },
+                    "period_start": period_start.astimezone(zone).isoformat(),
+                    "period_end": budget.period_end.astimezone(zone).isoformat(),
+                },
+            )
 
 
 # The quantities of the two ingest statements' sources.
 SINGLE_QUANTITIES = """budget_quantities AS (
     SELECT tenant_id, meter_id, value AS quantity, ts, org_id, project_id, api_key_id, user_id,
-           model
+           model, dimensions
     FROM inserted
 )"""
 PART_QUANTITIES = """budget_quantities AS (
     SELECT a.tenant_id, q.meter_id, q.quantity, a.ts, a.org_id, a.project_id, a.api_key_id,
-           a.user_id, a.model
+           a.user_id, a.model, a.dimensions
     FROM accepted AS a
     CROSS JOIN LATERAL unnest(a.meter_ids, a.quantities) AS q(meter_id, quantity)
 )"""

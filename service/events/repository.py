@@ -11,7 +11,13 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from service.budgets.ingest import PART_QUANTITIES, SINGLE_QUANTITIES, budget_ctes
+from service.budgets.ingest import (
+    COST_TOUCHED_COLUMN,
+    PART_QUANTITIES,
+    SINGLE_QUANTITIES,
+    budget_ctes,
+    record_cost_thresholds,
+)
 from service.rollups.upkeep import SINGLE_SOURCE_COLUMNS, ingest_upkeep_ctes, single_upkeep_ctes
 
 # Every row of `input` is a validated event (a `values` event with its meters sorted by id);
@@ -65,7 +71,7 @@ accepted AS (
 {PART_QUANTITIES},
 {budget_ctes("budget_quantities")},
 {ingest_upkeep_ctes("accepted")}
-SELECT tenant_id, idempotency_key, id FROM inserted
+SELECT tenant_id, idempotency_key, id, {COST_TOUCHED_COLUMN} FROM inserted
 """
 
 # The same for a set of single-value events only (the usual group commit and batch): no parts,
@@ -90,7 +96,7 @@ inserted AS (
 {SINGLE_QUANTITIES},
 {budget_ctes("budget_quantities")},
 {single_upkeep_ctes("inserted")}
-SELECT tenant_id, idempotency_key, id FROM inserted
+SELECT tenant_id, idempotency_key, id, {COST_TOUCHED_COLUMN} FROM inserted
 """
 
 EXISTING_SQL = """
@@ -150,9 +156,10 @@ class StoredKey(NamedTuple):
 async def store_events(
     connection: asyncpg.Connection, rows: Sequence[EventRow]
 ) -> dict[tuple[str, str], StoredKey]:
-    """Insert unique-keyed rows (the caller removed repeats) and update rollups; return, for
-    every key, the stored event and whether this call inserted it. Runs in the caller's
-    transaction."""
+    """Insert unique-keyed rows (the caller removed repeats) and update rollups and budgets;
+    return, for every key, the stored event and whether this call inserted it. One transaction:
+    the statement, then the thresholds of the cost budgets it added to
+    (service.budgets.ingest.record_cost_thresholds)."""
     if not rows:
         return {}
     ordered = sorted(rows, key=lambda r: (r.tenant_id, r.idempotency_key))
@@ -173,7 +180,8 @@ async def store_events(
     ]
     by_key = {(r.tenant_id, r.idempotency_key): r for r in ordered}
     if all(r.meter_ids is None for r in ordered):
-        return await _stored(connection, SINGLE_INGEST_SQL, columns, by_key)
+        async with connection.transaction():
+            return await _stored(connection, SINGLE_INGEST_SQL, columns, by_key)
     columns += [
         [None if r.meter_ids is None else _array_literal(r.meter_ids) for r in ordered],
         [None if r.quantities is None else _array_literal(r.quantities) for r in ordered],
@@ -187,7 +195,8 @@ async def store_events(
             parts[3].append(_array_literal(quantities))
             parts[4].append(dimensions)
     columns.extend(parts)
-    return await _stored(connection, INGEST_SQL, columns, by_key)
+    async with connection.transaction():
+        return await _stored(connection, INGEST_SQL, columns, by_key)
 
 
 async def _stored(
@@ -198,7 +207,10 @@ async def _stored(
 ) -> dict[tuple[str, str], StoredKey]:
     """Run one ingest statement; every key's stored event and whether this call inserted it."""
     result: dict[tuple[str, str], StoredKey] = {}
-    for record in await connection.fetch(sql, *columns):
+    records = await connection.fetch(sql, *columns)
+    if records and records[0]["cost_periods"]:
+        await record_cost_thresholds(connection, [tuple(t) for t in records[0]["cost_periods"]])
+    for record in records:
         key = (record["tenant_id"], record["idempotency_key"])
         result[key] = StoredKey(
             id=record["id"], payload_hash=by_key[key].payload_hash, inserted=True
