@@ -32,50 +32,75 @@ def priced_meters(pricing: Sequence[MeterPricing], currency: str) -> list[MeterP
     return [meter for meter in pricing if meter.info.currency == currency]
 
 
-async def cost_used(
+async def costs_used(
     connection: asyncpg.Connection,
-    budget: CostBudget,
-    period_start: datetime,
+    tenant_id: str,
+    budgets: Sequence[CostBudget],
     pricing: Sequence[MeterPricing] | None = None,
-) -> Decimal:
-    """The exact spend of `budget` in the period starting at `period_start`.
+) -> list[Decimal]:
+    """The exact spend of each of `tenant_id`'s cost budgets in its `period_start`'s period:
+    one read of their cells, one of the month of each meter a non-linear rate needs.
 
     Raises AmbiguousPriceError or PriceCycleError as costs do."""
+    if not budgets:
+        return []
     if pricing is None:
-        pricing = await load_pricing_driver(connection, budget.tenant_id)
-    meters = priced_meters(pricing, budget.currency)
+        pricing = await load_pricing_driver(connection, tenant_id)
+    meters = priced_meters(pricing, budgets[0].currency)
     by_id = {meter.meter_id: meter for meter in meters}
-    cells = await cost_cells(connection, budget.tenant_id, budget.id, period_start)
-    plan = plan_cells(cells, by_id, tenant_id=budget.tenant_id)
-    if plan.split:
-        return await _from_rollups(connection, budget, period_start, meters)
-    charges = {}
-    if plan.months_needed:
-        local = period_start.astimezone(ZoneInfo(budget.timezone))
-        month = invoice_period(f"{local.year:04d}-{local.month:02d}", budget.timezone)
-        needed = [by_id[meter_id] for meter_id in sorted(plan.months_needed)]
-        queries = [period_query(budget.tenant_id, meter, *month) for meter in needed]
-        for meter, query, found in zip(
-            needed, queries, await read_cells(connection, queries), strict=True
-        ):
-            charges[meter.meter_id] = rate_period(meter, budget.tenant_id, query, found).charges
-    return spent(plan, charges)
+    cells = await cost_cells(connection, tenant_id, [(b.id, b.period_start) for b in budgets])
+    plans = [
+        plan_cells(cells.get((b.id, b.period_start), []), by_id, tenant_id=tenant_id)
+        for b in budgets
+    ]
+    months = {
+        (budget.id, budget.period_start): _month(budget.period_start, budget.timezone)
+        for budget, plan in zip(budgets, plans, strict=True)
+        if plan.months_needed and not plan.split
+    }
+    wanted = sorted(
+        {
+            (meter_id, months[(budget.id, budget.period_start)])
+            for budget, plan in zip(budgets, plans, strict=True)
+            if (budget.id, budget.period_start) in months
+            for meter_id in plan.months_needed
+        }
+    )
+    queries = [period_query(tenant_id, by_id[meter_id], *month) for meter_id, month in wanted]
+    charges = {
+        key: rate_period(by_id[key[0]], tenant_id, query, found).charges
+        for key, query, found in zip(
+            wanted, queries, await read_cells(connection, queries), strict=True
+        )
+    }
+    spends = []
+    for budget, plan in zip(budgets, plans, strict=True):
+        if plan.split:
+            spends.append(await _from_rollups(connection, budget, meters))
+            continue
+        key = (budget.id, budget.period_start)
+        needed = {meter_id: charges[(meter_id, months[key])] for meter_id in plan.months_needed}
+        spends.append(spent(plan, needed))
+    return spends
+
+
+def _month(instant: datetime, timezone: str) -> tuple[datetime, datetime]:
+    """The invoice period (calendar month of `timezone`) holding `instant`."""
+    local = instant.astimezone(ZoneInfo(timezone))
+    return invoice_period(f"{local.year:04d}-{local.month:02d}", timezone)
 
 
 async def _from_rollups(
-    connection: asyncpg.Connection,
-    budget: CostBudget,
-    period_start: datetime,
-    meters: Sequence[MeterPricing],
+    connection: asyncpg.Connection, budget: CostBudget, meters: Sequence[MeterPricing]
 ) -> Decimal:
     """The period's cost of the budget's scope, read as GET /v1/costs reads it."""
-    windows = [period_start, budget.period_end]
+    start, end = budget.period_start, budget.period_end
     costs = await read_costs(
         connection,
         budget.tenant_id,
         meters,
-        windows,
-        billing_periods(period_start, budget.period_end, budget.timezone),
+        [start, end],
+        billing_periods(start, end, budget.timezone),
         [],
         {name: [value] for name, value in budget.scope.items()},
     )

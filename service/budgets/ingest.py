@@ -42,16 +42,16 @@ from zoneinfo import ZoneInfo
 import asyncpg
 import structlog
 
-from service.budgets.cost_usage import cost_used
+from service.budgets.cost_usage import costs_used
 from service.budgets.repository import (
-    cost_budget,
-    lock_cost_period,
+    Period,
+    cost_budgets,
+    lock_cost_periods,
     period_end_sql,
     record_cost_alerts,
 )
 from service.common.money import render_quantity
 from service.costs.service import render_cost
-from service.invoices.repository import MeterPricing, load_pricing_driver
 from service.meters.pricing import AmbiguousPriceError, PriceCycleError
 from service.webhooks.outbox import enqueue
 
@@ -174,33 +174,29 @@ async def record_cost_thresholds(
 ) -> None:
     """Record the thresholds the cost budgets' spend reached in the periods `touched` by the
     ingest statement just run on `connection`, in its transaction, with their webhook
-    messages: each (budget, period) row locked first (in key order), then priced. Prices that
-    cannot be resolved (ambiguous, cyclic) leave that budget's thresholds for a later statement
-    and never fail ingestion."""
-    ordered = sorted(set(touched))
-    for tenant_id, budget_id, period_start in ordered:
-        await lock_cost_period(connection, tenant_id, budget_id, period_start)
-    pricing: dict[str, list[MeterPricing]] = {}
-    for tenant_id, budget_id, period_start in ordered:
-        budget = await cost_budget(connection, tenant_id, budget_id, period_start)
-        if budget is None:
-            continue  # deleted meanwhile
-        if tenant_id not in pricing:
-            pricing[tenant_id] = await load_pricing_driver(connection, tenant_id)
+    messages: per tenant, the (budget, period) rows locked first (in key order), then the
+    spends priced (service.budgets.cost_usage). Prices that cannot be resolved (ambiguous,
+    cyclic) leave the tenant's thresholds to a later statement and never fail ingestion."""
+    by_tenant: dict[str, list[Period]] = {}
+    for tenant_id, budget_id, period_start in sorted(set(touched)):
+        by_tenant.setdefault(tenant_id, []).append((budget_id, period_start))
+    for tenant_id, periods in by_tenant.items():
+        await lock_cost_periods(connection, tenant_id, periods)
+        budgets = await cost_budgets(connection, tenant_id, periods)  # deleted ones left out
         try:
-            used = await cost_used(connection, budget, period_start, pricing[tenant_id])
+            spends = await costs_used(connection, tenant_id, budgets)
         except (AmbiguousPriceError, PriceCycleError) as exc:
-            log.warning(
-                "budgets.cost_unpriceable",
-                budget_id=str(budget_id),
-                tenant_id=tenant_id,
-                error=str(exc),
-            )
+            log.warning("budgets.cost_unpriceable", tenant_id=tenant_id, error=str(exc))
             continue
-        zone = ZoneInfo(budget.timezone)
-        for threshold in await record_cost_alerts(
-            connection, tenant_id, budget_id, period_start, used
-        ):
+        recorded = await record_cost_alerts(
+            connection,
+            tenant_id,
+            [((b.id, b.period_start), used) for b, used in zip(budgets, spends, strict=True)],
+        )
+        found = {(b.id, b.period_start): (b, used) for b, used in zip(budgets, spends, strict=True)}
+        for budget_id, period_start, threshold in recorded:
+            budget, used = found[(budget_id, period_start)]
+            zone = ZoneInfo(budget.timezone)
             await enqueue(
                 connection,
                 tenant_id,

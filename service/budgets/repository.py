@@ -86,6 +86,7 @@ class Standing:
             },
             timezone=self.timezone,
             currency=self.currency,
+            period_start=self.period_start,
             period_end=self.period_end,
         )
 
@@ -127,24 +128,33 @@ class BudgetRepository:
         return [Standing(*row) for row in rows]
 
 
-# A cost budget's cells in one period (service.budgets.spend prices them).
+# Cost budgets' cells in given periods (service.budgets.spend prices them).
 COST_CELLS_SQL = """
-SELECT meter_id, org_id, project_id, api_key_id, user_id, model, dimensions::text AS dimensions,
-       sum, count, first_ts, last_ts
-FROM budget_cost_cells
-WHERE tenant_id = $1 AND budget_id = $2 AND period_start = $3
+SELECT c.budget_id, c.period_start, c.meter_id, c.org_id, c.project_id, c.api_key_id,
+       c.user_id, c.model, c.dimensions::text AS dimensions, c.sum, c.count, c.first_ts,
+       c.last_ts
+FROM unnest($2::uuid[], $3::timestamptz[]) AS v(budget_id, period_start)
+JOIN budget_cost_cells AS c
+  ON c.tenant_id = $1 AND c.budget_id = v.budget_id AND c.period_start = v.period_start
 """
+
+Period = tuple[uuid.UUID, datetime]  # a budget and the start of one of its periods
+
+
+def _unzip(periods: Sequence[Period]) -> tuple[list[uuid.UUID], list[datetime]]:
+    return [budget_id for budget_id, _ in periods], [start for _, start in periods]
 
 
 async def cost_cells(
-    connection: asyncpg.Connection, tenant_id: str, budget_id: uuid.UUID, period_start: datetime
-) -> list[CostCell]:
-    cells = []
-    for row in await connection.fetch(COST_CELLS_SQL, tenant_id, budget_id, period_start):
+    connection: asyncpg.Connection, tenant_id: str, periods: Sequence[Period]
+) -> dict[Period, list[CostCell]]:
+    """The cells of each of `periods` of `tenant_id`'s cost budgets, in one statement."""
+    cells: dict[Period, list[CostCell]] = {}
+    for row in await connection.fetch(COST_CELLS_SQL, tenant_id, *_unzip(periods)):
         attributes: dict[str, str | None] = json.loads(row["dimensions"])
         for name in ("org_id", "project_id", "api_key_id", "user_id", "model"):
             attributes[name] = row[name] or None  # '' is absent, as in rollups
-        cells.append(
+        cells.setdefault((row["budget_id"], row["period_start"]), []).append(
             CostCell(
                 meter_id=row["meter_id"],
                 attributes=attributes,
@@ -157,34 +167,42 @@ async def cost_cells(
     return cells
 
 
-# The budget's running row of the period, locked to the end of the transaction: statements
-# recording a cost budget's thresholds take it in turn (so the later one sees the earlier
-# one's usage). `used` keeps the spend last computed, for information.
-LOCK_COST_PERIOD_SQL = """
+# The budgets' running rows of the periods, locked to the end of the transaction (in key
+# order): statements recording a cost budget's thresholds take them in turn, so the later one
+# sees the earlier one's usage. `used` keeps the spend last computed, for information.
+LOCK_COST_PERIODS_SQL = """
 INSERT INTO budget_usage AS u (tenant_id, budget_id, period_start, used)
-VALUES ($1, $2, $3, 0)
+SELECT $1, v.budget_id, v.period_start, 0
+FROM unnest($2::uuid[], $3::timestamptz[]) AS v(budget_id, period_start)
+ORDER BY v.budget_id, v.period_start
 ON CONFLICT (tenant_id, budget_id, period_start) DO UPDATE SET used = u.used
 """
 SET_COST_USED_SQL = """
-UPDATE budget_usage SET used = $4::numeric
-WHERE tenant_id = $1 AND budget_id = $2 AND period_start = $3
+UPDATE budget_usage AS u SET used = v.used
+FROM unnest($2::uuid[], $3::timestamptz[], $4::numeric[]) AS v(budget_id, period_start, used)
+WHERE u.tenant_id = $1 AND u.budget_id = v.budget_id AND u.period_start = v.period_start
 """
-# The thresholds `used` has reached, each recorded once (the key); those new to this call.
+# The thresholds each spend has reached, each recorded once (the key); those new to this call.
 COST_ALERTS_SQL = """
 INSERT INTO budget_alerts AS a (tenant_id, budget_id, period_start, threshold_percent, used)
-SELECT b.tenant_id, b.id, $3::timestamptz, p.threshold, $4::numeric
-FROM budgets AS b CROSS JOIN LATERAL unnest(b.thresholds_percent) AS p(threshold)
-WHERE b.tenant_id = $1 AND b.id = $2 AND $4::numeric * 100 >= b.limit_cost * p.threshold
-ORDER BY p.threshold
+SELECT b.tenant_id, b.id, v.period_start, p.threshold, v.used
+FROM unnest($2::uuid[], $3::timestamptz[], $4::numeric[]) AS v(budget_id, period_start, used)
+JOIN budgets AS b ON b.tenant_id = $1 AND b.id = v.budget_id
+CROSS JOIN LATERAL unnest(b.thresholds_percent) AS p(threshold)
+WHERE v.used * 100 >= b.limit_cost * p.threshold
+ORDER BY 1, 2, 3, 4
 ON CONFLICT DO NOTHING
-RETURNING a.threshold_percent
+RETURNING a.budget_id, a.period_start, a.threshold_percent
 """
-# What pricing a cost budget's period needs to know of it.
-COST_BUDGET_SQL = f"""
+# What pricing cost budgets' periods needs to know of them (deleted ones are left out).
+COST_BUDGETS_SQL = f"""
 SELECT b.tenant_id, b.id, b.period, b.limit_cost, b.api_key_id, b.user_id, b.project_id,
-       b.org_id, b.model, t.timezone, t.currency, {period_end_sql("$3::timestamptz")} AS period_end
-FROM budgets AS b JOIN tenants AS t ON t.id = b.tenant_id
-WHERE b.tenant_id = $1 AND b.id = $2 AND b.limit_cost IS NOT NULL
+       b.org_id, b.model, t.timezone, t.currency, v.period_start,
+       {period_end_sql("v.period_start")} AS period_end
+FROM unnest($2::uuid[], $3::timestamptz[]) AS v(budget_id, period_start)
+JOIN budgets AS b ON b.tenant_id = $1 AND b.id = v.budget_id AND b.limit_cost IS NOT NULL
+JOIN tenants AS t ON t.id = b.tenant_id
+ORDER BY b.id, v.period_start
 """
 
 
@@ -197,42 +215,42 @@ class CostBudget:
     scope: dict[str, str]
     timezone: str
     currency: str
+    period_start: datetime
     period_end: datetime
 
 
-async def cost_budget(
-    connection: asyncpg.Connection, tenant_id: str, budget_id: uuid.UUID, period_start: datetime
-) -> CostBudget | None:
-    row = await connection.fetchrow(COST_BUDGET_SQL, tenant_id, budget_id, period_start)
-    if row is None:
-        return None
-    return CostBudget(
-        tenant_id=row["tenant_id"],
-        id=row["id"],
-        period=row["period"],
-        limit_cost=row["limit_cost"],
-        scope={name: row[name] for name in SCOPE_COLUMNS if row[name] is not None},
-        timezone=row["timezone"],
-        currency=row["currency"],
-        period_end=row["period_end"],
-    )
+async def cost_budgets(
+    connection: asyncpg.Connection, tenant_id: str, periods: Sequence[Period]
+) -> list[CostBudget]:
+    return [
+        CostBudget(
+            tenant_id=row["tenant_id"],
+            id=row["id"],
+            period=row["period"],
+            limit_cost=row["limit_cost"],
+            scope={name: row[name] for name in SCOPE_COLUMNS if row[name] is not None},
+            timezone=row["timezone"],
+            currency=row["currency"],
+            period_start=row["period_start"],
+            period_end=row["period_end"],
+        )
+        for row in await connection.fetch(COST_BUDGETS_SQL, tenant_id, *_unzip(periods))
+    ]
 
 
-async def lock_cost_period(
-    connection: asyncpg.Connection, tenant_id: str, budget_id: uuid.UUID, period_start: datetime
+async def lock_cost_periods(
+    connection: asyncpg.Connection, tenant_id: str, periods: Sequence[Period]
 ) -> None:
-    await connection.execute(LOCK_COST_PERIOD_SQL, tenant_id, budget_id, period_start)
+    await connection.execute(LOCK_COST_PERIODS_SQL, tenant_id, *_unzip(periods))
 
 
 async def record_cost_alerts(
-    connection: asyncpg.Connection,
-    tenant_id: str,
-    budget_id: uuid.UUID,
-    period_start: datetime,
-    used: Decimal,
-) -> list[int]:
-    """Store `used` on the period's row and record the thresholds it reached; the thresholds
-    recorded by this call (none already recorded)."""
-    await connection.execute(SET_COST_USED_SQL, tenant_id, budget_id, period_start, used)
-    rows = await connection.fetch(COST_ALERTS_SQL, tenant_id, budget_id, period_start, used)
-    return [row["threshold_percent"] for row in rows]
+    connection: asyncpg.Connection, tenant_id: str, spends: Sequence[tuple[Period, Decimal]]
+) -> list[tuple[uuid.UUID, datetime, int]]:
+    """Store each spend on its period's row and record the thresholds it reached; the
+    (budget, period start, threshold) recorded by this call (none recorded before)."""
+    budget_ids, starts = _unzip([period for period, _ in spends])
+    used = [spend for _, spend in spends]
+    await connection.execute(SET_COST_USED_SQL, tenant_id, budget_ids, starts, used)
+    rows = await connection.fetch(COST_ALERTS_SQL, tenant_id, budget_ids, starts, used)
+    return [(row["budget_id"], row["period_start"], row["threshold_percent"]) for row in rows]

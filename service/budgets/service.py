@@ -10,7 +10,7 @@ from decimal import Decimal
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.budgets.cost_usage import cost_used
+from service.budgets.cost_usage import costs_used
 from service.budgets.models import Budget
 from service.budgets.repository import BudgetRepository
 from service.budgets.schemas import (
@@ -28,7 +28,6 @@ from service.common.schemas import Page, decode_cursor, encode_cursor
 from service.costs.service import render_cost
 from service.db.connections import session_driver
 from service.invoices.errors import AmbiguousPrices
-from service.invoices.repository import load_pricing_driver
 from service.meters.pricing import AmbiguousPriceError
 from service.meters.repository import MeterRepository
 from service.meters.service import exact_decimal
@@ -235,21 +234,22 @@ class BudgetService:
         (service.budgets.cost_usage), all in one REPEATABLE READ snapshot."""
         principal.ensure_tenant(tenant_id)
         await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        rows = await self.budgets.standing(tenant_id, attribution)
+        priced = [row.cost_budget() for row in rows if row.limit_cost is not None]
+        spends: dict[uuid.UUID, Decimal] = {}
+        if priced:
+            connection = await session_driver(self.session)
+            try:
+                found = await costs_used(connection, tenant_id, priced)
+            except AmbiguousPriceError as exc:
+                raise AmbiguousPrices(
+                    str(exc), errors=[FieldError(field="prices", message="ambiguous")]
+                ) from exc
+            spends = {budget.id: used for budget, used in zip(priced, found, strict=True)}
         budgets = []
-        pricing = None
-        for row in await self.budgets.standing(tenant_id, attribution):
+        for row in rows:
             if row.limit_cost is not None:
-                connection = await session_driver(self.session)
-                if pricing is None:
-                    pricing = await load_pricing_driver(connection, tenant_id)
-                try:
-                    used = await cost_used(connection, row.cost_budget(), row.period_start, pricing)
-                except AmbiguousPriceError as exc:
-                    raise AmbiguousPrices(
-                        f"budget '{row.id}': {exc}",
-                        errors=[FieldError(field="prices", message="ambiguous")],
-                    ) from exc
-                limit = row.limit_cost
+                used, limit = spends[row.id], row.limit_cost
                 shown_used = render_cost(used)
                 shown_remaining = render_cost(max(limit - used, Decimal(0)))
             else:
