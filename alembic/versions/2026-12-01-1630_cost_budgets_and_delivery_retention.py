@@ -57,6 +57,7 @@ def upgrade() -> None:
         sa.Column("user_id", sa.String(length=255), nullable=False),
         sa.Column("model", sa.String(length=255), nullable=False),
         sa.Column("dimensions", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("price_keys", postgresql.ARRAY(sa.Text()), nullable=False),
         sa.Column("sum", sa.Numeric(), nullable=False),
         sa.Column("count", sa.BigInteger(), nullable=False),
         sa.Column("first_ts", postgresql.TIMESTAMP(timezone=True), nullable=False),
@@ -78,6 +79,7 @@ def upgrade() -> None:
             "user_id",
             "model",
             "dimensions",
+            "price_keys",
             name=op.f("pk_budget_cost_cells"),
         ),
     )

@@ -20,12 +20,13 @@ later one finds the alert already there.
 
 Cost budgets: a spend depends on prices (tenant overrides, matches, effective dates, tiers
 filled by the tenant's whole month), which SQL does not know; so the statement keeps, per cost
-budget and period, the accepted quantities per meter and full attribution (its cells, in
-`budget_cost_cells`: few per budget, as usage repeats its keys), and returns the (budget,
-period) pairs it touched. In the same transaction, `record_cost_thresholds` then takes each
-pair's `budget_usage` row (serializing concurrent statements on it), prices the cells with the
-tenant's prices as GET /v1/costs does (service.budgets.cost_usage), and records the thresholds
-reached, once each, with their webhook messages. A check prices the same cells.
+budget and period, the accepted quantities per meter and the attributes its tenant's prices
+match on (its cells, in `budget_cost_cells`: few per budget, e.g. one per meter and model),
+and returns the (budget, period) pairs it touched. In the same transaction,
+`record_cost_thresholds` then takes each pair's `budget_usage` row (serializing concurrent
+statements on it), prices the cells with the tenant's prices as GET /v1/costs does
+(service.budgets.cost_usage), and records the thresholds reached, once each, with their
+webhook messages. A check prices the same cells.
 
 Lock order: the CTEs are listed before the rollup upserts, and PostgreSQL runs unreferenced
 data-modifying CTEs last-listed first, so every ingest statement locks rollup rows first and
@@ -65,8 +66,14 @@ COST_SCOPE = """(b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
 
 CELL_KEY = (
     "tenant_id, budget_id, period_start, meter_id, org_id, project_id, api_key_id, user_id, "
-    "model, dimensions"
+    "model, dimensions, price_keys"
 )
+
+
+def _kept(field: str) -> str:
+    """A cell's value of an attribution field: '' unless some price matches on it."""
+    return f"CASE WHEN '{field}' = ANY(k.keys) THEN coalesce(q.{field}, '') ELSE '' END AS {field}"
+
 
 THRESHOLD_PAYLOAD = f"""jsonb_build_object(
             'type', 'budget.threshold_reached',
@@ -134,27 +141,42 @@ budget_messages AS (
      AND (e.tenant_id IS NULL OR e.tenant_id = u.tenant_id)
     RETURNING 1
 ),
+budget_price_keys AS (
+    -- Per tenant with cost budgets in the statement: every key its prices (list prices and its
+    -- overrides, of any meter) match on. A cell keeps only these attributes.
+    SELECT t.id AS tenant_id,
+           ARRAY(SELECT DISTINCT k.key
+                 FROM prices AS p CROSS JOIN LATERAL jsonb_object_keys(p.match) AS k(key)
+                 WHERE p.tenant_id IS NULL OR p.tenant_id = t.id
+                 ORDER BY k.key)::text[] AS keys
+    FROM tenants AS t
+    WHERE t.id IN (SELECT tenant_id FROM budgets WHERE limit_cost IS NOT NULL)
+      AND t.id IN (SELECT tenant_id FROM {quantities})
+),
 budget_cost_hits AS (
     SELECT b.tenant_id, b.id AS budget_id,
            date_trunc(b.period, q.ts, t.timezone) AS period_start, q.meter_id,
-           coalesce(q.org_id, '') AS org_id, coalesce(q.project_id, '') AS project_id,
-           coalesce(q.api_key_id, '') AS api_key_id, coalesce(q.user_id, '') AS user_id,
-           coalesce(q.model, '') AS model, coalesce(q.dimensions, '{{}}'::jsonb) AS dimensions,
+           {_kept("org_id")}, {_kept("project_id")}, {_kept("api_key_id")},
+           {_kept("user_id")}, {_kept("model")},
+           coalesce((SELECT jsonb_object_agg(d.key, d.value) FROM jsonb_each(q.dimensions) AS d
+                     WHERE d.key = ANY(k.keys)), '{{}}'::jsonb) AS dimensions,
+           k.keys AS price_keys,
            sum(coalesce(q.quantity, 0)) AS sum, count(*) AS count,
            min(q.ts) AS first_ts, max(q.ts) AS last_ts
     FROM {quantities} AS q
     JOIN budgets AS b ON b.tenant_id = q.tenant_id AND b.limit_cost IS NOT NULL
+    JOIN budget_price_keys AS k ON k.tenant_id = b.tenant_id
     JOIN tenants AS t ON t.id = b.tenant_id
     JOIN meters AS m ON m.id = q.meter_id
     WHERE m.billable AND m.aggregation IN ('sum', 'count') AND m.currency = t.currency
       AND q.ts >= date_trunc(b.period, b.created_at, t.timezone)
       AND {COST_SCOPE}
-    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 ),
 budget_cost_touched AS (
     INSERT INTO budget_cost_cells AS c ({CELL_KEY}, sum, count, first_ts, last_ts)
     SELECT {CELL_KEY}, sum, count, first_ts, last_ts FROM budget_cost_hits
-    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
     ON CONFLICT ({CELL_KEY}) DO UPDATE
     SET sum = c.sum + excluded.sum, count = c.count + excluded.count,
         first_ts = least(c.first_ts, excluded.first_ts),

@@ -21,6 +21,7 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    Text,
     func,
     text,
 )
@@ -94,11 +95,14 @@ class BudgetUsage(Base):
 
 
 class BudgetCostCell(Base):
-    """A cost budget's running usage in one period, per meter and full attribution (the keys
-    any price may match on): rated with the tenant's prices when read, so a price change applies
-    to it as it does to GET /v1/costs. `first_ts` and `last_ts` bound its events' times, so a
-    reader knows whether a price starting or ending in the period splits it. Absent attribution
-    values are '' (as in rollups), so the key can be a primary key."""
+    """A cost budget's running usage in one period, per meter and the values of the attributes
+    (attribution fields, dimensions) that its tenant's prices matched on when the usage was
+    accepted (`price_keys`; the others are '' or left out): rated with the tenant's prices
+    when read, so a price change applies to it as it does to GET /v1/costs, unless a price now
+    matches on a key the cell did not keep (the reader then prices the period from the rollup
+    store). `first_ts` and `last_ts` bound its events' times, so a reader knows whether a price
+    starting or ending in the period splits it. Absent values are '' (as in rollups), so the
+    key can be a primary key."""
 
     __tablename__ = "budget_cost_cells"
     __table_args__ = (
@@ -117,6 +121,7 @@ class BudgetCostCell(Base):
     user_id: Mapped[str] = mapped_column(String(255), primary_key=True)
     model: Mapped[str] = mapped_column(String(255), primary_key=True)
     dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, primary_key=True)
+    price_keys: Mapped[list[str]] = mapped_column(ARRAY(Text), primary_key=True)
     sum: Mapped[Decimal] = mapped_column(Numeric)
     count: Mapped[int] = mapped_column(BigInteger)
     first_ts: Mapped[datetime]

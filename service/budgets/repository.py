@@ -131,8 +131,8 @@ class BudgetRepository:
 # Cost budgets' cells in given periods (service.budgets.spend prices them).
 COST_CELLS_SQL = """
 SELECT c.budget_id, c.period_start, c.meter_id, c.org_id, c.project_id, c.api_key_id,
-       c.user_id, c.model, c.dimensions::text AS dimensions, c.sum, c.count, c.first_ts,
-       c.last_ts
+       c.user_id, c.model, c.dimensions::text AS dimensions, c.price_keys, c.sum, c.count,
+       c.first_ts, c.last_ts
 FROM unnest($2::uuid[], $3::timestamptz[]) AS v(budget_id, period_start)
 JOIN budget_cost_cells AS c
   ON c.tenant_id = $1 AND c.budget_id = v.budget_id AND c.period_start = v.period_start
@@ -158,6 +158,7 @@ async def cost_cells(
             CostCell(
                 meter_id=row["meter_id"],
                 attributes=attributes,
+                kept=frozenset(row["price_keys"]),
                 sum=row["sum"],
                 count=row["count"],
                 first_ts=row["first_ts"],

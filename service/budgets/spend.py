@@ -13,8 +13,10 @@ a cell costs:
 
 A cell is priced at the time of its first event. It carries the span of its events' times; a
 price starting or ending inside that span would price part of it differently, which the cell
-cannot tell apart: `CellPlan.split` says so, and the caller then prices the budget from the
-rollup store instead (as GET /v1/costs does)."""
+cannot tell apart. It keeps only the attributes the tenant's prices matched on when its usage
+came in (`kept`); a price of its meter matching on another key cannot be resolved from it.
+Either way `CellPlan.split` says so, and the caller then prices the budget from the rollup
+store instead (as GET /v1/costs does)."""
 
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class CostCell:
 
     meter_id: int
     attributes: Mapping[str, str | None]
+    kept: frozenset[str]  # the attribute keys the cell holds values of
     sum: Decimal
     count: int
     first_ts: datetime
@@ -49,7 +52,8 @@ class CostCell:
 @dataclass(slots=True)
 class CellPlan:
     """The cells' quantities with their rates (unpriced usage left out); the meters whose
-    month charges pricing needs; whether a price change splits a cell."""
+    month charges pricing needs; whether some cell cannot be priced on its own (a price change
+    inside its span, or a price matching on a key it did not keep)."""
 
     priced: list[tuple[int, Decimal, Rate]] = field(default_factory=list)
     months_needed: set[int] = field(default_factory=set)
@@ -72,7 +76,9 @@ def plan_cells(
         meter = meters.get(cell.meter_id)
         if meter is None or meter.info.aggregation not in ("sum", "count"):
             continue
-        if price_boundaries(meter.prices, cell.first_ts, cell.last_ts + _AFTER):
+        if price_boundaries(meter.prices, cell.first_ts, cell.last_ts + _AFTER) or not set(
+            meter.group_keys
+        ).issubset(cell.kept):
             plan.split = True
         quantity = cell.sum if meter.info.aggregation == "sum" else Decimal(cell.count)
         if quantity == 0:

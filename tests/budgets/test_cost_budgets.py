@@ -458,3 +458,37 @@ async def test_a_cost_threshold_crossed_by_50_concurrent_batches_fires_once(
     # More usage in the period fires nothing more.
     await send(50)
     assert await pg_pool.fetchval("SELECT count(*) FROM budget_alerts") == 3
+
+
+async def test_a_price_on_a_key_the_cells_did_not_keep_is_still_applied(
+    client: Client, keys: Keys, priced: dict[str, dict[str, str]]
+) -> None:
+    """Cells keep only the keys prices matched on when the usage came in (here the model); a
+    price created later on another key (the user) prices that usage from the rollup store."""
+    await create_price(client, keys, "tokens", unit_amount="1", match={"model": "m1"})
+    budget_id = await post_budget(client, keys, "month", "1000", {})
+    now = datetime.now(UTC).isoformat()
+    await ingest(
+        client,
+        priced["ingest"],
+        [
+            {
+                "tenant_id": "acme",
+                "event_name": "tokens",
+                "idempotency_key": f"k{n}",
+                "timestamp": now,
+                "value": 10,
+                "model": "m1",
+                "user_id": user,
+            }
+            for n, user in enumerate(["u1", "u2", "u1"])
+        ],
+    )
+    assert (await standings(client, priced["read"]))[budget_id]["used"] == "30.000000000000"
+    # acme's own price for u1's tokens, from before the usage: u1's 20 tokens at 0.25.
+    await create_price(
+        client, keys, "tokens", unit_amount="0.25", match={"user_id": "u1"}, tenant_id="acme"
+    )
+    used = (await standings(client, priced["read"]))[budget_id]["used"]
+    assert used == "15.000000000000"
+    assert used == await costs_total(client, priced["billing"], "month", {})
