@@ -12,7 +12,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from service.budgets.ingest import (
-    COST_TOUCHED_COLUMN,
+    COST_TOUCHED_ROW,
     PART_QUANTITIES,
     SINGLE_QUANTITIES,
     budget_ctes,
@@ -71,7 +71,7 @@ accepted AS (
 {PART_QUANTITIES},
 {budget_ctes("budget_quantities")},
 {ingest_upkeep_ctes("accepted")}
-SELECT tenant_id, idempotency_key, id, {COST_TOUCHED_COLUMN} FROM inserted
+SELECT tenant_id, idempotency_key, id, NULL AS cost_periods FROM inserted{COST_TOUCHED_ROW}
 """
 
 # The same for a set of single-value events only (the usual group commit and batch): no parts,
@@ -96,7 +96,7 @@ inserted AS (
 {SINGLE_QUANTITIES},
 {budget_ctes("budget_quantities")},
 {single_upkeep_ctes("inserted")}
-SELECT tenant_id, idempotency_key, id, {COST_TOUCHED_COLUMN} FROM inserted
+SELECT tenant_id, idempotency_key, id, NULL AS cost_periods FROM inserted{COST_TOUCHED_ROW}
 """
 
 EXISTING_SQL = """
@@ -208,8 +208,9 @@ async def _stored(
     """Run one ingest statement; every key's stored event and whether this call inserted it."""
     result: dict[tuple[str, str], StoredKey] = {}
     records = await connection.fetch(sql, *columns)
-    if records and records[0]["cost_periods"]:
-        await record_cost_thresholds(connection, [tuple(t) for t in records[0]["cost_periods"]])
+    if records and records[-1]["idempotency_key"] is None:  # COST_TOUCHED_ROW
+        touched = records.pop()["cost_periods"]
+        await record_cost_thresholds(connection, [tuple(t) for t in touched])
     for record in records:
         key = (record["tenant_id"], record["idempotency_key"])
         result[key] = StoredKey(
