@@ -72,7 +72,7 @@ bench-invoice: $(STAMP) ## Invoice benchmark: preview p50/p95 for a tenant-month
 bench-retention: $(STAMP) ## Retention benchmark: delete N expired events (ARGS="--events 1000000 --with-ingest")
 	$(BIN)/python -m bench.retention $(ARGS)
 
-bench-budgets: $(STAMP) ## Budget check p50/p99 under P1 ingestion with 1,000 budgets; webhook fan-out rate and p99 delay (ARGS="--messages 10000")
+bench-budgets: $(STAMP) ## Budget check p50/p99 under P1 ingestion with 1,000 budgets; webhook fan-out rate and p99 delay (ARGS="--messages 10000", "--cost" for cost budgets)
 	$(BIN)/python -m bench.budgets $(ARGS)
 
 bench-client: $(STAMP) ## Python client: one Tracker into a 2-worker server, events/s and client CPU per 1,000 events (ARGS="--events 300000")

@@ -3,7 +3,10 @@
 Check: GET /v1/budgets/check for a tenant with 1,000 budgets (one per API key) while P1
 ingestion (batches of 1000 over HTTP) runs for the same tenants: p50/p99 through HTTP (goal:
 p99 <= 10 ms), and P1's rate with those budgets against its rate before they existed (goal:
->= 80 %).
+>= 80 %). With --cost the budgets cap spend instead (`limit: {cost}`), every meter priced per
+model (one list price each, input tokens of one model graduated, one tenant override): a
+check prices the key's cells, and every ingest statement records the thresholds of the cost
+budgets it touched.
 Fan-out: N budget.threshold_reached messages written to the outbox at once, posted to a local
 receiver by the service's senders: messages per second and p99 delay from the outbox write to
 the receiver (goal: p99 <= 2 s).
@@ -24,7 +27,7 @@ import asyncpg
 import httpx
 
 from bench.common import bench_server_url, fresh_database, percentile, running_service
-from bench.ingest import SECRET, make_event, p1_http, seed
+from bench.ingest import METERS, MODELS, SECRET, make_event, p1_http, seed
 from bench.receiver import Receiver
 from service.db.url import asyncpg_dsn
 from service.tenants.auth import generate_key
@@ -32,22 +35,73 @@ from service.tenants.auth import generate_key
 BUDGET_TENANT = "tenant00"
 
 
-async def add_budgets(database_url: str, count: int) -> str:
-    """`count` budgets of BUDGET_TENANT on input_tokens, one per api_key_id; a read key."""
+async def add_prices(database_url: str) -> None:
+    """A list price per meter and model (per 1M tokens, per 1000 calls); gpt-4o input tokens
+    graduated; BUDGET_TENANT's own price of gpt-4o-mini output tokens."""
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
+        for n, model in enumerate(MODELS):
+            for name, aggregation, _ in METERS:
+                per_units = 1000 if aggregation == "count" else 1_000_000
+                tiers = "[]"
+                if name == "input_tokens" and model == "gpt-4o":
+                    tiers = json.dumps(
+                        [
+                            {"up_to": "100000000", "unit_amount": "2.5"},
+                            {"up_to": None, "unit_amount": "2"},
+                        ]
+                    )
+                await connection.execute(
+                    "INSERT INTO prices (id, meter_id, unit_amount, per_units, match, tiers, "
+                    "effective_from) SELECT gen_random_uuid(), id, $2, $3, $4::jsonb, "
+                    "$5::jsonb, '2020-01-01T00:00:00Z' FROM meters WHERE event_name = $1",
+                    name,
+                    1 + n,
+                    per_units,
+                    json.dumps({"model": model}),
+                    tiers,
+                )
         await connection.execute(
-            """
-            INSERT INTO budgets (tenant_id, id, name, period, meter_id, aggregation,
-                                 limit_quantity, api_key_id, thresholds_percent)
-            SELECT $1, gen_random_uuid(), 'key' || g, 'day', m.id, m.aggregation, 1e12,
-                   'key' || g, ARRAY[80, 100]
-            FROM generate_series(0, $2 - 1) AS g, meters AS m
-            WHERE m.event_name = 'input_tokens'
-            """,
+            "INSERT INTO prices (id, meter_id, tenant_id, unit_amount, per_units, match, "
+            "effective_from) SELECT gen_random_uuid(), id, $1, 0.5, 1000000, "
+            "'{\"model\": \"gpt-4o-mini\"}', '2020-01-01T00:00:00Z' FROM meters "
+            "WHERE event_name = 'output_tokens'",
             BUDGET_TENANT,
-            count,
         )
+    finally:
+        await connection.close()
+
+
+async def add_budgets(database_url: str, count: int, cost: bool = False) -> str:
+    """`count` budgets of BUDGET_TENANT on input_tokens (with `cost`: on spend), one per
+    api_key_id; a read key."""
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        if cost:
+            await connection.execute(
+                """
+                INSERT INTO budgets (tenant_id, id, name, period, limit_cost, api_key_id,
+                                     thresholds_percent)
+                SELECT $1, gen_random_uuid(), 'key' || g, 'day', 1e12, 'key' || g,
+                       ARRAY[80, 100]
+                FROM generate_series(0, $2 - 1) AS g
+                """,
+                BUDGET_TENANT,
+                count,
+            )
+        else:
+            await connection.execute(
+                """
+                INSERT INTO budgets (tenant_id, id, name, period, meter_id, aggregation,
+                                     limit_quantity, api_key_id, thresholds_percent)
+                SELECT $1, gen_random_uuid(), 'key' || g, 'day', m.id, m.aggregation, 1e12,
+                       'key' || g, ARRAY[80, 100]
+                FROM generate_series(0, $2 - 1) AS g, meters AS m
+                WHERE m.event_name = 'input_tokens'
+                """,
+                BUDGET_TENANT,
+                count,
+            )
         key = generate_key(SECRET)
         await connection.execute(
             "INSERT INTO api_keys (id, name, prefix, key_hash, scopes) "
@@ -98,7 +152,9 @@ async def check_under_load(
 ) -> tuple[float, float, list[float], list[float]]:
     rng = random.Random(7)
     before = await p1_http(args.port, key, bodies(rng, "before", args.batches), args.connections)
-    read_key = await add_budgets(database_url, args.budgets)
+    if args.cost:
+        await add_prices(database_url)
+    read_key = await add_budgets(database_url, args.budgets, args.cost)
     idle = await checks_during(args.port, read_key, None, args.budgets, count=500)
     ingest = asyncio.create_task(
         p1_http(args.port, key, bodies(rng, "after", args.batches), args.connections)
@@ -168,7 +224,9 @@ def main() -> None:
     parser.add_argument(
         "--only", choices=("check", "fan-out"), help="run one of the two parts (default: both)"
     )
+    parser.add_argument("--cost", action="store_true", help="cost budgets instead of tokens")
     args = parser.parse_args()
+    kind = "cost budgets" if args.cost else "budgets"
 
     receiver = Receiver()
     with fresh_database(bench_server_url()) as database_url:
@@ -180,7 +238,7 @@ def main() -> None:
         }
         with running_service(database_url, args.port, args.workers, **env):
             if args.only != "fan-out":
-                check(args, database_url, key)
+                check(args, database_url, key, kind)
             if args.only != "check":
                 rate, p99 = asyncio.run(fan_out(database_url, args.messages, receiver))
                 print(
@@ -190,20 +248,20 @@ def main() -> None:
     receiver.close()
 
 
-def check(args: argparse.Namespace, database_url: str, key: str) -> None:
+def check(args: argparse.Namespace, database_url: str, key: str, kind: str) -> None:
     before, after, idle, samples = asyncio.run(check_under_load(args, database_url, key))
     print(
-        f"Check ({args.budgets} budgets, one per key), no other load: "
+        f"Check ({args.budgets} {kind}, one per key), no other load: "
         f"p50 {percentile(idle, 50) * 1000:.2f} ms, "
         f"p99 {percentile(idle, 99) * 1000:.2f} ms"
     )
     print(
-        f"Check ({args.budgets} budgets, one per key) during P1: {len(samples):,} checks, "
+        f"Check ({args.budgets} {kind}, one per key) during P1: {len(samples):,} checks, "
         f"p50 {percentile(samples, 50) * 1000:.2f} ms, "
         f"p99 {percentile(samples, 99) * 1000:.2f} ms (goal p99 <= 10 ms)"
     )
     print(
-        f"P1 HTTP: {before:,.0f} events/s before the budgets, {after:,.0f} with them "
+        f"P1 HTTP: {before:,.0f} events/s before the {kind}, {after:,.0f} with them "
         f"and the checks: {after / before:.0%} (goal >= 80 %)"
     )
 

@@ -672,6 +672,14 @@ def retention_run(dry_run: bool, tenant_id: str | None) -> None:
         click.echo("Another process holds the retention lock and is running it: nothing to do.")
         return
     tenants = f"{len(report.tenants)} tenant(s)"
+    if report.webhook_deliveries is not None:
+        deliveries = report.webhook_deliveries
+        click.echo(
+            f"webhook deliveries: retention {deliveries.retention_days} days, cutoff "
+            f"{deliveries.cutoff.isoformat(timespec='seconds')}: "
+            f"{'would delete' if dry_run else 'deleted'} {deliveries.rows:,} delivered or "
+            "failed messages (pending ones are kept)"
+        )
     if dry_run:
         click.echo(f"Dry run: would delete {report.rows:,} raw events of {tenants}; deleted none.")
     else:

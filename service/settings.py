@@ -79,6 +79,9 @@ class Settings:
     # ingestion at 76-87 % of its rate alone (make bench-retention; 20 ms gave ~93,000 rows/s).
     retention_pause_seconds: float = 0.01
     retention_interval_seconds: float = 3600.0
+    # Delivered and failed webhook messages (with their attempts) older than this are deleted
+    # by the retention run; pending ones never are.
+    webhook_retention_days: int = 30
     # Rollups: how often each worker tries to fold finished 15-minute rollups into the hour,
     # day and month levels (0: never; then run `python -m service rollups fold` on a schedule).
     # Reads stay exact either way; unfolded rows only make long ranges slower to read.
@@ -126,6 +129,8 @@ class Settings:
                 f"METERING_LATE_ARRIVAL_DAYS ({self.late_arrival_days}): a re-sent event could "
                 "otherwise be counted twice after its original was deleted"
             )
+        if self.webhook_retention_days < 1:
+            raise SettingsError("METERING_WEBHOOK_RETENTION_DAYS must be at least 1")
         if not 1 <= self.batch_max_events <= 100_000:
             raise SettingsError("METERING_BATCH_MAX_EVENTS must be between 1 and 100000")
         if self.workers < 1:

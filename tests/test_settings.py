@@ -31,6 +31,9 @@ def test_bad_settings_are_refused_with_the_variable_named() -> None:
         Settings.from_env({"METERING_PORT": "eighty"})
     with pytest.raises(SettingsError, match="LATE_ARRIVAL"):
         Settings.from_env({"METERING_RETENTION_DAYS": "10"})
+    with pytest.raises(SettingsError, match="METERING_WEBHOOK_RETENTION_DAYS"):
+        Settings.from_env({"METERING_WEBHOOK_RETENTION_DAYS": "0"})
+    assert Settings.from_env({}).webhook_retention_days == 30
 
 
 def test_database_url_forms() -> None:

@@ -18,14 +18,63 @@ inserted with ON CONFLICT DO NOTHING; the totals' upsert serializes concurrent s
 the budget's row, so the statement that crosses a threshold sees the total it made, and any
 later one finds the alert already there.
 
+Cost budgets: a spend depends on prices (tenant overrides, matches, effective dates, tiers
+filled by the tenant's whole month), which SQL does not know; so the statement keeps, per cost
+budget and period, the accepted quantities per meter and the attributes its tenant's prices
+match on (its cells, in `budget_cost_cells`: few per budget, e.g. one per meter and model),
+and returns the (budget, period) pairs it touched. In the same transaction,
+`record_cost_thresholds` then takes each pair's `budget_usage` row (serializing concurrent
+statements on it), prices the cells with the tenant's prices as GET /v1/costs does
+(service.budgets.cost_usage), and records the thresholds reached, once each, with their
+webhook messages. A check prices the same cells.
+
 Lock order: the CTEs are listed before the rollup upserts, and PostgreSQL runs unreferenced
 data-modifying CTEs last-listed first, so every ingest statement locks rollup rows first and
 the budget rows (which every concurrent batch of a budget touches) last, for the shortest
-time before the commit."""
+time before the commit: quantity totals, then (listed first, so run last) cost budgets' cells;
+`record_cost_thresholds` then locks the cost budgets' period rows, in key order too."""
 
 from __future__ import annotations
 
-from service.budgets.repository import period_end_sql
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import structlog
+
+from service.budgets.cost_usage import costs_used
+from service.budgets.repository import (
+    Period,
+    cost_budgets,
+    lock_cost_periods,
+    period_end_sql,
+    record_cost_alerts,
+)
+from service.common.money import render_quantity
+from service.costs.service import render_cost
+from service.meters.pricing import AmbiguousPriceError, PriceCycleError
+from service.webhooks.outbox import enqueue
+
+log = structlog.get_logger("service.budgets")
+
+COST_SCOPE = """(b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
+      AND (b.user_id IS NULL OR b.user_id = q.user_id)
+      AND (b.project_id IS NULL OR b.project_id = q.project_id)
+      AND (b.org_id IS NULL OR b.org_id = q.org_id)
+      AND (b.model IS NULL OR b.model = q.model)"""
+
+CELL_KEY = (
+    "tenant_id, budget_id, period_start, meter_id, org_id, project_id, api_key_id, user_id, "
+    "model, dimensions, price_keys"
+)
+
+
+def _kept(field: str) -> str:
+    """A cell's value of an attribution field: '' unless some price matches on it."""
+    return f"CASE WHEN '{field}' = ANY(k.keys) THEN coalesce(q.{field}, '') ELSE '' END AS {field}"
+
 
 THRESHOLD_PAYLOAD = f"""jsonb_build_object(
             'type', 'budget.threshold_reached',
@@ -42,9 +91,51 @@ THRESHOLD_PAYLOAD = f"""jsonb_build_object(
 
 def budget_ctes(quantities: str) -> str:
     """The budget CTEs over `quantities`, a CTE of (tenant_id, meter_id, quantity, ts, org_id,
-    project_id, api_key_id, user_id, model): one row per accepted event and meter. To be
-    placed before the rollup upkeep CTEs."""
-    return f"""budget_hits AS (
+    project_id, api_key_id, user_id, model, dimensions): one row per accepted event and meter.
+    To be placed before the rollup upkeep CTEs; the statement's result ends with
+    COST_TOUCHED_ROW."""
+    return f"""budget_price_keys AS MATERIALIZED (
+    -- Per tenant with cost budgets in the statement: every key its prices (list prices and its
+    -- overrides, of any meter) match on. A cell keeps only these attributes.
+    SELECT t.id AS tenant_id,
+           ARRAY(SELECT DISTINCT k.key
+                 FROM prices AS p CROSS JOIN LATERAL jsonb_object_keys(p.match) AS k(key)
+                 WHERE p.tenant_id IS NULL OR p.tenant_id = t.id
+                 ORDER BY k.key)::text[] AS keys
+    FROM tenants AS t
+    WHERE t.id IN (SELECT tenant_id FROM budgets WHERE limit_cost IS NOT NULL)
+      AND t.id IN (SELECT tenant_id FROM {quantities})
+),
+budget_cost_hits AS (
+    SELECT b.tenant_id, b.id AS budget_id,
+           date_trunc(b.period, q.ts, t.timezone) AS period_start, q.meter_id,
+           {_kept("org_id")}, {_kept("project_id")}, {_kept("api_key_id")},
+           {_kept("user_id")}, {_kept("model")},
+           coalesce((SELECT jsonb_object_agg(d.key, d.value) FROM jsonb_each(q.dimensions) AS d
+                     WHERE d.key = ANY(k.keys)), '{{}}'::jsonb) AS dimensions,
+           k.keys AS price_keys,
+           sum(coalesce(q.quantity, 0)) AS sum, count(*) AS count,
+           min(q.ts) AS first_ts, max(q.ts) AS last_ts
+    FROM {quantities} AS q
+    JOIN budgets AS b ON b.tenant_id = q.tenant_id AND b.limit_cost IS NOT NULL
+    JOIN budget_price_keys AS k ON k.tenant_id = b.tenant_id
+    JOIN tenants AS t ON t.id = b.tenant_id
+    JOIN meters AS m ON m.id = q.meter_id
+    WHERE m.billable AND m.aggregation IN ('sum', 'count') AND m.currency = t.currency
+      AND q.ts >= date_trunc(b.period, b.created_at, t.timezone)
+      AND {COST_SCOPE}
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+),
+budget_cost_touched AS (
+    INSERT INTO budget_cost_cells AS c ({CELL_KEY}, sum, count, first_ts, last_ts)
+    SELECT {CELL_KEY}, sum, count, first_ts, last_ts FROM budget_cost_hits
+    ORDER BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+    ON CONFLICT ({CELL_KEY}) DO UPDATE
+    SET sum = c.sum + excluded.sum, count = c.count + excluded.count,
+        first_ts = least(c.first_ts, excluded.first_ts),
+        last_ts = greatest(c.last_ts, excluded.last_ts)
+),
+budget_hits AS (
     SELECT b.tenant_id, b.id AS budget_id,
            date_trunc(b.period, q.ts, t.timezone) AS period_start,
            sum(CASE WHEN b.aggregation = 'count' THEN 1 ELSE coalesce(q.quantity, 0) END) AS used
@@ -94,15 +185,74 @@ budget_messages AS (
 )"""
 
 
+# What an ingest statement returns besides its events: one more row (no idempotency key)
+# holding the (tenant, cost budget, period) triples whose cells it adds to, when there are
+# any. It reads what the cells' upsert will write, not the upsert itself: a referenced
+# data-modifying CTE would run (and lock the cells) first, an unreferenced one runs last. One
+# row, not a column of every event's row: decoding the triples 1000 times cost more than the
+# statement.
+COST_TOUCHED_ROW = """
+UNION ALL
+SELECT NULL, NULL, NULL, array_agg(DISTINCT (tenant_id, budget_id, period_start))
+FROM budget_cost_hits HAVING count(*) > 0"""
+
+
+async def record_cost_thresholds(
+    connection: asyncpg.Connection, touched: Sequence[tuple[str, uuid.UUID, datetime]]
+) -> None:
+    """Record the thresholds the cost budgets' spend reached in the periods `touched` by the
+    ingest statement just run on `connection`, in its transaction, with their webhook
+    messages: per tenant, the (budget, period) rows locked first (in key order), then the
+    spends priced (service.budgets.cost_usage). Prices that cannot be resolved (ambiguous,
+    cyclic) leave the tenant's thresholds to a later statement and never fail ingestion."""
+    by_tenant: dict[str, list[Period]] = {}
+    for tenant_id, budget_id, period_start in sorted(set(touched)):
+        by_tenant.setdefault(tenant_id, []).append((budget_id, period_start))
+    for tenant_id, periods in by_tenant.items():
+        await lock_cost_periods(connection, tenant_id, periods)
+        budgets = await cost_budgets(connection, tenant_id, periods)  # deleted ones left out
+        try:
+            spends = await costs_used(connection, tenant_id, budgets)
+        except (AmbiguousPriceError, PriceCycleError) as exc:
+            log.warning("budgets.cost_unpriceable", tenant_id=tenant_id, error=str(exc))
+            continue
+        recorded = await record_cost_alerts(
+            connection,
+            tenant_id,
+            [((b.id, b.period_start), used) for b, used in zip(budgets, spends, strict=True)],
+        )
+        found = {(b.id, b.period_start): (b, used) for b, used in zip(budgets, spends, strict=True)}
+        for budget_id, period_start, threshold in recorded:
+            budget, used = found[(budget_id, period_start)]
+            zone = ZoneInfo(budget.timezone)
+            await enqueue(
+                connection,
+                tenant_id,
+                "budget.threshold_reached",
+                {
+                    "budget_id": str(budget_id),
+                    "tenant_id": tenant_id,
+                    "threshold_percent": threshold,
+                    "used": render_cost(used),
+                    "limit": {
+                        "cost": render_quantity(budget.limit_cost),
+                        "currency": budget.currency,
+                    },
+                    "period_start": period_start.astimezone(zone).isoformat(),
+                    "period_end": budget.period_end.astimezone(zone).isoformat(),
+                },
+            )
+
+
 # The quantities of the two ingest statements' sources.
 SINGLE_QUANTITIES = """budget_quantities AS (
     SELECT tenant_id, meter_id, value AS quantity, ts, org_id, project_id, api_key_id, user_id,
-           model
+           model, dimensions
     FROM inserted
 )"""
 PART_QUANTITIES = """budget_quantities AS (
     SELECT a.tenant_id, q.meter_id, q.quantity, a.ts, a.org_id, a.project_id, a.api_key_id,
-           a.user_id, a.model
+           a.user_id, a.model, a.dimensions
     FROM accepted AS a
     CROSS JOIN LATERAL unnest(a.meter_ids, a.quantities) AS q(meter_id, quantity)
 )"""

@@ -15,11 +15,13 @@ ThresholdPercent = Annotated[int, msgspec.Meta(ge=1, le=1000)]
 
 
 class BudgetLimit(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
-    """Either {meter, quantity} (a meter's quantity) or {cost} (spend)."""
+    """Either {meter, quantity} (a meter's quantity) or {cost} (spend, in the tenant's
+    currency; `currency`, when given, must be it)."""
 
     meter: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
     quantity: Annotated[Decimal, msgspec.Meta(description="decimal string or number")] | None = None
     cost: Annotated[Decimal, msgspec.Meta(description="decimal string or number")] | None = None
+    currency: str | None = None
 
 
 class BudgetScope(msgspec.Struct, forbid_unknown_fields=True, omit_defaults=True):
@@ -43,9 +45,13 @@ class BudgetCreate(msgspec.Struct, forbid_unknown_fields=True):
     )
 
 
-class LimitOut(msgspec.Struct):
-    meter: str
-    quantity: str
+class LimitOut(msgspec.Struct, omit_defaults=True):
+    """{meter, quantity} for a quantity budget, {cost, currency} for a cost budget."""
+
+    meter: str | None = None
+    quantity: str | None = None
+    cost: str | None = None
+    currency: str | None = None
 
 
 class BudgetOut(msgspec.Struct):
@@ -60,7 +66,8 @@ class BudgetOut(msgspec.Struct):
 
 
 class BudgetStanding(msgspec.Struct):
-    """A budget in its current period: `used` and `remaining` (never below 0) as decimals."""
+    """A budget in its current period: `used` and `remaining` (never below 0) as decimals (a
+    cost budget's: 12 decimal places, as GET /v1/costs shows costs)."""
 
     id: uuid.UUID
     name: str

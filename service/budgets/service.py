@@ -10,6 +10,7 @@ from decimal import Decimal
 import msgspec
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.budgets.cost_usage import costs_used
 from service.budgets.models import Budget
 from service.budgets.repository import BudgetRepository
 from service.budgets.schemas import (
@@ -22,8 +23,12 @@ from service.budgets.schemas import (
 )
 from service.common.auth import Principal
 from service.common.errors import FieldError, InvalidInput, NotFound
-from service.common.money import render_quantity
+from service.common.money import is_currency, render_quantity
 from service.common.schemas import Page, decode_cursor, encode_cursor
+from service.costs.service import render_cost
+from service.db.connections import session_driver
+from service.invoices.errors import AmbiguousPrices
+from service.meters.pricing import AmbiguousPriceError
 from service.meters.repository import MeterRepository
 from service.meters.service import exact_decimal
 from service.settings import Settings
@@ -38,13 +43,22 @@ def _invalid(field: str, message: str, detail: str) -> InvalidInput:
     return InvalidInput(detail, errors=[FieldError(field=field, message=message)])
 
 
-def budget_out(budget: Budget, meter: str) -> BudgetOut:
+def limit_out(
+    limit_quantity: Decimal | None, limit_cost: Decimal | None, meter: str | None, currency: str
+) -> LimitOut:
+    if limit_cost is not None:
+        return LimitOut(cost=render_quantity(limit_cost), currency=currency)
+    assert limit_quantity is not None  # a check constraint: one kind of limit
+    return LimitOut(meter=meter, quantity=render_quantity(limit_quantity))
+
+
+def budget_out(budget: Budget, meter: str | None, currency: str) -> BudgetOut:
     return BudgetOut(
         id=budget.id,
         tenant_id=budget.tenant_id,
         name=budget.name,
         period=budget.period,
-        limit=LimitOut(meter=meter, quantity=render_quantity(budget.limit_quantity)),
+        limit=limit_out(budget.limit_quantity, budget.limit_cost, meter, currency),
         scope=BudgetScope(**{name: getattr(budget, name) for name in SCOPE_FIELDS}),
         thresholds_percent=list(budget.thresholds_percent),
         created_at=budget.created_at,
@@ -53,6 +67,7 @@ def budget_out(budget: Budget, meter: str) -> BudgetOut:
 
 class BudgetService:
     def __init__(self, session: AsyncSession, settings: Settings) -> None:
+        self.session = session
         self.budgets = BudgetRepository(session)
         self.meters = MeterRepository(session)
         self.tenants = TenantRepository(session)
@@ -61,26 +76,69 @@ class BudgetService:
     async def create(self, data: BudgetCreate, principal: Principal) -> BudgetOut:
         principal.ensure_tenant(data.tenant_id)
         limit = data.limit
-        if limit.cost is not None:
-            # The seam for spend budgets: they need the costs GET /v1/costs computes (price
-            # resolution as invoices), kept as a running total like quantities.
-            raise _invalid(
-                "limit.cost",
-                "not available yet",
-                "cost budgets are not available in this version; cap a meter's quantity with "
-                '{"meter": ..., "quantity": ...}',
-            )
-        if limit.meter is None or limit.quantity is None:
+        if limit.cost is not None and (limit.meter is not None or limit.quantity is not None):
             raise _invalid(
                 "limit",
-                "needs meter and quantity",
-                'limit must be {"meter": "<event_name>", "quantity": "<decimal>"}',
+                "a cost or a meter's quantity, not both",
+                'limit is either {"cost": "<decimal>"} or {"meter": "<event_name>", '
+                '"quantity": "<decimal>"}, not both',
             )
-        quantity = exact_decimal(limit.quantity, "limit.quantity", positive=True)
-        if await self.tenants.get(data.tenant_id) is None:
+        if limit.cost is None and (limit.meter is None or limit.quantity is None):
+            raise _invalid(
+                "limit",
+                "needs meter and quantity, or cost",
+                'limit must be {"meter": "<event_name>", "quantity": "<decimal>"} or '
+                '{"cost": "<decimal>"}',
+            )
+        if limit.currency is not None:
+            if limit.cost is None:
+                raise _invalid(
+                    "limit.currency",
+                    "only with cost",
+                    "limit.currency goes with a cost limit only",
+                )
+            if not is_currency(limit.currency):
+                raise _invalid(
+                    "limit.currency",
+                    "not an ISO 4217 code",
+                    f"limit.currency '{limit.currency[:16]}' is not an ISO 4217 code such as USD",
+                )
+        cost = (
+            None if limit.cost is None else exact_decimal(limit.cost, "limit.cost", positive=True)
+        )
+        quantity = (
+            None
+            if limit.quantity is None
+            else exact_decimal(limit.quantity, "limit.quantity", positive=True)
+        )
+        tenant = await self.tenants.get(data.tenant_id)
+        if tenant is None:
             raise _invalid(
                 "tenant_id", "unknown tenant", f"tenant '{data.tenant_id}' does not exist"
             )
+        thresholds = sorted(set(data.thresholds_percent))
+        scope = msgspec.to_builtins(data.scope or BudgetScope())
+        if cost is not None:
+            if limit.currency is not None and limit.currency != tenant.currency:
+                raise _invalid(
+                    "limit.currency",
+                    f"not the tenant's currency ({tenant.currency})",
+                    f"a cost budget counts in its tenant's currency, {tenant.currency}, not "
+                    f"{limit.currency}",
+                )
+            budget = await self.budgets.add(
+                Budget(
+                    tenant_id=data.tenant_id,
+                    id=uuid.uuid4(),
+                    name=data.name,
+                    period=data.period,
+                    limit_cost=cost,
+                    thresholds_percent=thresholds,
+                    **scope,
+                )
+            )
+            return budget_out(budget, None, tenant.currency)
+        assert limit.meter is not None
         meter = await self.meters.get(limit.meter)
         if meter is None:
             raise _invalid("limit.meter", "unknown meter", f"meter '{limit.meter}' does not exist")
@@ -91,8 +149,6 @@ class BudgetService:
                 f"meter '{meter.event_name}' aggregates by {meter.aggregation}; budgets cap sum "
                 "or count meters",
             )
-        thresholds = sorted(set(data.thresholds_percent))
-        scope = msgspec.to_builtins(data.scope or BudgetScope())
         budget = await self.budgets.add(
             Budget(
                 tenant_id=data.tenant_id,
@@ -106,7 +162,7 @@ class BudgetService:
                 **scope,
             )
         )
-        return budget_out(budget, meter.event_name)
+        return budget_out(budget, meter.event_name, tenant.currency)
 
     async def _budget(self, budget_id: uuid.UUID, principal: Principal) -> Budget:
         budget = await self.budgets.get(budget_id)
@@ -115,14 +171,23 @@ class BudgetService:
         principal.ensure_tenant(budget.tenant_id)
         return budget
 
-    async def _meter_name(self, meter_id: int) -> str:
+    async def _meter_name(self, meter_id: int | None) -> str | None:
+        if meter_id is None:
+            return None  # a cost budget
         meter = await self.meters.get_by_id(meter_id)
         assert meter is not None  # meters are archived, never deleted
         return meter.event_name
 
+    async def _currency(self, tenant_id: str) -> str:
+        tenant = await self.tenants.get(tenant_id)
+        assert tenant is not None  # budgets go with their tenant
+        return tenant.currency
+
     async def get(self, budget_id: uuid.UUID, principal: Principal) -> BudgetOut:
         budget = await self._budget(budget_id, principal)
-        return budget_out(budget, await self._meter_name(budget.meter_id))
+        return budget_out(
+            budget, await self._meter_name(budget.meter_id), await self._currency(budget.tenant_id)
+        )
 
     async def delete(self, budget_id: uuid.UUID, principal: Principal) -> None:
         budget = await self._budget(budget_id, principal)
@@ -145,7 +210,14 @@ class BudgetService:
                     "cursor", "not one this API returned", "cursor is not one this API returned"
                 ) from exc
         rows = await self.budgets.list_after(tenant_id, after, limit + 1)
-        items = [budget_out(row, await self._meter_name(row.meter_id)) for row in rows[:limit]]
+        currencies: dict[str, str] = {}
+        items = []
+        for row in rows[:limit]:
+            if row.tenant_id not in currencies:
+                currencies[row.tenant_id] = await self._currency(row.tenant_id)
+            items.append(
+                budget_out(row, await self._meter_name(row.meter_id), currencies[row.tenant_id])
+            )
         next_cursor = (
             encode_cursor([items[-1].created_at.isoformat(), str(items[-1].id)])
             if len(rows) > limit
@@ -157,21 +229,44 @@ class BudgetService:
         self, tenant_id: str, attribution: dict[str, str | None], principal: Principal
     ) -> BudgetCheck:
         """Every budget of the tenant whose scope the attribution matches, in its current
-        period; one statement (see BudgetRepository.standing)."""
+        period: one statement for the budgets and their quantity totals (see
+        BudgetRepository.standing); a cost budget's spend priced from its cells
+        (service.budgets.cost_usage), all in one REPEATABLE READ snapshot."""
         principal.ensure_tenant(tenant_id)
+        await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+        rows = await self.budgets.standing(tenant_id, attribution)
+        priced = [row.cost_budget() for row in rows if row.limit_cost is not None]
+        spends: dict[uuid.UUID, Decimal] = {}
+        if priced:
+            connection = await session_driver(self.session)
+            try:
+                found = await costs_used(connection, tenant_id, priced)
+            except AmbiguousPriceError as exc:
+                raise AmbiguousPrices(
+                    str(exc), errors=[FieldError(field="prices", message="ambiguous")]
+                ) from exc
+            spends = {budget.id: used for budget, used in zip(priced, found, strict=True)}
         budgets = []
-        for row in await self.budgets.standing(tenant_id, attribution):
-            remaining = max(row.limit_quantity - row.used, Decimal(0))
+        for row in rows:
+            if row.limit_cost is not None:
+                used, limit = spends[row.id], row.limit_cost
+                shown_used = render_cost(used)
+                shown_remaining = render_cost(max(limit - used, Decimal(0)))
+            else:
+                assert row.limit_quantity is not None
+                used, limit = row.used, row.limit_quantity
+                shown_used = render_quantity(used)
+                shown_remaining = render_quantity(max(limit - used, Decimal(0)))
             budgets.append(
                 BudgetStanding(
                     id=row.id,
                     name=row.name,
-                    used=render_quantity(row.used),
-                    limit=LimitOut(meter=row.meter, quantity=render_quantity(row.limit_quantity)),
-                    remaining=render_quantity(remaining),
+                    used=shown_used,
+                    limit=limit_out(row.limit_quantity, row.limit_cost, row.meter, row.currency),
+                    remaining=shown_remaining,
                     period_start=row.period_start,
                     period_end=row.period_end,
-                    exhausted=row.used >= row.limit_quantity,
+                    exhausted=used >= limit,
                 )
             )
         return BudgetCheck(allowed=not any(b.exhausted for b in budgets), budgets=budgets)

@@ -11,7 +11,13 @@ from typing import Any, NamedTuple
 
 import asyncpg
 
-from service.budgets.ingest import PART_QUANTITIES, SINGLE_QUANTITIES, budget_ctes
+from service.budgets.ingest import (
+    COST_TOUCHED_ROW,
+    PART_QUANTITIES,
+    SINGLE_QUANTITIES,
+    budget_ctes,
+    record_cost_thresholds,
+)
 from service.rollups.upkeep import SINGLE_SOURCE_COLUMNS, ingest_upkeep_ctes, single_upkeep_ctes
 
 
@@ -67,7 +73,7 @@ accepted AS (
 {PART_QUANTITIES},
 {budget_ctes("budget_quantities")},
 {ingest_upkeep_ctes("accepted", with_max=with_max)}
-SELECT tenant_id, idempotency_key, id FROM inserted
+SELECT tenant_id, idempotency_key, id, NULL AS cost_periods FROM inserted{COST_TOUCHED_ROW}
 """
 
 
@@ -94,7 +100,7 @@ inserted AS (
 {SINGLE_QUANTITIES},
 {budget_ctes("budget_quantities")},
 {single_upkeep_ctes("inserted", with_max=with_max)}
-SELECT tenant_id, idempotency_key, id FROM inserted
+SELECT tenant_id, idempotency_key, id, NULL AS cost_periods FROM inserted{COST_TOUCHED_ROW}
 """
 
 
@@ -165,9 +171,10 @@ class StoredKey(NamedTuple):
 async def store_events(
     connection: asyncpg.Connection, rows: Sequence[EventRow]
 ) -> dict[tuple[str, str], StoredKey]:
-    """Insert unique-keyed rows (the caller removed repeats) and update rollups; return, for
-    every key, the stored event and whether this call inserted it. Runs in the caller's
-    transaction."""
+    """Insert unique-keyed rows (the caller removed repeats) and update rollups and budgets;
+    return, for every key, the stored event and whether this call inserted it. One transaction:
+    the statement, then the thresholds of the cost budgets it added to
+    (service.budgets.ingest.record_cost_thresholds)."""
     if not rows:
         return {}
     ordered = sorted(rows, key=lambda r: (r.tenant_id, r.idempotency_key))
@@ -190,7 +197,8 @@ async def store_events(
     with_max = any(r.has_max for r in ordered)
     if all(r.meter_ids is None for r in ordered):
         single = SINGLE_MAX_INGEST_SQL if with_max else SINGLE_INGEST_SQL
-        return await _stored(connection, single, columns, by_key)
+        async with connection.transaction():
+            return await _stored(connection, single, columns, by_key)
     columns += [
         [None if r.meter_ids is None else _array_literal(r.meter_ids) for r in ordered],
         [None if r.quantities is None else _array_literal(r.quantities) for r in ordered],
@@ -204,7 +212,10 @@ async def store_events(
             parts[3].append(_array_literal(quantities))
             parts[4].append(dimensions)
     columns.extend(parts)
-    return await _stored(connection, MAX_INGEST_SQL if with_max else INGEST_SQL, columns, by_key)
+    async with connection.transaction():
+        return await _stored(
+            connection, MAX_INGEST_SQL if with_max else INGEST_SQL, columns, by_key
+        )
 
 
 async def _stored(
@@ -215,7 +226,11 @@ async def _stored(
 ) -> dict[tuple[str, str], StoredKey]:
     """Run one ingest statement; every key's stored event and whether this call inserted it."""
     result: dict[tuple[str, str], StoredKey] = {}
-    for record in await connection.fetch(sql, *columns):
+    records = await connection.fetch(sql, *columns)
+    if records and records[-1]["idempotency_key"] is None:  # COST_TOUCHED_ROW
+        touched = records.pop()["cost_periods"]
+        await record_cost_thresholds(connection, [tuple(t) for t in touched])
+    for record in records:
         key = (record["tenant_id"], record["idempotency_key"])
         result[key] = StoredKey(
             id=record["id"], payload_hash=by_key[key].payload_hash, inserted=True

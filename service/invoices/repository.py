@@ -3,8 +3,9 @@ gapless numbering. Period usage is read through the rollup store (service.rollup
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -66,8 +67,43 @@ async def load_pricing(session: AsyncSession, tenant_id: str) -> list[MeterPrici
         .where(or_(Price.tenant_id.is_(None), Price.tenant_id == tenant_id))
         .order_by(Price.effective_from, Price.id)
     )
+    return _pricing(meters, rows.tuples())
+
+
+# The same reads as load_pricing, for callers holding a driver connection (ingestion).
+_BILLABLE_METERS_SQL = """
+SELECT id, event_name, name, unit, aggregation, currency FROM meters
+WHERE billable ORDER BY event_name
+"""
+_PRICES_SQL = """
+SELECT p.id, p.tenant_id, p.unit_amount, p.per_units, p.relative_to_meter, p.relative_factor,
+       p.match::text AS match, p.tiers::text AS tiers, p.tier_mode, p.free_units,
+       p.package_size, p.minimum_amount, p.effective_from, p.effective_to,
+       m.event_name AS meter_event_name, m.currency AS meter_currency
+FROM prices AS p JOIN meters AS m ON m.id = p.meter_id
+WHERE p.tenant_id IS NULL OR p.tenant_id = $1
+ORDER BY p.effective_from, p.id
+"""
+
+
+async def load_pricing_driver(connection: Any, tenant_id: str) -> list[MeterPricing]:
+    """load_pricing on an asyncpg connection (in its transaction): the same meters and prices."""
+    meters = [Meter(**dict(row)) for row in await connection.fetch(_BILLABLE_METERS_SQL)]
+    rows = []
+    for record in await connection.fetch(_PRICES_SQL, tenant_id):
+        values = dict(record)
+        meter = Meter(
+            event_name=values.pop("meter_event_name"), currency=values.pop("meter_currency")
+        )
+        values["match"] = json.loads(values["match"])
+        values["tiers"] = json.loads(values["tiers"])
+        rows.append((Price(**values), meter))
+    return _pricing(meters, rows)
+
+
+def _pricing(meters: Sequence[Meter], rows: Iterable[tuple[Price, Meter]]) -> list[MeterPricing]:
     prices: dict[str, list[PriceRule]] = {}
-    for price, meter in rows.tuples():
+    for price, meter in rows:
         prices.setdefault(meter.event_name, []).append(to_price_rule(price, meter))
     return [
         MeterPricing(

@@ -45,6 +45,25 @@ SELECT count(*) AS rows, max(ts) AS last_ts FROM deleted
 """
 
 
+# One batch of finished webhook messages (delivered or failed: never pending ones) created
+# before $1, oldest first, by physical address as for events; only a count comes back.
+_DELETE_DELIVERIES = """
+WITH deleted AS (
+    DELETE FROM webhook_deliveries
+    WHERE ctid = ANY(ARRAY(
+          SELECT ctid FROM webhook_deliveries
+          WHERE status IN ('delivered', 'failed') AND created_at < $1
+            AND ($3::text IS NULL OR tenant_id = $3)
+          ORDER BY created_at
+          LIMIT $2
+      ))
+      AND status IN ('delivered', 'failed') AND created_at < $1
+    RETURNING 1
+)
+SELECT count(*) FROM deleted
+"""
+
+
 class TenantRetentionSetting(NamedTuple):
     tenant_id: str
     retention_days: int | None
@@ -104,3 +123,22 @@ class RetentionRepository:
         """Delete up to `limit` events of the tenant with after <= ts < cutoff, oldest first."""
         row = await self.connection.fetchrow(_DELETE_BATCH, tenant_id, cutoff, limit, after)
         return DeletedBatch(int(row["rows"]), row["last_ts"])
+
+    async def count_old_deliveries(self, cutoff: datetime, tenant_id: str | None) -> int:
+        """Delivered or failed webhook messages created before `cutoff` (of `tenant_id` only,
+        when given)."""
+        count = await self.connection.fetchval(
+            "SELECT count(*) FROM webhook_deliveries "
+            "WHERE status IN ('delivered', 'failed') AND created_at < $1 "
+            "AND ($2::text IS NULL OR tenant_id = $2)",
+            cutoff,
+            tenant_id,
+        )
+        return int(count)
+
+    async def delete_deliveries_batch(
+        self, cutoff: datetime, limit: int, tenant_id: str | None
+    ) -> int:
+        """Delete up to `limit` delivered or failed webhook messages created before `cutoff`
+        (of `tenant_id` only, when given), oldest first; how many went."""
+        return int(await self.connection.fetchval(_DELETE_DELIVERIES, cutoff, limit, tenant_id))

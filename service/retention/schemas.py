@@ -20,11 +20,23 @@ class TenantRetention(msgspec.Struct, kw_only=True):
     error: str | None = None
 
 
+class DeliveryRetention(msgspec.Struct, kw_only=True):
+    """Webhook messages (the outbox, with their attempts): delivered and failed ones created
+    before `cutoff` are deleted; pending ones never."""
+
+    retention_days: int
+    cutoff: datetime
+    # Messages deleted; in a dry run, messages that would be deleted.
+    rows: int = 0
+    batches: int = 0
+
+
 class RetentionReport(msgspec.Struct, kw_only=True):
     dry_run: bool
     # True when another process held the retention lock: this run did nothing.
     skipped: bool = False
     tenants: list[TenantRetention] = []
+    webhook_deliveries: DeliveryRetention | None = None
     seconds: float = 0.0
 
     @property

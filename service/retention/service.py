@@ -1,8 +1,10 @@
-"""Retention: delete raw events past their tenant's retention period in bounded
-batches, one process at a time.
+"""Retention: delete raw events past their tenant's retention period, and finished webhook
+messages past METERING_WEBHOOK_RETENTION_DAYS, in bounded batches, one process at a time.
 
-Only the `events` table is touched: rollups and finalized invoices stay, so no usage query or
-invoice changes when raw events go. Each batch is one short transaction followed by a pause, so
+Of usage only the `events` table is touched: rollups and finalized invoices stay, so no usage
+query or invoice changes when raw events go. Of the webhook outbox, only delivered and failed
+messages go (with their attempts); a pending one is kept whatever its age, since it is still
+to be sent. Each batch is one short transaction followed by a pause, so
 ingestion keeps its speed while a run is under way."""
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from service.retention.repository import (
     RetentionRepository,
     TenantRetentionSetting,
 )
-from service.retention.schemas import RetentionReport, TenantRetention
+from service.retention.schemas import DeliveryRetention, RetentionReport, TenantRetention
 from service.settings import Settings
 
 log = structlog.get_logger("service.retention")
@@ -142,8 +144,43 @@ class RetentionJob:
                 to_purge.append(result)
         if to_purge:
             await self._purge(to_purge)
+        report.webhook_deliveries = await self._deliveries(dry_run=dry_run, tenant_id=tenant_id)
         report.seconds = time.perf_counter() - self._started
         return report
+
+    async def _deliveries(self, *, dry_run: bool, tenant_id: str | None) -> DeliveryRetention:
+        """Delete (count, in a dry run) delivered and failed webhook messages older than
+        `webhook_retention_days`, in batches like events, pausing like them."""
+        days = self.settings.webhook_retention_days
+        result = DeliveryRetention(retention_days=days, cutoff=self.now - timedelta(days=days))
+        if dry_run:
+            result.rows = await self.repository.count_old_deliveries(result.cutoff, tenant_id)
+            log.info(
+                "retention.webhook_dry_run", cutoff=result.cutoff.isoformat(), rows=result.rows
+            )
+            return result
+        total = None
+        if self.progress.wants_total:
+            total = await self.repository.count_old_deliveries(result.cutoff, tenant_id)
+        self.progress.start("deleting old webhook deliveries", total)
+        batch_size = self.settings.retention_batch_size
+        while True:
+            rows = await self.repository.delete_deliveries_batch(
+                result.cutoff, batch_size, tenant_id
+            )
+            if rows:
+                result.rows += rows
+                result.batches += 1
+                await self._count_batch(rows)
+            if rows < batch_size:
+                break
+        (log.info if result.rows else log.debug)(
+            "retention.webhook_deliveries_done",
+            cutoff=result.cutoff.isoformat(),
+            batches=result.batches,
+            rows=result.rows,
+        )
+        return result
 
     def _prepare(self, tenant: TenantRetentionSetting) -> TenantRetention:
         days = tenant.retention_days or self.settings.retention_days
@@ -219,6 +256,10 @@ class RetentionJob:
         deleted, pause so that ingestion gets the database for a moment."""
         result.rows += rows
         result.batches += 1
+        await self._count_batch(rows)
+
+    async def _count_batch(self, rows: int) -> None:
+        """Progress, metrics, the periodic log line and the pause, for any batch deleted."""
         self.progress.advance(rows)
         self._rows += rows
         self._batches += 1

@@ -43,6 +43,12 @@ class WebhookDelivery(Base):
         # The endpoint's deliveries, newest first.
         Index("ix_webhook_deliveries_endpoint_id_created_at_id", "endpoint_id", "created_at", "id"),
         Index("ix_webhook_deliveries_id", "id"),
+        # What retention deletes: finished rows, by age.
+        Index(
+            "ix_webhook_deliveries_finished_created_at",
+            "created_at",
+            postgresql_where=text("status IN ('delivered', 'failed')"),
+        ),
         # What the sender claims: only pending rows, by when they are due.
         Index(
             "ix_webhook_deliveries_due",

@@ -109,7 +109,14 @@ async def test_create_get_list_delete(client: Client, keys: Keys, acme: None) ->
 
 async def test_bad_budgets_name_the_field(client: Client, keys: Keys, acme: None) -> None:
     cases = [
-        (budget(limit={"cost": "500.00"}), "limit.cost"),
+        (budget(limit={"cost": "-5"}), "limit.cost"),
+        (budget(limit={"cost": "0"}), "limit.cost"),
+        (budget(limit={"cost": "1.0000000000001"}), "limit.cost"),
+        (budget(limit={"cost": "5", "meter": "input_tokens", "quantity": "1"}), "limit"),
+        (budget(limit={"cost": "5", "currency": "dollars"}), "limit.currency"),
+        (budget(limit={"cost": "5", "currency": "EUR"}), "limit.currency"),
+        (budget(limit={"meter": "input_tokens", "quantity": "1", "currency": "USD"}), "limit"),
+        (budget(limit={"cost": {"amount": "5", "currency": "USD"}}), "limit.cost"),
         (budget(limit={"meter": "nope", "quantity": "1"}), "limit.meter"),
         (budget(limit={"meter": "gauge", "quantity": "1"}), "limit.meter"),
         (budget(limit={"meter": "input_tokens", "quantity": "0"}), "limit.quantity"),

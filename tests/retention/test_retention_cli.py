@@ -147,6 +147,7 @@ async def test_a_terminal_shows_a_progress_bar(database_url: str, data: Retentio
     assert "deleting expired events" in run.screen and "5/5" in run.screen
     assert "━" in run.screen
     assert "Deleted 5 raw events of 1 tenant(s)" in run.screen
+    assert "deleted 0 delivered or failed messages (pending ones are kept)" in run.screen
     assert await data.count("acme") == 1
 
 

@@ -369,3 +369,85 @@ async def _eventually(read: Callable[[], Any], expected: Any) -> None:
             return
         await asyncio.sleep(0.02)
     assert await read() == expected
+
+
+async def _deliveries(pool: asyncpg.Pool, tenant_id: str, ages: dict[str, list[int]]) -> None:
+    """Webhook messages of `tenant_id` created `ages` days before now, by status."""
+    endpoint = await pool.fetchval(
+        "INSERT INTO webhook_endpoints (id, url, event_types, secret) VALUES "
+        "(gen_random_uuid(), 'https://hooks.example.com/x', ARRAY['invoice.finalized'], 'whsec_x')"
+        " RETURNING id"
+    )
+    for status, days in ages.items():
+        for age in days:
+            await pool.execute(
+                "INSERT INTO webhook_deliveries (tenant_id, id, endpoint_id, type, payload, "
+                "status, attempt_count, attempts, next_attempt_at, created_at, delivered_at) "
+                "VALUES ($1, gen_random_uuid(), $2, 'invoice.finalized', '{}', $3::text, 1, "
+                '\'[{"at": "2026-01-01T00:00:00Z", "status_code": 500}]\', '
+                "CASE WHEN $3::text = 'pending' THEN now() END, "
+                "now() - make_interval(days => $4::int), "
+                "CASE WHEN $3::text = 'delivered' THEN now() END)",
+                tenant_id,
+                endpoint,
+                status,
+                age,
+            )
+
+
+async def _statuses(pool: asyncpg.Pool) -> list[tuple[str, str, int]]:
+    rows = await pool.fetch(
+        "SELECT tenant_id, status, (extract(epoch FROM now() - created_at) / 86400)::int AS age "
+        "FROM webhook_deliveries ORDER BY tenant_id, status, created_at"
+    )
+    return [(row["tenant_id"], row["status"], row["age"]) for row in rows]
+
+
+async def test_old_finished_webhook_deliveries_go_and_pending_ones_stay(
+    settings: Settings, data: RetentionData, pg_pool: asyncpg.Pool
+) -> None:
+    await data.tenant("acme")
+    await data.tenant("brief")
+    ages = {"delivered": [1, 29, 31, 90], "failed": [2, 45, 400], "pending": [3, 40, 500]}
+    await _deliveries(pg_pool, "acme", ages)
+    await _deliveries(pg_pool, "brief", {"delivered": [60], "pending": [60]})
+
+    dry = await run_retention(
+        job_settings(settings, webhook_retention_days=30),
+        settings.database_url,
+        dry_run=True,
+    )
+    assert dry.webhook_deliveries is not None and dry.webhook_deliveries.rows == 5
+    assert len(await _statuses(pg_pool)) == 12
+
+    only_brief = await run_retention(
+        job_settings(settings, webhook_retention_days=30),
+        settings.database_url,
+        tenant_id="brief",
+    )
+    assert only_brief.webhook_deliveries is not None
+    assert only_brief.webhook_deliveries.rows == 1
+
+    report = await run_retention(
+        job_settings(settings, webhook_retention_days=30, retention_batch_size=2),
+        settings.database_url,
+    )
+
+    deliveries = report.webhook_deliveries
+    assert deliveries is not None and deliveries.retention_days == 30
+    assert deliveries.rows == 4 and deliveries.batches == 2  # 45, 400 failed; 31, 90 delivered
+    assert await _statuses(pg_pool) == [
+        ("acme", "delivered", 29),
+        ("acme", "delivered", 1),
+        ("acme", "failed", 2),
+        ("acme", "pending", 500),
+        ("acme", "pending", 40),
+        ("acme", "pending", 3),
+        ("brief", "pending", 60),
+    ]
+    # A shorter setting reaches further; pending messages stay whatever their age.
+    report = await run_retention(
+        job_settings(settings, webhook_retention_days=1), settings.database_url
+    )
+    assert report.webhook_deliveries is not None and report.webhook_deliveries.rows == 3
+    assert {status for _, status, _ in await _statuses(pg_pool)} == {"pending"}
