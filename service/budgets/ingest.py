@@ -121,7 +121,7 @@ budget_cost_hits AS (
     JOIN budget_price_keys AS k ON k.tenant_id = b.tenant_id
     JOIN tenants AS t ON t.id = b.tenant_id
     JOIN meters AS m ON m.id = q.meter_id
-    WHERE m.billable AND m.aggregation IN ('sum', 'count') AND m.currency = t.currency
+    WHERE m.billable AND m.currency = t.currency
       AND q.ts >= date_trunc(b.period, b.created_at, t.timezone)
       AND {COST_SCOPE}
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11

@@ -15,7 +15,8 @@ A cell is priced at the time of its first event. It carries the span of its even
 price starting or ending inside that span would price part of it differently, which the cell
 cannot tell apart. It keeps only the attributes the tenant's prices matched on when its usage
 came in (`kept`); a price of its meter matching on another key cannot be resolved from it.
-Either way `CellPlan.split` says so, and the caller then prices the budget from the rollup
+A cell of a `last`, `max` or `unique_count` meter holds nothing a running total can price.
+In each case `CellPlan.split` says so, and the caller then prices the budget from the rollup
 store instead (as GET /v1/costs does)."""
 
 from __future__ import annotations
@@ -53,7 +54,8 @@ class CostCell:
 class CellPlan:
     """The cells' quantities with their rates (unpriced usage left out); the meters whose
     month charges pricing needs; whether some cell cannot be priced on its own (a price change
-    inside its span, or a price matching on a key it did not keep)."""
+    inside its span, a price matching on a key it did not keep, a meter billing one value of
+    the period)."""
 
     priced: list[tuple[int, Decimal, Rate]] = field(default_factory=list)
     months_needed: set[int] = field(default_factory=set)
@@ -74,7 +76,12 @@ def plan_cells(
     plan = CellPlan()
     for cell in cells:
         meter = meters.get(cell.meter_id)
-        if meter is None or meter.info.aggregation not in ("sum", "count"):
+        if meter is None:
+            continue
+        if meter.info.aggregation not in ("sum", "count"):
+            # A `last`, `max` or `unique_count` meter bills one value of the whole period (the
+            # latest, the largest, the distinct count), which a running sum cannot hold.
+            plan.split = True
             continue
         if price_boundaries(meter.prices, cell.first_ts, cell.last_ts + _AFTER) or not set(
             meter.group_keys

@@ -10,6 +10,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -492,3 +493,36 @@ async def test_a_price_on_a_key_the_cells_did_not_keep_is_still_applied(
     used = (await standings(client, priced["read"]))[budget_id]["used"]
     assert used == "15.000000000000"
     assert used == await costs_total(client, priced["billing"], "month", {})
+
+
+async def test_meters_billing_one_value_of_the_period_count_as_costs_count_them(
+    client: Client, keys: Keys, priced: dict[str, dict[str, str]], pg_pool: asyncpg.Pool
+) -> None:
+    """A `last` meter bills the period's latest value and a `max` meter its largest: no running
+    sum holds those, so such usage is priced from the rollup store, and `used` still equals
+    GET /v1/costs (and a threshold is still decided when that usage comes in)."""
+    await create_meter(client, keys, "seats", "Seats", "last")
+    await create_meter(client, keys, "peak", "Peak", "max")
+    await create_price(client, keys, "seats", unit_amount="2")
+    await create_price(client, keys, "peak", unit_amount="0.5")
+    budget_id = await post_budget(client, keys, "month", "20", {}, thresholds_percent=[50])
+    now = datetime.now(UTC)
+    await ingest(
+        client,
+        priced["ingest"],
+        [
+            {"tenant_id": "acme", "event_name": name, "idempotency_key": f"{name}{n}",
+             "timestamp": (now - timedelta(seconds=10 - n)).isoformat(), "value": value}
+            for n, (name, value) in enumerate(
+                [("seats", 3), ("peak", 4), ("seats", 5), ("peak", 9), ("peak", 2)]
+            )
+        ],
+    )  # fmt: skip
+    # The latest seats (5) at 2.00 and the largest peak (9) at 0.50: 14.50, 72.5 % of 20.
+    used = (await standings(client, priced["read"]))[budget_id]["used"]
+    assert used == "14.500000000000"
+    assert used == await costs_total(client, priced["billing"], "month", {})
+    alerts = await pg_pool.fetch(
+        "SELECT threshold_percent FROM budget_alerts WHERE budget_id = $1", UUID(budget_id)
+    )
+    assert [row["threshold_percent"] for row in alerts] == [50]
