@@ -25,6 +25,8 @@ time before the commit."""
 
 from __future__ import annotations
 
+import asyncpg
+
 from service.budgets.repository import period_end_sql
 
 THRESHOLD_PAYLOAD = f"""jsonb_build_object(
@@ -106,3 +108,54 @@ PART_QUANTITIES = """budget_quantities AS (
     FROM accepted AS a
     CROSS JOIN LATERAL unnest(a.meter_ids, a.quantities) AS q(meter_id, quantity)
 )"""
+
+
+# A canceled event's quantities come off the running totals it was added to: the same budgets
+# and periods as budget_hits found when it was accepted (a budget created after the event
+# never counted it). Alerts already sent stay: a threshold fires once per period. Rows are
+# locked in the order ingestion's upsert locks them.
+WITHDRAW_SQL = """
+WITH quantities AS (
+    SELECT e.tenant_id, q.meter_id, q.quantity, e.ts, e.received_at, e.org_id, e.project_id,
+           e.api_key_id, e.user_id, e.model
+    FROM events AS e
+    CROSS JOIN LATERAL unnest(coalesce(e.meter_ids, ARRAY[e.meter_id]),
+                              coalesce(e.quantities, ARRAY[e.value])) AS q(meter_id, quantity)
+    WHERE e.tenant_id = $1 AND e.id = $2
+),
+hits AS (
+    SELECT b.tenant_id, b.id AS budget_id,
+           date_trunc(b.period, q.ts, t.timezone) AS period_start,
+           sum(CASE WHEN b.aggregation = 'count' THEN 1 ELSE coalesce(q.quantity, 0) END) AS used
+    FROM quantities AS q
+    JOIN budgets AS b ON b.tenant_id = q.tenant_id AND b.meter_id = q.meter_id
+    JOIN tenants AS t ON t.id = b.tenant_id
+    WHERE q.ts >= date_trunc(b.period, b.created_at, t.timezone)
+      AND b.created_at <= q.received_at
+      AND (b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
+      AND (b.user_id IS NULL OR b.user_id = q.user_id)
+      AND (b.project_id IS NULL OR b.project_id = q.project_id)
+      AND (b.org_id IS NULL OR b.org_id = q.org_id)
+      AND (b.model IS NULL OR b.model = q.model)
+    GROUP BY 1, 2, 3
+),
+locked AS (
+    SELECT u.tenant_id, u.budget_id, u.period_start, h.used
+    FROM budget_usage AS u
+    JOIN hits AS h USING (tenant_id, budget_id, period_start)
+    ORDER BY u.tenant_id, u.budget_id, u.period_start
+    FOR UPDATE OF u
+)
+UPDATE budget_usage AS u
+SET used = u.used - l.used
+FROM locked AS l
+WHERE (u.tenant_id, u.budget_id, u.period_start) = (l.tenant_id, l.budget_id, l.period_start)
+"""
+
+
+async def withdraw_event_usage(
+    connection: asyncpg.Connection, tenant_id: str, event_id: int
+) -> None:
+    """Take event `event_id` off the budget totals it counted in (WITHDRAW_SQL), in the
+    caller's transaction."""
+    await connection.execute(WITHDRAW_SQL, tenant_id, event_id)

@@ -107,7 +107,7 @@ def merge_wide_on_conflict(table: str) -> str:
         last_ts = GREATEST({table}.last_ts, EXCLUDED.last_ts)"""
 
 
-def _wide_rows(source: str) -> str:
+def wide_rows(source: str) -> str:
     """Event parts (PART_COLUMNS of `source`) aggregated per rollup key and set of meters."""
     return f"""SELECT tenant_id, {bucket_of("ts")} AS bucket_start,
            coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
@@ -154,7 +154,7 @@ def ingest_upkeep_ctes(source: str) -> str:
     rows, which every concurrent batch of a tenant touches, are then written last and locked
     for the shortest time before the commit."""
     return f"""buckets AS (
-    {_wide_rows(source)}
+    {wide_rows(source)}
 ),
 model_buckets AS (
     SELECT {MODEL_WIDE_KEY}, {WIDE_TO_WIDE}
@@ -199,14 +199,17 @@ model_buckets AS (
 REBUILD_DELETE_SQL = """
 DELETE FROM rollup_rows WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 """
-# The parts of a tenant's raw events in [$2, $3) (PART_COLUMNS): a single-quantity event as one
-# part; a `values` event as one part per set of dimensions its meters keep (each meter keeps
-# the dimensions it declares), meters sorted, as ingestion makes them.
-EVENT_PARTS_SQL = """
-SELECT tenant_id, id, ts, org_id, project_id, api_key_id, user_id, model, dimensions,
-       ARRAY[meter_id] AS meter_ids, ARRAY[value] AS quantities
-FROM events
-WHERE tenant_id = $1 AND ts >= $2 AND ts < $3 AND meter_id IS NOT NULL
+
+
+def event_parts(condition: str) -> str:
+    """The parts (PART_COLUMNS) of the raw events `e` that meet `condition`: a single-quantity
+    event as one part; a `values` event as one part per set of dimensions its meters keep
+    (each meter keeps the dimensions it declares), meters sorted, as ingestion makes them."""
+    return f"""
+SELECT e.tenant_id, e.id, e.ts, e.org_id, e.project_id, e.api_key_id, e.user_id, e.model,
+       e.dimensions, ARRAY[e.meter_id] AS meter_ids, ARRAY[e.value] AS quantities
+FROM events e
+WHERE {condition} AND e.meter_id IS NOT NULL
 UNION ALL
 SELECT e.tenant_id, e.id, e.ts, e.org_id, e.project_id, e.api_key_id, e.user_id, e.model,
        kept.dimensions, array_agg(q.meter_id ORDER BY q.meter_id),
@@ -215,17 +218,23 @@ FROM events e
 CROSS JOIN LATERAL unnest(e.meter_ids, e.quantities) AS q(meter_id, value)
 JOIN meters m ON m.id = q.meter_id
 CROSS JOIN LATERAL (
-    SELECT coalesce(jsonb_object_agg(d.key, d.value), '{}'::jsonb) AS dimensions
+    SELECT coalesce(jsonb_object_agg(d.key, d.value), '{{}}'::jsonb) AS dimensions
     FROM jsonb_each(e.dimensions) AS d
     WHERE d.key = ANY(m.dimensions)
 ) AS kept
-WHERE e.tenant_id = $1 AND e.ts >= $2 AND e.ts < $3 AND e.meter_id IS NULL
+WHERE {condition} AND e.meter_id IS NULL
 GROUP BY e.tenant_id, e.id, e.ts, e.org_id, e.project_id, e.api_key_id, e.user_id, e.model,
          kept.dimensions
 """
+
+
+# The parts of a tenant's counted raw events in [$2, $3): canceled events count nowhere.
+EVENT_PARTS_SQL = event_parts(
+    "e.tenant_id = $1 AND e.ts >= $2 AND e.ts < $3 AND e.canceled_at IS NULL"
+)
 REBUILD_INSERT_SQL = f"""
 INSERT INTO rollup_rows ({WIDE_KEY}, {WIDE_COLUMNS})
-{_wide_rows(f"({EVENT_PARTS_SQL}) AS parts")}
+{wide_rows(f"({EVENT_PARTS_SQL}) AS parts")}
 """
 REBUILD_MODEL_DELETE_SQL = """
 DELETE FROM model_rollup_rows WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3

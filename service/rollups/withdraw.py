@@ -1,0 +1,232 @@
+"""Taking a canceled event out of every aggregate, in the cancel's transaction.
+
+The 15-minute rows the event counted in (one per part: `rollup_rows` and `model_rollup_rows`)
+are recomputed from the raw events that still count, with the rebuild's SQL, so every
+aggregate a row holds (sum, count, last, and whatever aggregates rows gain later) comes out as
+if the event had never been sent, whatever the meter's aggregation.
+
+The coarse cube (service.rollups.fold) holds what the fold added of those rows. A row keeps
+its folded_sums and folded_count, so a lower sum and count simply make it pending with a
+negative delta, which readers add and the next fold applies: the cube stays exact without
+being touched. That is not enough when the cube may hold something that cannot be
+subtracted, and then the event's tenant-month of the cube is reset as a rebuild resets it
+(cells dropped, the month's rows pending again, refolded by the next fold; readers exact
+meanwhile, only slower). That happens when a row the event counted in was folded and:
+
+- a meter of it aggregates anything but sum and count (`last`; any later aggregation), or
+- the row becomes empty (it would have to stay as a zero row for the fold to subtract), or
+- the event is the latest of a cube cell (`last` is shown for every meter and cannot be
+  un-merged: the cell's previous latest event is not known).
+
+Locks, in the order ingestion and the fold take them, so none of them deadlock with a cancel:
+the fold's advisory lock first (a fold chunk holds it while it locks rows), then the rollup
+rows in key order in one statement, then the model rollup rows in key order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import asyncpg
+
+from service.common.time import floor_to_quarter_hour
+from service.rollups.levels import PROJECTIONS, Grain, grain_end, grain_start
+from service.rollups.models import BUCKET
+from service.rollups.upkeep import (
+    FOLD_LOCK_KEY,
+    MODEL_WIDE_KEY,
+    WIDE_COLUMNS,
+    WIDE_KEY,
+    WIDE_TO_WIDE,
+    bucket_of,
+    event_parts,
+    reset_cube,
+    wide_rows,
+)
+
+# Aggregations whose folded part the fold can take back by adding a negative delta.
+_SUBTRACTABLE = ("sum", "count")
+
+
+def _same(left: str, right: str, key: str) -> str:
+    columns = [c.strip() for c in key.split(",")]
+    return (
+        f"({', '.join(f'{left}.{c}' for c in columns)}) "
+        f"= ({', '.join(f'{right}.{c}' for c in columns)})"
+    )
+
+
+# The keys of the 15-minute rows the event $2 of tenant $1 counted in ($1, $2 throughout).
+_TOUCHED = f"""touched AS (
+    SELECT {WIDE_KEY}
+    FROM ({wide_rows(f"({event_parts('e.tenant_id = $1 AND e.id = $2')}) AS parts")}) AS w
+)"""
+
+# What the decision needs of each row the event counted in, locking them in key order.
+LOCK_TOUCHED_SQL = f"""
+WITH {_TOUCHED}
+SELECT r.bucket_start, r.count, r.folded_count,
+       EXISTS (SELECT FROM meters m WHERE m.id = ANY(r.meter_ids)
+               AND m.aggregation NOT IN {_SUBTRACTABLE!r}) AS other_aggregation
+FROM rollup_rows AS r
+JOIN touched AS t ON {_same("r", "t", WIDE_KEY)}
+ORDER BY {", ".join(f"r.{c.strip()}" for c in WIDE_KEY.split(","))}
+FOR UPDATE OF r
+"""
+
+# The same rows and the month's folded ones (a reset rewrites them), in one key order.
+LOCK_FOR_RESET_SQL = f"""
+WITH {_TOUCHED}
+SELECT 1
+FROM rollup_rows AS r
+WHERE r.tenant_id = $1
+  AND ((r.bucket_start >= $3 AND r.bucket_start < $4 AND r.folded_count <> 0)
+       OR EXISTS (SELECT FROM touched AS t WHERE {_same("r", "t", WIDE_KEY)}))
+ORDER BY {", ".join(f"r.{c.strip()}" for c in WIDE_KEY.split(","))}
+FOR UPDATE OF r
+"""
+
+
+def _cube_latest_sql() -> str:
+    """Whether event $2 of tenant $1 is the latest of a cube cell of meters $3 in its hour
+    ($4), day ($5) or month ($6): every projection of each grain, so the primary key's index
+    finds the cells."""
+    grains = []
+    for grain, parameter in ((Grain.HOUR, "$4"), (Grain.DAY, "$5"), (Grain.MONTH, "$6")):
+        projections = ", ".join(str(p) for p in PROJECTIONS[grain])
+        grains.append(
+            f"(grain = '{grain.value}' AND projection IN ({projections}) "
+            f"AND bucket_start = {parameter})"
+        )
+    return f"""SELECT EXISTS (
+    SELECT FROM rollup_cube
+    WHERE tenant_id = $1 AND meter_id = ANY($3::int[]) AND last_event_id = $2
+      AND ({" OR ".join(grains)}))"""
+
+
+CUBE_LATEST_SQL = _cube_latest_sql()
+
+# The rows the event counted in, recomputed from the raw events of its bucket [$3, $4) that
+# still count (the event is already marked canceled): rows left with events are rewritten
+# (their folded part kept), rows left with none deleted (their folded_count is returned: the
+# caller made sure it is 0).
+RECOMPUTE_SQL = f"""
+WITH {_TOUCHED},
+fresh AS (
+    SELECT w.*
+    FROM ({
+    wide_rows(
+        "("
+        + event_parts("e.tenant_id = $1 AND e.ts >= $3 AND e.ts < $4 AND e.canceled_at IS NULL")
+        + ") AS parts"
+    )
+}) AS w
+    JOIN touched AS t ON {_same("w", "t", WIDE_KEY)}
+),
+updated AS (
+    UPDATE rollup_rows AS r
+    SET ({WIDE_COLUMNS}) = ({", ".join(f"f.{c.strip()}" for c in WIDE_COLUMNS.split(","))})
+    FROM fresh AS f
+    WHERE {_same("r", "f", WIDE_KEY)}
+    RETURNING 1
+),
+deleted AS (
+    DELETE FROM rollup_rows AS r
+    USING touched AS t
+    WHERE {_same("r", "t", WIDE_KEY)}
+      AND NOT EXISTS (SELECT FROM fresh AS f WHERE {_same("f", "t", WIDE_KEY)})
+    RETURNING r.folded_count
+)
+SELECT (SELECT count(*) FROM updated) AS updated,
+       (SELECT count(*) FROM deleted) AS deleted,
+       (SELECT coalesce(max(folded_count), 0) FROM deleted) AS folded_deleted
+"""
+
+# The model rollup rows of the event's parts (the 15-minute rows folded by model and
+# dimensions), locked in key order.
+_TOUCHED_MODEL = f"""touched_model AS (
+    SELECT DISTINCT tenant_id, {bucket_of("ts")} AS bucket_start, coalesce(model, '') AS model,
+           dimensions, meter_ids
+    FROM ({event_parts("e.tenant_id = $1 AND e.id = $2")}) AS parts
+)"""
+LOCK_MODEL_SQL = f"""
+WITH {_TOUCHED_MODEL}
+SELECT 1
+FROM model_rollup_rows AS r
+JOIN touched_model AS t ON {_same("r", "t", MODEL_WIDE_KEY)}
+ORDER BY {", ".join(f"r.{c.strip()}" for c in MODEL_WIDE_KEY.split(","))}
+FOR UPDATE OF r
+"""
+# ... and recomputed from the 15-minute rows just recomputed, as the rebuild folds them.
+RECOMPUTE_MODEL_SQL = f"""
+WITH {_TOUCHED_MODEL},
+fresh AS (
+    SELECT {", ".join(f"r.{c.strip()}" for c in MODEL_WIDE_KEY.split(","))}, {WIDE_TO_WIDE}
+    FROM rollup_rows AS r
+    JOIN touched_model AS t
+      ON (r.tenant_id, r.bucket_start, r.model, r.dimensions, r.meter_ids)
+       = (t.tenant_id, t.bucket_start, t.model, t.dimensions, t.meter_ids)
+    GROUP BY 1, 2, 3, 4, 5
+),
+updated AS (
+    UPDATE model_rollup_rows AS r
+    SET ({WIDE_COLUMNS}) = ({", ".join(f"f.{c.strip()}" for c in WIDE_COLUMNS.split(","))})
+    FROM fresh AS f
+    WHERE {_same("r", "f", MODEL_WIDE_KEY)}
+    RETURNING 1
+)
+DELETE FROM model_rollup_rows AS r
+USING touched_model AS t
+WHERE {_same("r", "t", MODEL_WIDE_KEY)}
+  AND NOT EXISTS (SELECT FROM fresh AS f WHERE {_same("f", "t", MODEL_WIDE_KEY)})
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Withdrawal:
+    """What taking an event out of the rollups did: rows rewritten and deleted, and whether
+    the event's tenant-month of the cube was reset."""
+
+    rows_updated: int
+    rows_deleted: int
+    cube_reset: bool
+
+
+async def withdraw_event(
+    connection: asyncpg.Connection,
+    tenant_id: str,
+    event_id: int,
+    ts: datetime,
+    meter_ids: list[int],
+) -> Withdrawal:
+    """Take event `event_id` (at `ts`, of `meter_ids`), already marked canceled in the
+    caller's transaction, out of the 15-minute rollups, the model rollups and the cube."""
+    await connection.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK_KEY)
+    rows = await connection.fetch(LOCK_TOUCHED_SQL, tenant_id, event_id)
+    start = floor_to_quarter_hour(ts.astimezone(UTC))
+    hour, day, month = (grain_start(grain, start) for grain in (Grain.HOUR, Grain.DAY, Grain.MONTH))
+    folded = [row for row in rows if row["folded_count"] > 0]
+    reset = any(row["other_aggregation"] or row["count"] <= 1 for row in folded)
+    if folded and not reset:
+        reset = await connection.fetchval(
+            CUBE_LATEST_SQL,
+            tenant_id,
+            event_id,
+            meter_ids,
+            hour,
+            day,
+            month,
+        )
+    if reset:
+        await connection.fetch(
+            LOCK_FOR_RESET_SQL, tenant_id, event_id, month, grain_end(Grain.MONTH, month)
+        )
+        await reset_cube(connection, tenant_id, start, start + BUCKET)
+    result = await connection.fetchrow(RECOMPUTE_SQL, tenant_id, event_id, start, start + BUCKET)
+    if result["folded_deleted"]:
+        # Never reached: a folded row left empty resets the cube first (above).
+        raise RuntimeError("a folded rollup row would have lost its folded part")
+    await connection.fetch(LOCK_MODEL_SQL, tenant_id, event_id)
+    await connection.execute(RECOMPUTE_MODEL_SQL, tenant_id, event_id)
+    return Withdrawal(result["updated"], result["deleted"], bool(reset))
