@@ -12,10 +12,12 @@ from typing import Any
 import asyncpg
 import pytest
 
+from service.app import create_app
 from service.events.repository import EventRow, store_events
 from service.rollups.fold import fold_rollups
-from tests.conftest import Keys
+from tests.conftest import Keys, make_settings
 from tests.events.conftest import Client, EventFactory, recent
+from tests.support.in_loop import in_loop_client
 from tests.support.problems import assert_problem
 
 pytestmark = pytest.mark.usefixtures("seeded")
@@ -145,22 +147,34 @@ async def test_unknown_other_tenant_and_scope(
 
 
 async def test_concurrent_cancels_of_one_event_count_once(
-    client: Client, keys: Keys, ingest_key: dict[str, str], event: EventFactory
+    client: Client, keys: Keys, event: EventFactory, database_url: str, pg_pool: asyncpg.Pool
 ) -> None:
+    """Cancels of one event racing each other, ingestion into the same rollup row and a fold:
+    the event comes off exactly once (requests really overlap: an ASGI client on this loop)."""
     read = await keys.make("read", name="reader")
     acme_key = await keys.make("ingest", name="acme-gateway", tenant_id="acme")
     for value in ("5", "6", "7"):
         await ingest(client, acme_key, event(value=value))
     target = await ingest(client, acme_key, event(value="100"))
-    # Ingestion of the same rollup row races the cancels too.
-    answers = await asyncio.gather(
-        *(cancel(client, acme_key, target) for _ in range(6)),
-        *(client.post("/v1/events", json=event(value="1"), headers=acme_key) for _ in range(4)),
-    )
-    cancels, ingests = answers[:6], answers[6:]
+    async with pg_pool.acquire() as connection:
+        await fold_rollups(connection)
+
+    async def fold() -> int:
+        async with pg_pool.acquire() as connection:
+            return await fold_rollups(connection)
+
+    async with in_loop_client(create_app(make_settings(database_url))) as racing:
+        answers = await asyncio.gather(
+            *(racing.post(f"/v1/events/{target}/cancel", headers=acme_key) for _ in range(6)),
+            *(racing.post("/v1/events", json=event(value="1"), headers=acme_key) for _ in range(4)),
+            fold(),
+        )
+    cancels, ingests = answers[:6], answers[6:10]
     assert all(a.status_code == 200 for a in cancels), [a.text for a in cancels]
     assert len({a.json()["canceled_at"] for a in cancels}) == 1
     assert all(a.status_code == 202 for a in ingests)
+    assert await usage(client, read, "input_tokens") == [({}, "22", "22", 7, "1")]
+    await fold()
     assert await usage(client, read, "input_tokens") == [({}, "22", "22", 7, "1")]
 
 
