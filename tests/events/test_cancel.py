@@ -13,8 +13,10 @@ import asyncpg
 import pytest
 
 from service.app import create_app
+from service.common.time import floor_to_quarter_hour
 from service.events.repository import EventRow, store_events
 from service.rollups.fold import fold_rollups
+from service.rollups.upkeep import rebuild_rollups
 from tests.conftest import Keys, make_settings
 from tests.events.conftest import Client, EventFactory, recent
 from tests.support.in_loop import in_loop_client
@@ -293,3 +295,25 @@ async def test_too_old_to_cancel(
         await pg_pool.fetchval("SELECT canceled_at FROM events WHERE id = $1", int(event_id))
         is None
     )
+
+
+async def test_a_rebuild_leaves_canceled_events_out(
+    client: Client, keys: Keys, event: EventFactory, pg_pool: asyncpg.Pool
+) -> None:
+    read = await keys.make("read", name="reader")
+    acme_key = await keys.make("ingest", name="acme-gateway", tenant_id="acme")
+    await ingest(client, acme_key, event(value="10"))
+    gone = await ingest(
+        client,
+        acme_key,
+        event(values={"input_tokens": "5", "api_calls": None}, event_name=..., value=...),
+    )
+    await ingest(client, acme_key, event(event_name="api_calls", value=...))
+    assert (await cancel(client, acme_key, gone)).status_code == 200
+    before = await usage(client, read, "input_tokens"), await usage(client, read, "api_calls")
+    assert before == ([({}, "10", "10", 1, "10")], [({}, "1", "0", 1, None)])
+    start = floor_to_quarter_hour(datetime.now(UTC) - timedelta(days=1))
+    async with pg_pool.acquire() as connection, connection.transaction():
+        await rebuild_rollups(connection, "acme", start, start + timedelta(days=2))
+    after = await usage(client, read, "input_tokens"), await usage(client, read, "api_calls")
+    assert after == before

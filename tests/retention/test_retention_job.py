@@ -369,3 +369,18 @@ async def _eventually(read: Callable[[], Any], expected: Any) -> None:
             return
         await asyncio.sleep(0.02)
     assert await read() == expected
+
+
+async def test_canceled_events_are_deleted_like_any_other(
+    settings: Settings, data: RetentionData, pg_pool: asyncpg.Pool
+) -> None:
+    await data.tenant("acme")
+    await data.aged_events("acme", 401, 402, 403, 10, 20)
+    # A cancel marks the raw event and keeps it: retention alone removes it, by age.
+    await pg_pool.execute("UPDATE events SET canceled_at = now() WHERE tenant_id = 'acme'")
+
+    report = await run_retention(job_settings(settings), settings.database_url, now=data.now)
+
+    assert report.rows == 3
+    assert await data.count("acme") == 2
+    assert await pg_pool.fetchval("SELECT count(*) FROM events WHERE canceled_at IS NULL") == 0
