@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 
 import asyncpg
 
+from service.common.errors import Conflict
 from service.common.time import floor_to_quarter_hour
 from service.rollups.levels import PROJECTIONS, Grain, grain_end, grain_start
 from service.rollups.models import BUCKET
@@ -44,6 +45,11 @@ from service.rollups.upkeep import (
     reset_cube,
     wide_rows,
 )
+
+
+class RollupsOutOfDate(Conflict):
+    code, title = "rollups_out_of_date", "Rollups need a rebuild"
+
 
 # Aggregations whose folded part the fold can take back by adding a negative delta.
 _SUBTRACTABLE = ("sum", "count")
@@ -74,6 +80,8 @@ JOIN touched AS t ON {_same("r", "t", WIDE_KEY)}
 ORDER BY {", ".join(f"r.{c.strip()}" for c in WIDE_KEY.split(","))}
 FOR UPDATE OF r
 """
+
+COUNT_TOUCHED_SQL = f"WITH {_TOUCHED} SELECT count(*) FROM touched"
 
 # The same rows and the month's folded ones (a reset rewrites them), in one key order.
 LOCK_FOR_RESET_SQL = f"""
@@ -204,6 +212,13 @@ async def withdraw_event(
     caller's transaction, out of the 15-minute rollups, the model rollups and the cube."""
     await connection.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK_KEY)
     rows = await connection.fetch(LOCK_TOUCHED_SQL, tenant_id, event_id)
+    if len(rows) != await connection.fetchval(COUNT_TOUCHED_SQL, tenant_id, event_id):
+        # A `values` event split by its meters' dimensions when it was accepted; a meter
+        # declaring one more dimension since splits it otherwise now.
+        raise RollupsOutOfDate(
+            f"the rollups of event {event_id} were made before a meter of it declared another "
+            "dimension; rebuild that range (python -m service rollups rebuild) and cancel again"
+        )
     start = floor_to_quarter_hour(ts.astimezone(UTC))
     hour, day, month = (grain_start(grain, start) for grain in (Grain.HOUR, Grain.DAY, Grain.MONTH))
     folded = [row for row in rows if row["folded_count"] > 0]

@@ -317,3 +317,26 @@ async def test_a_rebuild_leaves_canceled_events_out(
         await rebuild_rollups(connection, "acme", start, start + timedelta(days=2))
     after = await usage(client, read, "input_tokens"), await usage(client, read, "api_calls")
     assert after == before
+
+
+async def test_rollups_older_than_a_meter_dimension_are_rebuilt_first(
+    client: Client, keys: Keys, event: EventFactory, pg_pool: asyncpg.Pool
+) -> None:
+    """A `values` event is split by the dimensions each meter declares; once a meter declares
+    one more, its rows no longer match the split: the cancel refuses until a rebuild."""
+    read = await keys.make("read", name="reader")
+    acme_key = await keys.make("ingest", name="acme-gateway", tenant_id="acme")
+    values = {"input_tokens": "5", "api_calls": None}
+    body = event(values=values, event_name=..., value=..., dimensions={"region": "eu"})
+    event_id = await ingest(client, acme_key, body)
+    await pg_pool.execute(
+        "UPDATE meters SET dimensions = '{region}' WHERE event_name = 'api_calls'"
+    )
+    assert_problem(await cancel(client, acme_key, event_id), 409, "rollups_out_of_date")
+    assert await usage(client, read, "api_calls") == [({}, "1", "0", 1, None)]
+    start = floor_to_quarter_hour(datetime.now(UTC) - timedelta(days=1))
+    async with pg_pool.acquire() as connection, connection.transaction():
+        await rebuild_rollups(connection, "acme", start, start + timedelta(days=2))
+    assert (await cancel(client, acme_key, event_id)).status_code == 200
+    assert await usage(client, read, "api_calls") == []
+    assert await usage(client, read, "input_tokens") == []
