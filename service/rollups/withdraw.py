@@ -20,7 +20,8 @@ meanwhile, only slower). That happens when a row the event counted in was folded
 
 Locks, in the order ingestion and the fold take them, so none of them deadlock with a cancel:
 the fold's advisory lock first (a fold chunk holds it while it locks rows), then the rollup
-rows in key order in one statement, then the model rollup rows in key order.
+rows in key order in one statement (with a reset, the month's folded rows too), then the
+model rollup rows in key order.
 """
 
 from __future__ import annotations
@@ -69,31 +70,32 @@ _TOUCHED = f"""touched AS (
     FROM ({wide_rows(f"({event_parts('e.tenant_id = $1 AND e.id = $2')}) AS parts")}) AS w
 )"""
 
-# What the decision needs of each row the event counted in, locking them in key order.
-LOCK_TOUCHED_SQL = f"""
+# What the decision needs of each row the event counted in. Read without locking them: under
+# the fold's advisory lock nothing but ingestion changes them, and ingestion only adds events.
+TOUCHED_STATE_SQL = f"""
 WITH {_TOUCHED}
-SELECT r.bucket_start, r.count, r.folded_count,
+SELECT r.count, r.folded_count,
        EXISTS (SELECT FROM meters m WHERE m.id = ANY(r.meter_ids)
                AND m.aggregation NOT IN {_SUBTRACTABLE!r}) AS other_aggregation
 FROM rollup_rows AS r
 JOIN touched AS t ON {_same("r", "t", WIDE_KEY)}
-ORDER BY {", ".join(f"r.{c.strip()}" for c in WIDE_KEY.split(","))}
-FOR UPDATE OF r
 """
-
-COUNT_TOUCHED_SQL = f"WITH {_TOUCHED} SELECT count(*) FROM touched"
-
-# The same rows and the month's folded ones (a reset rewrites them), in one key order.
-LOCK_FOR_RESET_SQL = f"""
+_KEY_ORDER = ", ".join(f"r.{c.strip()}" for c in WIDE_KEY.split(","))
+# The rows the event counted in, locked in key order; with $3 (a reset), the month's folded
+# rows [$4, $5) too (the reset rewrites them), all in one key order, so a cancel never holds a
+# row while waiting for one earlier in the order (as ingestion may, the other way round).
+LOCK_SQL = f"""
 WITH {_TOUCHED}
 SELECT 1
 FROM rollup_rows AS r
 WHERE r.tenant_id = $1
-  AND ((r.bucket_start >= $3 AND r.bucket_start < $4 AND r.folded_count <> 0)
+  AND (($3 AND r.bucket_start >= $4 AND r.bucket_start < $5 AND r.folded_count <> 0)
        OR EXISTS (SELECT FROM touched AS t WHERE {_same("r", "t", WIDE_KEY)}))
-ORDER BY {", ".join(f"r.{c.strip()}" for c in WIDE_KEY.split(","))}
+ORDER BY {_KEY_ORDER}
 FOR UPDATE OF r
 """
+
+COUNT_TOUCHED_SQL = f"WITH {_TOUCHED} SELECT count(*) FROM touched"
 
 
 def _cube_latest_sql() -> str:
@@ -211,7 +213,7 @@ async def withdraw_event(
     """Take event `event_id` (at `ts`, of `meter_ids`), already marked canceled in the
     caller's transaction, out of the 15-minute rollups, the model rollups and the cube."""
     await connection.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK_KEY)
-    rows = await connection.fetch(LOCK_TOUCHED_SQL, tenant_id, event_id)
+    rows = await connection.fetch(TOUCHED_STATE_SQL, tenant_id, event_id)
     if len(rows) != await connection.fetchval(COUNT_TOUCHED_SQL, tenant_id, event_id):
         # A `values` event split by its meters' dimensions when it was accepted; a meter
         # declaring one more dimension since splits it otherwise now.
@@ -233,10 +235,10 @@ async def withdraw_event(
             day,
             month,
         )
+    await connection.fetch(
+        LOCK_SQL, tenant_id, event_id, bool(reset), month, grain_end(Grain.MONTH, month)
+    )
     if reset:
-        await connection.fetch(
-            LOCK_FOR_RESET_SQL, tenant_id, event_id, month, grain_end(Grain.MONTH, month)
-        )
         await reset_cube(connection, tenant_id, start, start + BUCKET)
     result = await connection.fetchrow(RECOMPUTE_SQL, tenant_id, event_id, start, start + BUCKET)
     if result["folded_deleted"]:
