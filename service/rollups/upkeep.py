@@ -107,7 +107,7 @@ def merge_wide_on_conflict(table: str) -> str:
         last_ts = GREATEST({table}.last_ts, EXCLUDED.last_ts)"""
 
 
-def wide_rows(source: str) -> str:
+def _wide_rows(source: str) -> str:
     """Event parts (PART_COLUMNS of `source`) aggregated per rollup key and set of meters."""
     return f"""SELECT tenant_id, {bucket_of("ts")} AS bucket_start,
            coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
@@ -154,7 +154,7 @@ def ingest_upkeep_ctes(source: str) -> str:
     rows, which every concurrent batch of a tenant touches, are then written last and locked
     for the shortest time before the commit."""
     return f"""buckets AS (
-    {wide_rows(source)}
+    {_wide_rows(source)}
 ),
 model_buckets AS (
     SELECT {MODEL_WIDE_KEY}, {WIDE_TO_WIDE}
@@ -232,17 +232,29 @@ GROUP BY e.tenant_id, e.id, e.ts, e.org_id, e.project_id, e.api_key_id, e.user_i
 EVENT_PARTS_SQL = event_parts(
     "e.tenant_id = $1 AND e.ts >= $2 AND e.ts < $3 AND e.canceled_at IS NULL"
 )
+# What the rebuild writes of a 15-minute row besides its key, how it computes that from event
+# parts, and how it folds those rows into model rows. A cancel recomputes rows with the same
+# (service.rollups.withdraw), so an aggregate that rows gain is recomputed there too.
+REBUILT_COLUMNS = WIDE_COLUMNS
+REBUILT_MODEL_AGGREGATES = WIDE_TO_WIDE
+
+
+def rebuilt_rows(parts: str) -> str:
+    """The rebuild's rows (WIDE_KEY, REBUILT_COLUMNS) of the event parts `parts`."""
+    return _wide_rows(parts)
+
+
 REBUILD_INSERT_SQL = f"""
-INSERT INTO rollup_rows ({WIDE_KEY}, {WIDE_COLUMNS})
-{wide_rows(f"({EVENT_PARTS_SQL}) AS parts")}
+INSERT INTO rollup_rows ({WIDE_KEY}, {REBUILT_COLUMNS})
+{rebuilt_rows(f"({EVENT_PARTS_SQL}) AS parts")}
 """
 REBUILD_MODEL_DELETE_SQL = """
 DELETE FROM model_rollup_rows WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 """
 # From the rollups just rebuilt, in the same transaction: the same folding as ingestion.
 REBUILD_MODEL_INSERT_SQL = f"""
-INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {WIDE_COLUMNS})
-SELECT {MODEL_WIDE_KEY}, {WIDE_TO_WIDE}
+INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {REBUILT_COLUMNS})
+SELECT {MODEL_WIDE_KEY}, {REBUILT_MODEL_AGGREGATES}
 FROM rollup_rows
 WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 GROUP BY 1, 2, 3, 4, 5

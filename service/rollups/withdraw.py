@@ -38,13 +38,13 @@ from service.rollups.models import BUCKET
 from service.rollups.upkeep import (
     FOLD_LOCK_KEY,
     MODEL_WIDE_KEY,
-    WIDE_COLUMNS,
+    REBUILT_COLUMNS,
+    REBUILT_MODEL_AGGREGATES,
     WIDE_KEY,
-    WIDE_TO_WIDE,
     bucket_of,
     event_parts,
+    rebuilt_rows,
     reset_cube,
-    wide_rows,
 )
 
 
@@ -56,18 +56,19 @@ class RollupsOutOfDate(Conflict):
 _SUBTRACTABLE = ("sum", "count")
 
 
+def _qualified(alias: str, columns: str) -> str:
+    """'a, b' as 'x.a, x.b'."""
+    return ", ".join(f"{alias}.{column.strip()}" for column in columns.split(","))
+
+
 def _same(left: str, right: str, key: str) -> str:
-    columns = [c.strip() for c in key.split(",")]
-    return (
-        f"({', '.join(f'{left}.{c}' for c in columns)}) "
-        f"= ({', '.join(f'{right}.{c}' for c in columns)})"
-    )
+    return f"({_qualified(left, key)}) = ({_qualified(right, key)})"
 
 
 # The keys of the 15-minute rows the event $2 of tenant $1 counted in ($1, $2 throughout).
 _TOUCHED = f"""touched AS (
     SELECT {WIDE_KEY}
-    FROM ({wide_rows(f"({event_parts('e.tenant_id = $1 AND e.id = $2')}) AS parts")}) AS w
+    FROM ({rebuilt_rows(f"({event_parts('e.tenant_id = $1 AND e.id = $2')}) AS parts")}) AS w
 )"""
 
 # What the decision needs of each row the event counted in. Read without locking them: under
@@ -80,7 +81,7 @@ SELECT r.count, r.folded_count,
 FROM rollup_rows AS r
 JOIN touched AS t ON {_same("r", "t", WIDE_KEY)}
 """
-_KEY_ORDER = ", ".join(f"r.{c.strip()}" for c in WIDE_KEY.split(","))
+_KEY_ORDER = _qualified("r", WIDE_KEY)
 # The rows the event counted in, locked in key order; with $3 (a reset), the month's folded
 # rows [$4, $5) too (the reset rewrites them), all in one key order, so a cancel never holds a
 # row while waiting for one earlier in the order (as ingestion may, the other way round).
@@ -126,7 +127,7 @@ WITH {_TOUCHED},
 fresh AS (
     SELECT w.*
     FROM ({
-    wide_rows(
+    rebuilt_rows(
         "("
         + event_parts("e.tenant_id = $1 AND e.ts >= $3 AND e.ts < $4 AND e.canceled_at IS NULL")
         + ") AS parts"
@@ -136,7 +137,7 @@ fresh AS (
 ),
 updated AS (
     UPDATE rollup_rows AS r
-    SET ({WIDE_COLUMNS}) = ({", ".join(f"f.{c.strip()}" for c in WIDE_COLUMNS.split(","))})
+    SET ({REBUILT_COLUMNS}) = ({_qualified("f", REBUILT_COLUMNS)})
     FROM fresh AS f
     WHERE {_same("r", "f", WIDE_KEY)}
     RETURNING 1
@@ -165,14 +166,14 @@ WITH {_TOUCHED_MODEL}
 SELECT 1
 FROM model_rollup_rows AS r
 JOIN touched_model AS t ON {_same("r", "t", MODEL_WIDE_KEY)}
-ORDER BY {", ".join(f"r.{c.strip()}" for c in MODEL_WIDE_KEY.split(","))}
+ORDER BY {_qualified("r", MODEL_WIDE_KEY)}
 FOR UPDATE OF r
 """
 # ... and recomputed from the 15-minute rows just recomputed, as the rebuild folds them.
 RECOMPUTE_MODEL_SQL = f"""
 WITH {_TOUCHED_MODEL},
 fresh AS (
-    SELECT {", ".join(f"r.{c.strip()}" for c in MODEL_WIDE_KEY.split(","))}, {WIDE_TO_WIDE}
+    SELECT {_qualified("r", MODEL_WIDE_KEY)}, {REBUILT_MODEL_AGGREGATES}
     FROM rollup_rows AS r
     JOIN touched_model AS t
       ON (r.tenant_id, r.bucket_start, r.model, r.dimensions, r.meter_ids)
@@ -181,7 +182,7 @@ fresh AS (
 ),
 updated AS (
     UPDATE model_rollup_rows AS r
-    SET ({WIDE_COLUMNS}) = ({", ".join(f"f.{c.strip()}" for c in WIDE_COLUMNS.split(","))})
+    SET ({REBUILT_COLUMNS}) = ({_qualified("f", REBUILT_COLUMNS)})
     FROM fresh AS f
     WHERE {_same("r", "f", MODEL_WIDE_KEY)}
     RETURNING 1

@@ -1,0 +1,128 @@
+"""Cancel benchmark (make bench-cancel): what canceling an event costs, and what a cube reset
+costs afterwards.
+
+Data: the realistic tenant-month of `bench.datasets` (--events events over November 2026,
+rollups rebuilt and folded), in a fresh database on BENCH_DATABASE_URL, else DATABASE_URL,
+else the embedded PostgreSQL.
+
+Measured in the database (the cancel's transaction without HTTP: lock and mark the event,
+take it out of the rollups, service.rollups.withdraw.withdraw_event, and out of the budgets):
+--cancels events picked at random, each canceled in its own transaction, split by path: a
+negative pending delta (sum meters, the event neither alone in its row nor a coarse cell's
+latest) or a reset of the tenant-month of the cube. Then, once a reset happened: the month
+grouped by user_id (service.rollups.query.read_rendered) before and after the reset, and the
+fold that rebuilds the month's cells (service.rollups.fold.fold_rollups), then the same read.
+
+    make bench-cancel ARGS="--events 1000000"
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import statistics
+import time
+
+import asyncpg
+
+from bench.common import bench_server_url, fresh_database, percentile
+from bench.datasets import seed_realistic_month
+from service.budgets.ingest import withdraw_event_usage
+from service.db.url import asyncpg_dsn
+from service.rollups.fold import fold_rollups
+from service.rollups.query import RollupQuery, read_rendered
+from service.rollups.withdraw import withdraw_event
+
+
+async def cancel_one(connection: asyncpg.Connection, tenant_id: str, event_id: int) -> bool:
+    """Cancel one event as POST /v1/events/{id}/cancel does; whether the cube was reset."""
+    async with connection.transaction():
+        row = await connection.fetchrow(
+            "SELECT ts, coalesce(meter_ids, ARRAY[meter_id]) AS meter_ids FROM events "
+            "WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+            tenant_id,
+            event_id,
+        )
+        await connection.execute(
+            "UPDATE events SET canceled_at = now() WHERE tenant_id = $1 AND id = $2",
+            tenant_id,
+            event_id,
+        )
+        withdrawal = await withdraw_event(
+            connection, tenant_id, event_id, row["ts"], list(row["meter_ids"])
+        )
+        await withdraw_event_usage(connection, tenant_id, event_id)
+    return withdrawal.cube_reset
+
+
+async def month_by_user_ms(connection: asyncpg.Connection, query: RollupQuery) -> float:
+    samples = []
+    for _ in range(5):
+        started = time.perf_counter()
+        await read_rendered(connection, query)
+        samples.append((time.perf_counter() - started) * 1000)
+    return statistics.median(samples)
+
+
+def summary(name: str, samples: list[float]) -> str:
+    if not samples:
+        return f"{name}: none"
+    return (
+        f"{name}: {len(samples)} cancels, p50 {percentile(samples, 50):.1f} ms, "
+        f"p95 {percentile(samples, 95):.1f} ms, max {max(samples):.1f} ms"
+    )
+
+
+async def run(url: str, events: int, cancels: int) -> None:
+    month = await seed_realistic_month(asyncpg_dsn(url), events)
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        ids = [r["id"] for r in await connection.fetch("SELECT id FROM events")]
+        picked = random.Random(11).sample(ids, min(cancels, len(ids)))
+        query = RollupQuery(
+            tenant_id=month.tenant_id,
+            meter_ids=sorted(month.meter_ids.values()),
+            edges=[month.start, month.end],
+            group_by=["user_id"],
+        )
+        before = await month_by_user_ms(connection, query)
+        delta: list[float] = []
+        reset: list[float] = []
+        for event_id in picked:
+            started = time.perf_counter()
+            was_reset = await cancel_one(connection, month.tenant_id, event_id)
+            (reset if was_reset else delta).append((time.perf_counter() - started) * 1000)
+        print(f"{events:,} events, {len(picked)} canceled at random:")
+        print("  " + summary("negative pending delta", delta))
+        print("  " + summary("cube month reset", reset))
+        after = await month_by_user_ms(connection, query)
+        pending = await connection.fetchval("SELECT count(*) FROM rollup_rows WHERE pending")
+        print(
+            f"  month by user_id (read_rendered, median of 5): {before:.1f} ms before, "
+            f"{after:.1f} ms after the cancels ({pending:,} pending 15-minute rows)"
+        )
+        started = time.perf_counter()
+        folded = await fold_rollups(connection)
+        seconds = time.perf_counter() - started
+        refolded = await month_by_user_ms(connection, query)
+        print(
+            f"  fold afterwards: {folded:,} rows in {seconds:.1f} s; the same read "
+            f"{refolded:.1f} ms"
+        )
+    finally:
+        await connection.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--cancels", type=int, default=200)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
+    args = parser.parse_args()
+    with fresh_database(bench_server_url(), keep=args.keep) as url:
+        asyncio.run(run(url, args.events, args.cancels))
+
+
+if __name__ == "__main__":
+    main()
