@@ -82,16 +82,23 @@ FROM rollup_rows AS r
 JOIN touched AS t ON {_same("r", "t", WIDE_KEY)}
 """
 _KEY_ORDER = _qualified("r", WIDE_KEY)
-# The rows the event counted in, locked in key order; with $3 (a reset), the month's folded
-# rows [$4, $5) too (the reset rewrites them), all in one key order, so a cancel never holds a
-# row while waiting for one earlier in the order (as ingestion may, the other way round).
+# The rows the event counted in, locked in key order.
 LOCK_SQL = f"""
 WITH {_TOUCHED}
 SELECT 1
 FROM rollup_rows AS r
-WHERE r.tenant_id = $1
-  AND (($3 AND r.bucket_start >= $4 AND r.bucket_start < $5 AND r.folded_count <> 0)
-       OR EXISTS (SELECT FROM touched AS t WHERE {_same("r", "t", WIDE_KEY)}))
+JOIN touched AS t ON {_same("r", "t", WIDE_KEY)}
+ORDER BY {_KEY_ORDER}
+FOR UPDATE OF r
+"""
+# For a reset: the same rows (all of the event's bucket $4) and the month's folded rows
+# [$2, $3) (the reset rewrites them), in one key order, so a cancel never holds a row while
+# waiting for one earlier in the order (as ingestion may, the other way round).
+LOCK_FOR_RESET_SQL = f"""
+SELECT 1
+FROM rollup_rows AS r
+WHERE r.tenant_id = $1 AND r.bucket_start >= $2 AND r.bucket_start < $3
+  AND (r.folded_count <> 0 OR r.bucket_start = $4)
 ORDER BY {_KEY_ORDER}
 FOR UPDATE OF r
 """
@@ -236,11 +243,13 @@ async def withdraw_event(
             day,
             month,
         )
-    await connection.fetch(
-        LOCK_SQL, tenant_id, event_id, bool(reset), month, grain_end(Grain.MONTH, month)
-    )
     if reset:
+        await connection.fetch(
+            LOCK_FOR_RESET_SQL, tenant_id, month, grain_end(Grain.MONTH, month), start
+        )
         await reset_cube(connection, tenant_id, start, start + BUCKET)
+    else:
+        await connection.fetch(LOCK_SQL, tenant_id, event_id)
     result = await connection.fetchrow(RECOMPUTE_SQL, tenant_id, event_id, start, start + BUCKET)
     if result["folded_deleted"]:
         # Never reached: a folded row left empty resets the cube first (above).
