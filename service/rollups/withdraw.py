@@ -1,22 +1,30 @@
 """Taking a canceled event out of every aggregate, in the cancel's transaction.
 
 The 15-minute rows the event counted in (one per part: `rollup_rows` and `model_rollup_rows`)
-are recomputed from the raw events that still count, with the rebuild's SQL, so every
-aggregate a row holds (sum, count, last, and whatever aggregates rows gain later) comes out as
-if the event had never been sent, whatever the meter's aggregation.
+are recomputed from the raw events that still count, with the rebuild's definitions, so every
+aggregate a row holds (sum, count, last, and whatever aggregates the rebuild writes later)
+comes out as if the event had never been sent.
 
-The coarse cube (service.rollups.fold) holds what the fold added of those rows. A row keeps
-its folded_sums and folded_count, so a lower sum and count simply make it pending with a
-negative delta, which readers add and the next fold applies: the cube stays exact without
-being touched. That is not enough when the cube may hold something that cannot be
-subtracted, and then the event's tenant-month of the cube is reset as a rebuild resets it
-(cells dropped, the month's rows pending again, refolded by the next fold; readers exact
-meanwhile, only slower). That happens when a row the event counted in was folded and:
+The coarse cube (service.rollups.fold) holds what the fold added of those rows. The fold
+knows a row is pending by its count (count <> folded_count): every event adds one. A cancel
+lowers a folded row's count, so a later event could bring it back to folded_count with sums
+still differing, and the row would never be folded again. So a cancel never leaves a folded
+row pending: it folds the rows it changed at once (the fold's own statement, under the fold's
+advisory lock): a sum or count drop reaches the cube as a negative delta, in the same
+transaction, and a row left with no event is folded as zeros, then deleted.
 
-- a meter of it aggregates anything but sum and count (`last`; any later aggregation), or
-- the row becomes empty (it would have to stay as a zero row for the fold to subtract), or
-- the event is the latest of a cube cell (`last` is shown for every meter and cannot be
-  un-merged: the cell's previous latest event is not known).
+Subtracting is exact only when the event is certainly in the cube and nothing else of it
+must be taken back. Otherwise the event's tenant-month of the cube is reset as a rebuild
+resets it (cells dropped, the month's rows pending again, refolded by the next fold; readers
+exact meanwhile, only slower). That happens when a row the event counted in was folded and:
+
+- a meter of it aggregates anything but sum and count (`last`; any later aggregation: a
+  merged latest or largest value cannot be un-merged), or
+- it has events the fold has not taken yet (count <> folded_count: whether the event is in
+  the cube is then unknown), or
+- the event is the latest of a cube cell (`last` is shown for every meter; the cell's
+  previous latest event is not known). So no cell ever drops to a count of 0: the event
+  alone in a cell is that cell's latest.
 
 Locks, in the order ingestion and the fold take them, so none of them deadlock with a cancel:
 the fold's advisory lock first (a fold chunk holds it while it locks rows), then the rollup
@@ -33,6 +41,7 @@ import asyncpg
 
 from service.common.errors import Conflict
 from service.common.time import floor_to_quarter_hour
+from service.rollups.fold import fold_sql
 from service.rollups.levels import PROJECTIONS, Grain, grain_end, grain_start
 from service.rollups.models import BUCKET
 from service.rollups.upkeep import (
@@ -65,10 +74,12 @@ def _same(left: str, right: str, key: str) -> str:
     return f"({_qualified(left, key)}) = ({_qualified(right, key)})"
 
 
-# The keys of the 15-minute rows the event $2 of tenant $1 counted in ($1, $2 throughout).
+# The rows of the event $2 of tenant $1 alone ($1, $2 throughout), keyed as the 15-minute rows
+# it counted in; `touched`: those keys.
+_EVENT_ROWS = rebuilt_rows(f"({event_parts('e.tenant_id = $1 AND e.id = $2')}) AS parts")
 _TOUCHED = f"""touched AS (
     SELECT {WIDE_KEY}
-    FROM ({rebuilt_rows(f"({event_parts('e.tenant_id = $1 AND e.id = $2')}) AS parts")}) AS w
+    FROM ({_EVENT_ROWS}) AS w
 )"""
 
 # What the decision needs of each row the event counted in. Read without locking them: under
@@ -127,8 +138,8 @@ CUBE_LATEST_SQL = _cube_latest_sql()
 
 # The rows the event counted in, recomputed from the raw events of its bucket [$3, $4) that
 # still count (the event is already marked canceled): rows left with events are rewritten
-# (their folded part kept), rows left with none deleted (their folded_count is returned: the
-# caller made sure it is 0).
+# (their folded part kept); rows left with none are deleted, or, when folded, zeroed (no
+# event, so no latest one either), to be folded as such and deleted (FOLD_TOUCHED_SQL).
 RECOMPUTE_SQL = f"""
 WITH {_TOUCHED},
 fresh AS (
@@ -149,17 +160,36 @@ updated AS (
     WHERE {_same("r", "f", WIDE_KEY)}
     RETURNING 1
 ),
+emptied AS (
+    SELECT t.* FROM touched AS t
+    WHERE NOT EXISTS (SELECT FROM fresh AS f WHERE {_same("f", "t", WIDE_KEY)})
+),
+zeroed AS (
+    UPDATE rollup_rows AS r
+    SET sums = array_fill(0::numeric, ARRAY[cardinality(r.meter_ids)]), count = 0,
+        last_values = array_fill(NULL::numeric, ARRAY[cardinality(r.meter_ids)]),
+        last_ts = '-infinity', last_event_id = 0
+    FROM emptied AS t
+    WHERE {_same("r", "t", WIDE_KEY)} AND r.folded_count <> 0
+    RETURNING 1
+),
 deleted AS (
     DELETE FROM rollup_rows AS r
-    USING touched AS t
-    WHERE {_same("r", "t", WIDE_KEY)}
-      AND NOT EXISTS (SELECT FROM fresh AS f WHERE {_same("f", "t", WIDE_KEY)})
-    RETURNING r.folded_count
+    USING emptied AS t
+    WHERE {_same("r", "t", WIDE_KEY)} AND r.folded_count = 0
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM updated) AS updated,
-       (SELECT count(*) FROM deleted) AS deleted,
-       (SELECT coalesce(max(folded_count), 0) FROM deleted) AS folded_deleted
+       (SELECT count(*) FROM zeroed) + (SELECT count(*) FROM deleted) AS deleted
 """
+# The folded rows the event counted in, folded now whether pending or not (a lower count may
+# equal folded_count again), then the zeroed ones deleted.
+FOLD_TOUCHED_SQL = fold_sql(
+    f"({WIDE_KEY}) IN (SELECT {WIDE_KEY} FROM ({_EVENT_ROWS}) AS w) AND folded_count <> 0"
+)
+DELETE_ZEROED_SQL = (
+    "DELETE FROM rollup_rows WHERE tenant_id = $1 AND bucket_start = $2 AND count = 0"
+)
 
 # The model rollup rows of the event's parts (the 15-minute rows folded by model and
 # dimensions), locked in key order.
@@ -232,16 +262,10 @@ async def withdraw_event(
     start = floor_to_quarter_hour(ts.astimezone(UTC))
     hour, day, month = (grain_start(grain, start) for grain in (Grain.HOUR, Grain.DAY, Grain.MONTH))
     folded = [row for row in rows if row["folded_count"] > 0]
-    reset = any(row["other_aggregation"] or row["count"] <= 1 for row in folded)
+    reset = any(row["other_aggregation"] or row["count"] != row["folded_count"] for row in folded)
     if folded and not reset:
         reset = await connection.fetchval(
-            CUBE_LATEST_SQL,
-            tenant_id,
-            event_id,
-            meter_ids,
-            hour,
-            day,
-            month,
+            CUBE_LATEST_SQL, tenant_id, event_id, meter_ids, hour, day, month
         )
     if reset:
         await connection.fetch(
@@ -251,9 +275,9 @@ async def withdraw_event(
     else:
         await connection.fetch(LOCK_SQL, tenant_id, event_id)
     result = await connection.fetchrow(RECOMPUTE_SQL, tenant_id, event_id, start, start + BUCKET)
-    if result["folded_deleted"]:
-        # Never reached: a folded row left empty resets the cube first (above).
-        raise RuntimeError("a folded rollup row would have lost its folded part")
+    if folded and not reset:
+        await connection.fetchrow(FOLD_TOUCHED_SQL, tenant_id, event_id)
+        await connection.execute(DELETE_ZEROED_SQL, tenant_id, start)
     await connection.fetch(LOCK_MODEL_SQL, tenant_id, event_id)
     await connection.execute(RECOMPUTE_MODEL_SQL, tenant_id, event_id)
     return Withdrawal(result["updated"], result["deleted"], bool(reset))

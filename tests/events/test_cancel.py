@@ -16,6 +16,7 @@ from service.app import create_app
 from service.common.time import floor_to_quarter_hour
 from service.events.repository import EventRow, store_events
 from service.rollups.fold import fold_rollups
+from service.rollups.levels import ORG
 from service.rollups.upkeep import rebuild_rollups
 from tests.conftest import Keys, make_settings
 from tests.events.conftest import Client, EventFactory, recent
@@ -230,8 +231,9 @@ async def test_cancel_after_fold_stays_exact(
     event: EventFactory,
     pg_pool: asyncpg.Pool,
 ) -> None:
-    """Folded rows: a sum meter's event comes off as a negative pending delta, which the next
-    fold applies; a `last` meter's resets the month of the cube; reads are exact throughout."""
+    """Folded rows: a sum meter's event comes off the cube as a negative delta folded at once;
+    a `last` meter's, an emptied row's or a cell's latest event resets the month of the cube;
+    reads are exact throughout."""
     read = await keys.make("read", name="reader")
     acme_key = await keys.make("ingest", name="acme-gateway", tenant_id="acme")
     ts = recent(180)
@@ -247,8 +249,8 @@ async def test_cancel_after_fold_stays_exact(
     assert await usage(client, read, "input_tokens") == [({}, "47", "47", 4, "2")]
 
     assert (await cancel(client, acme_key, gone)).status_code == 200  # negative delta
-    pending = await pg_pool.fetchval("SELECT count(*) FROM rollup_rows WHERE pending")
-    assert pending == 1
+    assert await pg_pool.fetchval("SELECT count(*) FROM rollup_rows WHERE pending") == 0
+    assert await pg_pool.fetchval("SELECT count(*) FROM rollup_cube") > 0
     assert await usage(client, read, "input_tokens") == [({}, "17", "17", 3, "2")]
     assert (await cancel(client, acme_key, lone)).status_code == 200  # its row empties: reset
     assert (await cancel(client, acme_key, latest)).status_code == 200  # a cube cell's latest
@@ -340,3 +342,34 @@ async def test_rollups_older_than_a_meter_dimension_are_rebuilt_first(
     assert (await cancel(client, acme_key, event_id)).status_code == 200
     assert await usage(client, read, "api_calls") == []
     assert await usage(client, read, "input_tokens") == []
+
+
+async def test_an_event_after_a_cancel_of_a_folded_row_is_folded_too(
+    client: Client, keys: Keys, event: EventFactory, pg_pool: asyncpg.Pool
+) -> None:
+    """The fold finds a pending row by its count: a cancel lowering a folded row's count and an
+    event raising it again must not leave the row looking folded with other sums."""
+    read = await keys.make("read", name="reader")
+    acme_key = await keys.make("ingest", name="acme-gateway", tenant_id="acme")
+    ts = recent(180)
+    # One row: the canceled event is neither alone in it nor its latest (same time, lower id).
+    gone = await ingest(client, acme_key, event(value="4", timestamp=ts))
+    for value in ("1", "2"):
+        await ingest(client, acme_key, event(value=value, timestamp=ts))
+    async with pg_pool.acquire() as connection:
+        await fold_rollups(connection)
+    assert (await cancel(client, acme_key, gone)).status_code == 200
+    await ingest(client, acme_key, event(value="100", timestamp=ts))
+    expected = [({}, "103", "103", 3, "100")]
+    assert await usage(client, read, "input_tokens") == expected
+    async with pg_pool.acquire() as connection:
+        await fold_rollups(connection)
+    assert await usage(client, read, "input_tokens") == expected
+    assert await usage(client, read, "input_tokens", group_by="user_id") == [
+        ({"user_id": "u1"}, "103", "103", 3, "100")
+    ]
+    # The month's cell of the org projection (every event has no org: one cell).
+    cube = await pg_pool.fetchval(
+        "SELECT sum FROM rollup_cube WHERE grain = 'm' AND projection = $1", ORG
+    )
+    assert cube == 103
