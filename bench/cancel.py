@@ -7,11 +7,12 @@ else the embedded PostgreSQL.
 
 Measured in the database (the cancel's transaction without HTTP: lock and mark the event,
 take it out of the rollups, service.rollups.withdraw.withdraw_event, and out of the budgets):
---cancels events picked at random, each canceled in its own transaction, split by path: a
-negative pending delta (sum meters, the event neither alone in its row nor a coarse cell's
-latest) or a reset of the tenant-month of the cube. Then, once a reset happened: the month
-grouped by user_id (service.rollups.query.read_rendered) before and after the reset, and the
-fold that rebuilds the month's cells (service.rollups.fold.fold_rollups), then the same read.
+--cancels events picked at random, each canceled in its own transaction, split by how the
+cube was kept exact: a negative delta folded at once, or a reset of the tenant-month. After a
+reset (at most --resets of them): the month grouped by user_id
+(service.rollups.query.read_rendered) before and after it, and the fold that rebuilds the
+month's cells (service.rollups.fold.fold_rollups), so the next cancels meet a folded month
+again.
 
     make bench-cancel ARGS="--events 1000000"
 """
@@ -35,8 +36,8 @@ from service.rollups.query import RollupQuery, read_rendered
 from service.rollups.withdraw import withdraw_event
 
 
-async def cancel_one(connection: asyncpg.Connection, tenant_id: str, event_id: int) -> bool:
-    """Cancel one event as POST /v1/events/{id}/cancel does; whether the cube was reset."""
+async def cancel_one(connection: asyncpg.Connection, tenant_id: str, event_id: int) -> str:
+    """Cancel one event as POST /v1/events/{id}/cancel does; how the cube was kept exact."""
     async with connection.transaction():
         row = await connection.fetchrow(
             "SELECT ts, coalesce(meter_ids, ARRAY[meter_id]) AS meter_ids FROM events "
@@ -53,7 +54,7 @@ async def cancel_one(connection: asyncpg.Connection, tenant_id: str, event_id: i
             connection, tenant_id, event_id, row["ts"], list(row["meter_ids"])
         )
         await withdraw_event_usage(connection, tenant_id, event_id)
-    return withdrawal.cube_reset
+    return withdrawal.cube
 
 
 async def month_by_user_ms(connection: asyncpg.Connection, query: RollupQuery) -> float:
@@ -74,7 +75,7 @@ def summary(name: str, samples: list[float]) -> str:
     )
 
 
-async def run(url: str, events: int, cancels: int) -> None:
+async def run(url: str, events: int, cancels: int, resets: int) -> None:
     month = await seed_realistic_month(asyncpg_dsn(url), events)
     connection = await asyncpg.connect(asyncpg_dsn(url))
     try:
@@ -86,30 +87,32 @@ async def run(url: str, events: int, cancels: int) -> None:
             edges=[month.start, month.end],
             group_by=["user_id"],
         )
+        samples: dict[str, list[float]] = {"unfolded": [], "delta": [], "reset": []}
+        reads: list[tuple[float, float, float, float, int]] = []
         before = await month_by_user_ms(connection, query)
-        delta: list[float] = []
-        reset: list[float] = []
         for event_id in picked:
             started = time.perf_counter()
-            was_reset = await cancel_one(connection, month.tenant_id, event_id)
-            (reset if was_reset else delta).append((time.perf_counter() - started) * 1000)
-        print(f"{events:,} events, {len(picked)} canceled at random:")
-        print("  " + summary("negative pending delta", delta))
-        print("  " + summary("cube month reset", reset))
-        after = await month_by_user_ms(connection, query)
-        pending = await connection.fetchval("SELECT count(*) FROM rollup_rows WHERE pending")
-        print(
-            f"  month by user_id (read_rendered, median of 5): {before:.1f} ms before, "
-            f"{after:.1f} ms after the cancels ({pending:,} pending 15-minute rows)"
-        )
-        started = time.perf_counter()
-        folded = await fold_rollups(connection)
-        seconds = time.perf_counter() - started
-        refolded = await month_by_user_ms(connection, query)
-        print(
-            f"  fold afterwards: {folded:,} rows in {seconds:.1f} s; the same read "
-            f"{refolded:.1f} ms"
-        )
+            path = await cancel_one(connection, month.tenant_id, event_id)
+            samples[path].append((time.perf_counter() - started) * 1000)
+            if path == "reset":
+                after = await month_by_user_ms(connection, query)
+                started = time.perf_counter()
+                folded = await fold_rollups(connection)
+                seconds = time.perf_counter() - started
+                refolded = await month_by_user_ms(connection, query)
+                reads.append((before, after, seconds, refolded, folded))
+                before = refolded
+                if len(reads) >= resets:
+                    break
+        print(f"{events:,} events, {sum(map(len, samples.values()))} canceled at random:")
+        print("  " + summary("negative delta folded at once", samples["delta"]))
+        print("  " + summary("tenant-month of the cube reset", samples["reset"]))
+        for before, after, seconds, refolded, folded in reads:
+            print(
+                f"  after a reset: month by user_id (read_rendered, median of 5) {before:.1f} ms "
+                f"before, {after:.1f} ms after; the fold refolds {folded:,} rows in "
+                f"{seconds:.1f} s; then {refolded:.1f} ms"
+            )
     finally:
         await connection.close()
 
@@ -118,10 +121,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--cancels", type=int, default=200)
+    parser.add_argument("--resets", type=int, default=3, help="stop after this many resets")
     parser.add_argument("--keep", action="store_true", help="keep the benchmark database")
     args = parser.parse_args()
     with fresh_database(bench_server_url(), keep=args.keep) as url:
-        asyncio.run(run(url, args.events, args.cancels))
+        asyncio.run(run(url, args.events, args.cancels, args.resets))
 
 
 if __name__ == "__main__":

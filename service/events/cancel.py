@@ -85,6 +85,6 @@ async def cancel_event(
         event_id=event_id,
         rows_updated=withdrawal.rows_updated,
         rows_deleted=withdrawal.rows_deleted,
-        cube_reset=withdrawal.cube_reset,
+        cube=withdrawal.cube,
     )
     return CancelOut(id=str(event_id), status="canceled", canceled_at=canceled_at)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Literal
 
 import asyncpg
 
@@ -233,12 +234,13 @@ WHERE {_same("r", "t", MODEL_WIDE_KEY)}
 
 @dataclass(frozen=True, slots=True)
 class Withdrawal:
-    """What taking an event out of the rollups did: rows rewritten and deleted, and whether
-    the event's tenant-month of the cube was reset."""
+    """What taking an event out of the rollups did: rows rewritten and deleted, and how the
+    cube was kept exact: `unfolded` (no row of the event was folded: nothing to do),
+    `delta` (its drop folded at once) or `reset` (the tenant-month reset)."""
 
     rows_updated: int
     rows_deleted: int
-    cube_reset: bool
+    cube: Literal["unfolded", "delta", "reset"]
 
 
 async def withdraw_event(
@@ -280,4 +282,7 @@ async def withdraw_event(
         await connection.execute(DELETE_ZEROED_SQL, tenant_id, start)
     await connection.fetch(LOCK_MODEL_SQL, tenant_id, event_id)
     await connection.execute(RECOMPUTE_MODEL_SQL, tenant_id, event_id)
-    return Withdrawal(result["updated"], result["deleted"], bool(reset))
+    cube: Literal["unfolded", "delta", "reset"] = (
+        "reset" if reset else "delta" if folded else "unfolded"
+    )
+    return Withdrawal(result["updated"], result["deleted"], cube)
