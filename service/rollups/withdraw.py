@@ -13,18 +13,18 @@ row pending: it folds the rows it changed at once (the fold's own statement, und
 advisory lock): a sum or count drop reaches the cube as a negative delta, in the same
 transaction, and a row left with no event is folded as zeros, then deleted.
 
-Subtracting is exact only when the event is certainly in the cube and nothing else of it
-must be taken back. Otherwise the event's tenant-month of the cube is reset as a rebuild
-resets it (cells dropped, the month's rows pending again, refolded by the next fold; readers
-exact meanwhile, only slower). That happens when a row the event counted in was folded and:
+A cell's latest value (`last`, shown for every meter) cannot be un-merged, so the cells
+whose latest event was the canceled one take it again from the 15-minute rows they cover
+(RELATEST_SQL), and a cell left with no event is deleted: no cell ever holds a count of 0.
 
-- a meter of it aggregates anything but sum and count (`last`; any later aggregation: a
-  merged latest or largest value cannot be un-merged), or
+Otherwise the event's tenant-month of the cube is reset as a rebuild resets it (cells
+dropped, the month's rows pending again, refolded by the next fold; readers exact meanwhile,
+only slower). That happens when a row the event counted in was folded and:
+
+- a meter of it aggregates anything but sum and count (a merged latest or largest value of
+  a whole row cannot be taken apart; any aggregation the rebuild writes later), or
 - it has events the fold has not taken yet (count <> folded_count: whether the event is in
-  the cube is then unknown), or
-- the event is the latest of a cube cell (`last` is shown for every meter; the cell's
-  previous latest event is not known). So no cell ever drops to a count of 0: the event
-  alone in a cell is that cell's latest.
+  the cube is then unknown).
 
 Locks, in the order ingestion and the fold take them, so none of them deadlock with a cancel:
 the fold's advisory lock first (a fold chunk holds it while it locks rows), then the rollup
@@ -42,8 +42,15 @@ import asyncpg
 
 from service.common.errors import Conflict
 from service.common.time import floor_to_quarter_hour
-from service.rollups.fold import fold_sql
-from service.rollups.levels import PROJECTIONS, Grain, grain_end, grain_start
+from service.rollups.fold import CUBE_KEY, fold_sql
+from service.rollups.levels import (
+    DIMENSIONS,
+    PROJECTION_FIELDS,
+    PROJECTIONS,
+    Grain,
+    grain_end,
+    grain_start,
+)
 from service.rollups.models import BUCKET
 from service.rollups.upkeep import (
     FOLD_LOCK_KEY,
@@ -118,24 +125,66 @@ FOR UPDATE OF r
 COUNT_TOUCHED_SQL = f"WITH {_TOUCHED} SELECT count(*) FROM touched"
 
 
-def _cube_latest_sql() -> str:
-    """Whether event $2 of tenant $1 is the latest of a cube cell of meters $3 in its hour
-    ($4), day ($5) or month ($6): every projection of each grain, so the primary key's index
-    finds the cells."""
+def _event_cells(parameters: tuple[str, str, str]) -> str:
+    """The cube cells of meters $3 in the event's hour, day and month (`parameters`) whose
+    latest event is event $2 of tenant $1: every projection of each grain, so the primary
+    key's index finds them."""
     grains = []
-    for grain, parameter in ((Grain.HOUR, "$4"), (Grain.DAY, "$5"), (Grain.MONTH, "$6")):
+    for grain, parameter in zip((Grain.HOUR, Grain.DAY, Grain.MONTH), parameters, strict=True):
         projections = ", ".join(str(p) for p in PROJECTIONS[grain])
         grains.append(
             f"(grain = '{grain.value}' AND projection IN ({projections}) "
             f"AND bucket_start = {parameter})"
         )
-    return f"""SELECT EXISTS (
-    SELECT FROM rollup_cube
-    WHERE tenant_id = $1 AND meter_id = ANY($3::int[]) AND last_event_id = $2
-      AND ({" OR ".join(grains)}))"""
+    return f"""tenant_id = $1 AND meter_id = ANY($3::int[]) AND last_event_id = $2
+      AND ({" OR ".join(grains)})"""
 
 
-CUBE_LATEST_SQL = _cube_latest_sql()
+# The cells whose latest event was the canceled one, once its drop is folded: their latest
+# event taken again from the 15-minute rows they cover ($7, $8, $9: the hour's, day's and
+# month's ends), all current (a pending event there is in the cell's latest already or will
+# be merged by the fold: merging a latest twice changes nothing); cells left with no event
+# deleted.
+_MASKED = " AND ".join(
+    [
+        *(
+            f'(c.projection & {bit} = 0 OR r.{column} = c.{column} COLLATE "C")'
+            for column, bit in PROJECTION_FIELDS.items()
+        ),
+        f"(c.projection & {DIMENSIONS} = 0 OR r.dimensions = c.dimensions)",
+    ]
+)
+RELATEST_SQL = f"""
+WITH cells AS (
+    SELECT * FROM rollup_cube WHERE {_event_cells(("$4", "$5", "$6"))}
+),
+latest AS (
+    SELECT c.tenant_id, c.meter_id, c.grain, c.projection, c.bucket_start, c.org_id,
+           c.project_id, c.api_key_id, c.user_id, c.model, c.dimensions, l.latest, l.last_ts
+    FROM cells AS c
+    CROSS JOIN LATERAL (
+        SELECT max(ARRAY[extract(epoch FROM r.last_ts), r.last_event_id::numeric,
+                         r.last_value]) AS latest,
+               max(r.last_ts) AS last_ts
+        FROM rollups AS r
+        WHERE r.tenant_id = c.tenant_id AND r.meter_id = c.meter_id
+          AND r.bucket_start >= c.bucket_start
+          AND r.bucket_start < CASE c.grain WHEN 'h' THEN $7::timestamptz
+                                            WHEN 'd' THEN $8::timestamptz ELSE $9 END
+          AND {_MASKED}
+    ) AS l
+),
+updated AS (
+    UPDATE rollup_cube AS c
+    SET last_value = l.latest[3], last_ts = l.last_ts, last_event_id = l.latest[2]::bigint
+    FROM latest AS l
+    WHERE {_same("c", "l", CUBE_KEY)} AND c.count <> 0
+    RETURNING 1
+)
+DELETE FROM rollup_cube AS c
+USING latest AS l
+WHERE {_same("c", "l", CUBE_KEY)} AND c.count = 0
+"""
 
 # The rows the event counted in, recomputed from the raw events of its bucket [$3, $4) that
 # still count (the event is already marked canceled): rows left with events are rewritten
@@ -265,10 +314,6 @@ async def withdraw_event(
     hour, day, month = (grain_start(grain, start) for grain in (Grain.HOUR, Grain.DAY, Grain.MONTH))
     folded = [row for row in rows if row["folded_count"] > 0]
     reset = any(row["other_aggregation"] or row["count"] != row["folded_count"] for row in folded)
-    if folded and not reset:
-        reset = await connection.fetchval(
-            CUBE_LATEST_SQL, tenant_id, event_id, meter_ids, hour, day, month
-        )
     if reset:
         await connection.fetch(
             LOCK_FOR_RESET_SQL, tenant_id, month, grain_end(Grain.MONTH, month), start
@@ -280,6 +325,10 @@ async def withdraw_event(
     if folded and not reset:
         await connection.fetchrow(FOLD_TOUCHED_SQL, tenant_id, event_id)
         await connection.execute(DELETE_ZEROED_SQL, tenant_id, start)
+        ends = [grain_end(grain, at) for grain, at in zip(Grain, (hour, day, month), strict=True)]
+        await connection.execute(
+            RELATEST_SQL, tenant_id, event_id, meter_ids, hour, day, month, *ends
+        )
     await connection.fetch(LOCK_MODEL_SQL, tenant_id, event_id)
     await connection.execute(RECOMPUTE_MODEL_SQL, tenant_id, event_id)
     cube: Literal["unfolded", "delta", "reset"] = (

@@ -84,7 +84,7 @@ event_specs = st.lists(
             "copies": st.integers(min_value=1, max_value=3),
         }
     ),
-    min_size=1,
+    min_size=6,
     max_size=24,
 )
 
@@ -196,7 +196,8 @@ async def fold(pg_pool: asyncpg.Pool) -> None:
             "seat": amounts,
         }
     ),
-    folds=st.lists(st.booleans(), min_size=4, max_size=4),
+    # Folds mostly happen: cancels of folded rows are the interesting ones.
+    folds=st.lists(st.sampled_from([True, True, False]), min_size=4, max_size=4),
     later=st.sets(st.integers(0, 71), max_size=10),
 )
 async def test_canceling_equals_never_sending(
@@ -286,7 +287,7 @@ async def test_canceling_equals_never_sending(
                 f"/v1/events/{event_id}/cancel", params={"tenant_id": sent}, headers=ingest
             )
             assert response.status_code == 200, response.text
-            if position == len(doomed) // 2 and folds[2]:
+            if folds[2] and position % 2 == 0:  # often folded again before the next
                 await fold(pg_pool)
         # Events after the cancels, into the same rows (the same times and attribution as
         # events sent before): a row's count going down and up again must stay exact.
