@@ -143,8 +143,9 @@ def _event_cells(parameters: tuple[str, str, str]) -> str:
 # The cells whose latest event was the canceled one, once its drop is folded: their latest
 # event taken again from the 15-minute rows they cover ($7, $8, $9: the hour's, day's and
 # month's ends), all current (a pending event there is in the cell's latest already or will
-# be merged by the fold: merging a latest twice changes nothing); cells left with no event
-# deleted.
+# be merged by the fold: merging a latest twice changes nothing). A row's events lie in its
+# bucket, so the latest event is in the last bucket with a row of the cell: found by the
+# primary key backwards, without reading the month. Cells left with no event are deleted.
 _MASKED = " AND ".join(
     [
         *(
@@ -154,25 +155,30 @@ _MASKED = " AND ".join(
         f"(c.projection & {DIMENSIONS} = 0 OR r.dimensions = c.dimensions)",
     ]
 )
+_CELL_ROWS = f"""r.tenant_id = c.tenant_id AND r.meter_id = c.meter_id AND {_MASKED}"""
 RELATEST_SQL = f"""
 WITH cells AS (
     SELECT * FROM rollup_cube WHERE {_event_cells(("$4", "$5", "$6"))}
 ),
 latest AS (
-    SELECT c.tenant_id, c.meter_id, c.grain, c.projection, c.bucket_start, c.org_id,
-           c.project_id, c.api_key_id, c.user_id, c.model, c.dimensions, l.latest, l.last_ts
+    SELECT {_qualified("c", CUBE_KEY)}, l.latest, l.last_ts
     FROM cells AS c
-    CROSS JOIN LATERAL (
+    LEFT JOIN LATERAL (
+        SELECT r.bucket_start
+        FROM rollups AS r
+        WHERE {_CELL_ROWS} AND r.bucket_start >= c.bucket_start
+          AND r.bucket_start < CASE c.grain WHEN 'h' THEN $7::timestamptz
+                                            WHEN 'd' THEN $8::timestamptz ELSE $9 END
+        ORDER BY r.bucket_start DESC
+        LIMIT 1
+    ) AS b ON true
+    LEFT JOIN LATERAL (
         SELECT max(ARRAY[extract(epoch FROM r.last_ts), r.last_event_id::numeric,
                          r.last_value]) AS latest,
                max(r.last_ts) AS last_ts
         FROM rollups AS r
-        WHERE r.tenant_id = c.tenant_id AND r.meter_id = c.meter_id
-          AND r.bucket_start >= c.bucket_start
-          AND r.bucket_start < CASE c.grain WHEN 'h' THEN $7::timestamptz
-                                            WHEN 'd' THEN $8::timestamptz ELSE $9 END
-          AND {_MASKED}
-    ) AS l
+        WHERE {_CELL_ROWS} AND r.bucket_start = b.bucket_start
+    ) AS l ON true
 ),
 updated AS (
     UPDATE rollup_cube AS c
@@ -182,7 +188,7 @@ updated AS (
     RETURNING 1
 )
 DELETE FROM rollup_cube AS c
-USING latest AS l
+USING cells AS l
 WHERE {_same("c", "l", CUBE_KEY)} AND c.count = 0
 """
 
