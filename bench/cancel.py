@@ -40,8 +40,7 @@ async def cancel_one(connection: asyncpg.Connection, tenant_id: str, event_id: i
     """Cancel one event as POST /v1/events/{id}/cancel does; how the cube was kept exact."""
     async with connection.transaction():
         row = await connection.fetchrow(
-            "SELECT ts, coalesce(meter_ids, ARRAY[meter_id]) AS meter_ids FROM events "
-            "WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+            "SELECT ts FROM events WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
             tenant_id,
             event_id,
         )
@@ -50,9 +49,7 @@ async def cancel_one(connection: asyncpg.Connection, tenant_id: str, event_id: i
             tenant_id,
             event_id,
         )
-        withdrawal = await withdraw_event(
-            connection, tenant_id, event_id, row["ts"], list(row["meter_ids"])
-        )
+        withdrawal = await withdraw_event(connection, tenant_id, event_id, row["ts"])
         await withdraw_event_usage(connection, tenant_id, event_id)
     return withdrawal.cube
 

@@ -75,9 +75,7 @@ async def cancel_event(
                 "adjusted, so it can no longer be canceled"
             )
         canceled_at = await repository.mark_canceled(connection, tenant_id, event_id)
-        withdrawal = await withdraw_event(
-            connection, tenant_id, event_id, event.ts, event.meter_ids
-        )
+        withdrawal = await withdraw_event(connection, tenant_id, event_id, event.ts)
         await withdraw_event_usage(connection, tenant_id, event_id)
     log.info(
         "events.canceled",

@@ -272,7 +272,6 @@ async def list_events(
 class EventToCancel:
     ts: datetime
     canceled_at: datetime | None
-    meter_ids: list[int]
 
 
 async def lock_event(
@@ -281,14 +280,13 @@ async def lock_event(
     """The event, locked until the transaction ends (so two cancels of it take turns); None
     when the tenant has no such event."""
     row = await connection.fetchrow(
-        "SELECT ts, canceled_at, coalesce(meter_ids, ARRAY[meter_id]) AS meter_ids "
-        "FROM events WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        "SELECT ts, canceled_at FROM events WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
         tenant_id,
         event_id,
     )
     if row is None:
         return None
-    return EventToCancel(row["ts"], row["canceled_at"], list(row["meter_ids"]))
+    return EventToCancel(row["ts"], row["canceled_at"])
 
 
 async def mark_canceled(connection: asyncpg.Connection, tenant_id: str, event_id: int) -> datetime:

@@ -125,23 +125,32 @@ FOR UPDATE OF r
 COUNT_TOUCHED_SQL = f"WITH {_TOUCHED} SELECT count(*) FROM touched"
 
 
-def _event_cells(parameters: tuple[str, str, str]) -> str:
-    """The cube cells of meters $3 in the event's hour, day and month (`parameters`) whose
-    latest event is event $2 of tenant $1: every projection of each grain, so the primary
-    key's index finds them."""
-    grains = []
-    for grain, parameter in zip((Grain.HOUR, Grain.DAY, Grain.MONTH), parameters, strict=True):
-        projections = ", ".join(str(p) for p in PROJECTIONS[grain])
-        grains.append(
-            f"(grain = '{grain.value}' AND projection IN ({projections}) "
-            f"AND bucket_start = {parameter})"
-        )
-    return f"""tenant_id = $1 AND meter_id = ANY($3::int[]) AND last_event_id = $2
-      AND ({" OR ".join(grains)})"""
+def _candidate_cells() -> str:
+    """The keys of the cube cells the rows `touched` fold into, for each of their meters: per
+    grain of the event's hour ($3), day ($4) and month ($5) and per projection, the row's key
+    with the fields the projection drops blank (as the fold stores them), in the cube's "C"
+    collation, so each is one lookup of the cube's primary key."""
+    grains = ", ".join(
+        f"('{grain.value}', {projection}, {parameter}::timestamptz)"
+        for grain, parameter in zip(Grain, ("$3", "$4", "$5"), strict=True)
+        for projection in PROJECTIONS[grain]
+    )
+    fields = ", ".join(
+        f"""CASE WHEN g.projection & {bit} <> 0 THEN t.{column} ELSE '' END COLLATE "C" """
+        f"AS {column}"
+        for column, bit in PROJECTION_FIELDS.items()
+    )
+    return f"""SELECT DISTINCT t.tenant_id, m.meter_id, g.grain, g.projection, g.bucket_start,
+           {fields},
+           CASE WHEN g.projection & {DIMENSIONS} <> 0 THEN t.dimensions ELSE '{{}}'::jsonb END
+               AS dimensions
+    FROM touched AS t
+    CROSS JOIN unnest(t.meter_ids) AS m(meter_id)
+    CROSS JOIN (VALUES {grains}) AS g(grain, projection, bucket_start)"""
 
 
 # The cells whose latest event was the canceled one, once its drop is folded: their latest
-# event taken again from the 15-minute rows they cover ($7, $8, $9: the hour's, day's and
+# event taken again from the 15-minute rows they cover ($6, $7, $8: the hour's, day's and
 # month's ends), all current (a pending event there is in the cell's latest already or will
 # be merged by the fold: merging a latest twice changes nothing). A row's events lie in its
 # bucket, so the latest event is in the last bucket with a row of the cell: found by the
@@ -157,8 +166,12 @@ _MASKED = " AND ".join(
 )
 _CELL_ROWS = f"""r.tenant_id = c.tenant_id AND r.meter_id = c.meter_id AND {_MASKED}"""
 RELATEST_SQL = f"""
-WITH cells AS (
-    SELECT * FROM rollup_cube WHERE {_event_cells(("$4", "$5", "$6"))}
+WITH {_TOUCHED},
+cells AS (
+    SELECT c.*
+    FROM ({_candidate_cells()}) AS k
+    JOIN rollup_cube AS c ON {_same("c", "k", CUBE_KEY)}
+    WHERE c.last_event_id = $2
 ),
 latest AS (
     SELECT {_qualified("c", CUBE_KEY)}, l.latest, l.last_ts
@@ -167,8 +180,8 @@ latest AS (
         SELECT r.bucket_start
         FROM rollups AS r
         WHERE {_CELL_ROWS} AND r.bucket_start >= c.bucket_start
-          AND r.bucket_start < CASE c.grain WHEN 'h' THEN $7::timestamptz
-                                            WHEN 'd' THEN $8::timestamptz ELSE $9 END
+          AND r.bucket_start < CASE c.grain WHEN 'h' THEN $6::timestamptz
+                                            WHEN 'd' THEN $7::timestamptz ELSE $8 END
         ORDER BY r.bucket_start DESC
         LIMIT 1
     ) AS b ON true
@@ -303,9 +316,8 @@ async def withdraw_event(
     tenant_id: str,
     event_id: int,
     ts: datetime,
-    meter_ids: list[int],
 ) -> Withdrawal:
-    """Take event `event_id` (at `ts`, of `meter_ids`), already marked canceled in the
+    """Take event `event_id` (at `ts`), already marked canceled in the
     caller's transaction, out of the 15-minute rollups, the model rollups and the cube."""
     await connection.execute("SELECT pg_advisory_xact_lock($1)", FOLD_LOCK_KEY)
     rows = await connection.fetch(TOUCHED_STATE_SQL, tenant_id, event_id)
@@ -332,9 +344,7 @@ async def withdraw_event(
         await connection.fetchrow(FOLD_TOUCHED_SQL, tenant_id, event_id)
         await connection.execute(DELETE_ZEROED_SQL, tenant_id, start)
         ends = [grain_end(grain, at) for grain, at in zip(Grain, (hour, day, month), strict=True)]
-        await connection.execute(
-            RELATEST_SQL, tenant_id, event_id, meter_ids, hour, day, month, *ends
-        )
+        await connection.execute(RELATEST_SQL, tenant_id, event_id, hour, day, month, *ends)
     await connection.fetch(LOCK_MODEL_SQL, tenant_id, event_id)
     await connection.execute(RECOMPUTE_MODEL_SQL, tenant_id, event_id)
     cube: Literal["unfolded", "delta", "reset"] = (
