@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help install run stop test lint format openapi lock bench bench-ingest bench-budgets bench-usage bench-costs bench-invoice bench-retention bench-client clean
+.PHONY: help install run stop test lint format openapi lock bench bench-ingest bench-budgets bench-usage bench-costs bench-invoice bench-retention bench-client bench-cancel clean
 
 help: ## List the targets
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -55,7 +55,7 @@ lock: ## Re-pin requirements.lock (dev, make install) and requirements-runtime.l
 	$(PIP_COMPILE) --extra dev --extra embedded -o requirements.lock pyproject.toml
 	$(PIP_COMPILE) -o requirements-runtime.lock pyproject.toml
 
-bench: bench-ingest bench-budgets bench-usage bench-costs bench-invoice bench-retention bench-client ## Every benchmark (long: seeds 10M events twice)
+bench: bench-ingest bench-budgets bench-usage bench-costs bench-invoice bench-retention bench-client bench-cancel ## Every benchmark (long: seeds 10M events twice)
 
 bench-ingest: $(STAMP) ## Ingestion benchmark: P1 batch over HTTP vs direct SQL, P2 single (wrk), RSS (ARGS="--batches 100")
 	$(BIN)/python -m bench.ingest $(ARGS)
@@ -74,6 +74,9 @@ bench-retention: $(STAMP) ## Retention benchmark: delete N expired events (ARGS=
 
 bench-budgets: $(STAMP) ## Budget check p50/p99 under P1 ingestion with 1,000 budgets; webhook fan-out rate and p99 delay (ARGS="--messages 10000", "--cost" for cost budgets)
 	$(BIN)/python -m bench.budgets $(ARGS)
+
+bench-cancel: $(STAMP) ## Cancel cost in the database (delta vs cube reset), reads and fold after a reset (ARGS="--events 1000000 --cancels 200")
+	$(BIN)/python -m bench.cancel $(ARGS)
 
 bench-client: $(STAMP) ## Python client: one Tracker into a 2-worker server, events/s and client CPU per 1,000 events (ARGS="--events 300000")
 	$(BIN)/python -m bench.client $(ARGS)

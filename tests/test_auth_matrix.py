@@ -56,6 +56,9 @@ ROUTES: list[Route] = [
         "POST", "/v1/events/batch", "ingest", tenant_scoped=True, body={"events": [MATRIX_EVENT]}
     ),
     route("GET", "/v1/events", "read", tenant_scoped=True, query={"tenant_id": "{tenant}"}),
+    route(
+        "POST", "/v1/events/1/cancel", "ingest", tenant_scoped=True, query={"tenant_id": "{tenant}"}
+    ),
     # An empty OTLP/JSON export. Another tenant's points are refused per point in the OTLP
     # answer (partial_success), not with a 403: not tenant-scoped here.
     route("POST", "/otlp/v1/metrics", "ingest", body={"resourceMetrics": []}),

@@ -256,3 +256,98 @@ PART_QUANTITIES = """budget_quantities AS (
     FROM accepted AS a
     CROSS JOIN LATERAL unnest(a.meter_ids, a.quantities) AS q(meter_id, quantity)
 )"""
+
+
+# A canceled event's quantities come off the running totals it was added to: the same budgets
+# and periods as budget_hits found when it was accepted (a budget created after the event
+# never counted it). Alerts already sent stay: a threshold fires once per period. Rows are
+# locked in the order ingestion's upsert locks them.
+WITHDRAW_SQL = """
+WITH quantities AS (
+    SELECT e.tenant_id, q.meter_id, q.quantity, e.ts, e.received_at, e.org_id, e.project_id,
+           e.api_key_id, e.user_id, e.model, e.dimensions
+    FROM events AS e
+    CROSS JOIN LATERAL unnest(coalesce(e.meter_ids, ARRAY[e.meter_id]),
+                              coalesce(e.quantities, ARRAY[e.value])) AS q(meter_id, quantity)
+    WHERE e.tenant_id = $1 AND e.id = $2
+),
+hits AS (
+    SELECT b.tenant_id, b.id AS budget_id,
+           date_trunc(b.period, q.ts, t.timezone) AS period_start,
+           sum(CASE WHEN b.aggregation = 'count' THEN 1 ELSE coalesce(q.quantity, 0) END) AS used
+    FROM quantities AS q
+    JOIN budgets AS b ON b.tenant_id = q.tenant_id AND b.meter_id = q.meter_id
+    JOIN tenants AS t ON t.id = b.tenant_id
+    WHERE q.ts >= date_trunc(b.period, b.created_at, t.timezone)
+      AND b.created_at <= q.received_at
+      AND (b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
+      AND (b.user_id IS NULL OR b.user_id = q.user_id)
+      AND (b.project_id IS NULL OR b.project_id = q.project_id)
+      AND (b.org_id IS NULL OR b.org_id = q.org_id)
+      AND (b.model IS NULL OR b.model = q.model)
+    GROUP BY 1, 2, 3
+),
+locked AS (
+    SELECT u.tenant_id, u.budget_id, u.period_start, h.used
+    FROM budget_usage AS u
+    JOIN hits AS h USING (tenant_id, budget_id, period_start)
+    ORDER BY u.tenant_id, u.budget_id, u.period_start
+    FOR UPDATE OF u
+),
+-- Cost budgets: the cells the event was added to, found as the ingest statement keyed them
+-- (each attribute kept only when the cell's price keys hold it; a meter's dimensions only
+-- those it declares). Their first and last times stay: a wider span only makes a reader
+-- price the period from the rollup store, which is exact too.
+cost_hits AS (
+    SELECT c.tenant_id, c.budget_id, c.period_start, c.meter_id, c.org_id, c.project_id,
+           c.api_key_id, c.user_id, c.model, c.dimensions, c.price_keys,
+           sum(coalesce(q.quantity, 0)) AS sum, count(*) AS count
+    FROM quantities AS q
+    JOIN budgets AS b ON b.tenant_id = q.tenant_id AND b.limit_cost IS NOT NULL
+    JOIN tenants AS t ON t.id = b.tenant_id
+    JOIN meters AS m ON m.id = q.meter_id
+    JOIN budget_cost_cells AS c
+      ON c.tenant_id = b.tenant_id AND c.budget_id = b.id
+     AND c.period_start = date_trunc(b.period, q.ts, t.timezone) AND c.meter_id = q.meter_id
+     AND c.org_id = CASE WHEN 'org_id' = ANY(c.price_keys) THEN coalesce(q.org_id, '') ELSE '' END
+     AND c.project_id
+         = CASE WHEN 'project_id' = ANY(c.price_keys) THEN coalesce(q.project_id, '') ELSE '' END
+     AND c.api_key_id
+         = CASE WHEN 'api_key_id' = ANY(c.price_keys) THEN coalesce(q.api_key_id, '') ELSE '' END
+     AND c.user_id
+         = CASE WHEN 'user_id' = ANY(c.price_keys) THEN coalesce(q.user_id, '') ELSE '' END
+     AND c.model = CASE WHEN 'model' = ANY(c.price_keys) THEN coalesce(q.model, '') ELSE '' END
+     AND c.dimensions = coalesce(
+         (SELECT jsonb_object_agg(d.key, d.value) FROM jsonb_each(q.dimensions) AS d
+          WHERE d.key = ANY(c.price_keys) AND d.key = ANY(m.dimensions)), '{}'::jsonb)
+    WHERE q.ts >= date_trunc(b.period, b.created_at, t.timezone)
+      AND b.created_at <= q.received_at
+      AND (b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
+      AND (b.user_id IS NULL OR b.user_id = q.user_id)
+      AND (b.project_id IS NULL OR b.project_id = q.project_id)
+      AND (b.org_id IS NULL OR b.org_id = q.org_id)
+      AND (b.model IS NULL OR b.model = q.model)
+    GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
+),
+cost_withdrawn AS (
+    UPDATE budget_cost_cells AS c
+    SET sum = c.sum - h.sum, count = c.count - h.count
+    FROM cost_hits AS h
+    WHERE (c.tenant_id, c.budget_id, c.period_start, c.meter_id, c.org_id, c.project_id,
+           c.api_key_id, c.user_id, c.model, c.dimensions, c.price_keys)
+        = (h.tenant_id, h.budget_id, h.period_start, h.meter_id, h.org_id, h.project_id,
+           h.api_key_id, h.user_id, h.model, h.dimensions, h.price_keys)
+)
+UPDATE budget_usage AS u
+SET used = u.used - l.used
+FROM locked AS l
+WHERE (u.tenant_id, u.budget_id, u.period_start) = (l.tenant_id, l.budget_id, l.period_start)
+"""
+
+
+async def withdraw_event_usage(
+    connection: asyncpg.Connection, tenant_id: str, event_id: int
+) -> None:
+    """Take event `event_id` off the budget totals it counted in (WITHDRAW_SQL), in the
+    caller's transaction."""
+    await connection.execute(WITHDRAW_SQL, tenant_id, event_id)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -22,9 +22,11 @@ from service.common.errors import FieldError, InvalidInput
 from service.common.openapi_contract import PROBLEM_STATUSES
 from service.common.periods import PERIOD_DOC
 from service.common.schemas import DEFAULT_LIMIT, Limit
+from service.events.cancel import cancel_event
 from service.events.listing import EventRange, list_events
-from service.events.schemas import BatchOut, EventAck, EventIn, EventPage
+from service.events.schemas import BatchOut, CancelOut, EventAck, EventIn, EventPage
 from service.events.service import Ingestor
+from service.settings import Settings
 
 
 @dataclass
@@ -111,6 +113,14 @@ class EventController(Controller):
             query="timezone",
             description="IANA zone of `period` and of the echoed range; default the tenant's",
         ),
+        idempotency_key: str | None = Parameter(
+            default=None,
+            query="idempotency_key",
+            min_length=1,
+            max_length=255,
+            description="Only the event stored under this idempotency key (exact match), "
+            "canceled or not",
+        ),
         cursor: str | None = None,
         limit: Limit = DEFAULT_LIMIT,
     ) -> EventPage:
@@ -123,6 +133,38 @@ class EventController(Controller):
             EventRange(start=start, end=end, period=period, timezone=timezone),
             cursor,
             limit,
+            idempotency_key,
+        )
+
+    @post(
+        "/{event_id:str}/cancel",
+        summary="Cancel an accepted event",
+        status_code=200,
+        guards=[requires(Scope.INGEST)],
+        opt={PROBLEM_STATUSES: ["404", "409"]},
+        description="A correction: in one transaction the event leaves every aggregate (usage, "
+        "costs, budgets, invoice drafts) and is marked canceled in the raw log (`GET "
+        "/v1/events` shows `status: canceled` and `canceled_at`). Idempotent: canceling again "
+        "answers the same. Its idempotency key stays taken: re-sending the event is a "
+        "duplicate. An event of a period already finalized is credited on the next "
+        "finalized invoice as a negative prior-period adjustment line. Events older than the "
+        "late-arrival window can no longer be canceled (409 cancel_window_closed). A key "
+        "bound to no tenant names the tenant with `tenant_id`.",
+    )
+    async def cancel_event(
+        self,
+        request: Request[Any, Any, Any],
+        db_engine: AsyncEngine,
+        settings: Settings,
+        event_id: str,
+        tenant_id: str | None = Parameter(default=None, query="tenant_id"),
+    ) -> CancelOut:
+        return await cancel_event(
+            db_engine,
+            current_principal(request),
+            event_id,
+            tenant_id,
+            timedelta(days=settings.late_arrival_days),
         )
 
 

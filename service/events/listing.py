@@ -39,6 +39,7 @@ async def list_events(
     when: EventRange,
     cursor: str | None,
     limit: int,
+    idempotency_key: str | None = None,
 ) -> EventPage:
     tenant_id = tenant_id or principal.tenant_id
     if tenant_id is None:
@@ -87,7 +88,7 @@ async def list_events(
                     errors=[FieldError(field="event_name", message="unknown meter")],
                 )
         rows = await repository.list_events(
-            connection, tenant_id, meter_id, start, end, before_id, limit + 1
+            connection, tenant_id, meter_id, start, end, before_id, limit + 1, idempotency_key
         )
     items = [
         EventOut(
@@ -106,6 +107,8 @@ async def list_events(
             model=row["model"],
             dimensions=_json(row["dimensions"]),
             metadata=_json(row["metadata"]),
+            status="accepted" if row["canceled_at"] is None else "canceled",
+            canceled_at=row["canceled_at"],
         )
         for row in rows[:limit]
     ]

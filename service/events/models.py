@@ -58,6 +58,9 @@ class Event(Base):
     model: Mapped[str | None] = mapped_column(String(255))
     dimensions: Mapped[dict[str, str]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     metadata_: Mapped[dict[str, Any] | None] = mapped_column("metadata", JSONB)
+    # Set when the event is canceled: it then counts in no aggregate, but stays here (its
+    # idempotency key stays taken) until retention deletes it like any other.
+    canceled_at: Mapped[datetime | None]
 
 
 Index("uq_events_tenant_id_idempotency_key", Event.tenant_id, Event.idempotency_key, unique=True)

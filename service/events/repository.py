@@ -256,7 +256,7 @@ async def mark_meters_used(connection: asyncpg.Connection, meter_ids: Sequence[i
 LIST_EVENTS_SQL = """
 SELECT e.id, e.tenant_id, m.event_name, e.idempotency_key, e.ts, e.received_at, e.value,
        e.org_id, e.project_id, e.api_key_id, e.user_id, e.model, e.dimensions, e.metadata,
-       e.quantities,
+       e.quantities, e.canceled_at,
        CASE WHEN e.meter_ids IS NOT NULL THEN ARRAY(
            SELECT vm.event_name FROM unnest(e.meter_ids) WITH ORDINALITY AS u(id, n)
            JOIN meters vm ON vm.id = u.id ORDER BY u.n
@@ -267,6 +267,7 @@ WHERE e.tenant_id = $1
   AND ($3::timestamptz IS NULL OR e.ts >= $3)
   AND ($4::timestamptz IS NULL OR e.ts < $4)
   AND ($5::bigint IS NULL OR e.id < $5)
+  AND ($7::text IS NULL OR e.idempotency_key = $7)
 ORDER BY e.id DESC
 LIMIT $6
 """
@@ -288,8 +289,44 @@ async def list_events(
     end: datetime | None,
     before_id: int | None,
     limit: int,
+    idempotency_key: str | None = None,
 ) -> list[asyncpg.Record]:
-    """Newest first by id (arrival order), keyset-paginated on id."""
+    """Newest first by id (arrival order), keyset-paginated on id; with `idempotency_key`,
+    the one event stored under it (if any)."""
     return list(
-        await connection.fetch(LIST_EVENTS_SQL, tenant_id, meter_id, start, end, before_id, limit)
+        await connection.fetch(
+            LIST_EVENTS_SQL, tenant_id, meter_id, start, end, before_id, limit, idempotency_key
+        )
     )
+
+
+@dataclass(frozen=True, slots=True)
+class EventToCancel:
+    ts: datetime
+    canceled_at: datetime | None
+
+
+async def lock_event(
+    connection: asyncpg.Connection, tenant_id: str, event_id: int
+) -> EventToCancel | None:
+    """The event, locked until the transaction ends (so two cancels of it take turns); None
+    when the tenant has no such event."""
+    row = await connection.fetchrow(
+        "SELECT ts, canceled_at FROM events WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        tenant_id,
+        event_id,
+    )
+    if row is None:
+        return None
+    return EventToCancel(row["ts"], row["canceled_at"])
+
+
+async def mark_canceled(connection: asyncpg.Connection, tenant_id: str, event_id: int) -> datetime:
+    """Mark the (locked) event canceled now; returns when."""
+    canceled_at: datetime = await connection.fetchval(
+        "UPDATE events SET canceled_at = now() WHERE tenant_id = $1 AND id = $2 "
+        "RETURNING canceled_at",
+        tenant_id,
+        event_id,
+    )
+    return canceled_at

@@ -95,6 +95,19 @@ class EventOut(msgspec.Struct):
     model: str | None
     dimensions: dict[str, str]
     metadata: dict[str, Any] | None
+    # `canceled` once POST /v1/events/{id}/cancel took it out of every aggregate (then
+    # `canceled_at` says when); its idempotency key stays taken.
+    status: Literal["accepted", "canceled"] = "accepted"
+    canceled_at: datetime | None = None
+
+
+class CancelOut(msgspec.Struct):
+    """A canceled event: it counts in no usage, cost, budget or invoice from `canceled_at` on
+    (a finalized period gets a negative adjustment on the next invoice)."""
+
+    id: str
+    status: Literal["canceled"]
+    canceled_at: datetime
 
 
 class EventPage(msgspec.Struct):

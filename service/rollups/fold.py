@@ -84,13 +84,16 @@ def _projection_expression() -> str:
     )
 
 
-FOLD_SQL = f"""
+def fold_sql(rows: str) -> str:
+    """The statement that folds the 15-minute rows meeting `rows` (a condition on
+    rollup_rows): steps 1 to 3 above. The fold passes its chunk's pending rows; a cancel
+    passes the rows it changed (service.rollups.withdraw), under the same advisory lock."""
+    return f"""
 WITH pending AS (
     SELECT {WIDE_KEY}, sums, count, folded_sums, folded_count,
            last_values, last_ts, last_event_id, maxes
     FROM rollup_rows
-    WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
-      AND pending
+    WHERE {rows}
     ORDER BY {WIDE_KEY}
     FOR UPDATE
 ),
@@ -149,6 +152,9 @@ upserted AS (
 )
 SELECT (SELECT count(*) FROM marked) AS folded, (SELECT count(*) FROM upserted) AS cells
 """
+
+
+FOLD_SQL = fold_sql("tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3 AND pending")
 
 PENDING_DAYS_SQL = """
 SELECT tenant_id, date_trunc('day', bucket_start, 'UTC') AS day, count(*) AS rows

@@ -237,14 +237,17 @@ model_buckets AS (
 REBUILD_DELETE_SQL = """
 DELETE FROM rollup_rows WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 """
-# The parts of a tenant's raw events in [$2, $3) (PART_COLUMNS): a single-quantity event as one
-# part; a `values` event as one part per set of dimensions its meters keep (each meter keeps
-# the dimensions it declares), meters sorted, as ingestion makes them.
-EVENT_PARTS_SQL = """
-SELECT tenant_id, id, ts, org_id, project_id, api_key_id, user_id, model, dimensions,
-       ARRAY[meter_id] AS meter_ids, ARRAY[value] AS quantities
-FROM events
-WHERE tenant_id = $1 AND ts >= $2 AND ts < $3 AND meter_id IS NOT NULL
+
+
+def event_parts(condition: str) -> str:
+    """The parts (PART_COLUMNS) of the raw events `e` that meet `condition`: a single-quantity
+    event as one part; a `values` event as one part per set of dimensions its meters keep
+    (each meter keeps the dimensions it declares), meters sorted, as ingestion makes them."""
+    return f"""
+SELECT e.tenant_id, e.id, e.ts, e.org_id, e.project_id, e.api_key_id, e.user_id, e.model,
+       e.dimensions, ARRAY[e.meter_id] AS meter_ids, ARRAY[e.value] AS quantities
+FROM events e
+WHERE {condition} AND e.meter_id IS NOT NULL
 UNION ALL
 SELECT e.tenant_id, e.id, e.ts, e.org_id, e.project_id, e.api_key_id, e.user_id, e.model,
        kept.dimensions, array_agg(q.meter_id ORDER BY q.meter_id),
@@ -253,25 +256,43 @@ FROM events e
 CROSS JOIN LATERAL unnest(e.meter_ids, e.quantities) AS q(meter_id, value)
 JOIN meters m ON m.id = q.meter_id
 CROSS JOIN LATERAL (
-    SELECT coalesce(jsonb_object_agg(d.key, d.value), '{}'::jsonb) AS dimensions
+    SELECT coalesce(jsonb_object_agg(d.key, d.value), '{{}}'::jsonb) AS dimensions
     FROM jsonb_each(e.dimensions) AS d
     WHERE d.key = ANY(m.dimensions)
 ) AS kept
-WHERE e.tenant_id = $1 AND e.ts >= $2 AND e.ts < $3 AND e.meter_id IS NULL
+WHERE {condition} AND e.meter_id IS NULL
 GROUP BY e.tenant_id, e.id, e.ts, e.org_id, e.project_id, e.api_key_id, e.user_id, e.model,
          kept.dimensions
 """
+
+
+# The parts of a tenant's counted raw events in [$2, $3): canceled events count nowhere.
+EVENT_PARTS_SQL = event_parts(
+    "e.tenant_id = $1 AND e.ts >= $2 AND e.ts < $3 AND e.canceled_at IS NULL"
+)
+# What the rebuild writes of a 15-minute row besides its key, how it computes that from event
+# parts, and how it folds those rows into model rows. A cancel recomputes rows with the same
+# (service.rollups.withdraw), so an aggregate that rows gain is recomputed there too.
+REBUILT_COLUMNS = f"{WIDE_COLUMNS}, maxes"
+REBUILT_MODEL_AGGREGATES = f"{WIDE_TO_WIDE}, rollup_max(maxes) AS maxes"
+
+
+def rebuilt_rows(parts: str) -> str:
+    """The rebuild's rows (WIDE_KEY, REBUILT_COLUMNS) of the event parts `parts`."""
+    return _wide_rows(parts, with_max=True)
+
+
 REBUILD_INSERT_SQL = f"""
-INSERT INTO rollup_rows ({WIDE_KEY}, {WIDE_COLUMNS}, maxes)
-{_wide_rows(f"({EVENT_PARTS_SQL}) AS parts", with_max=True)}
+INSERT INTO rollup_rows ({WIDE_KEY}, {REBUILT_COLUMNS})
+{rebuilt_rows(f"({EVENT_PARTS_SQL}) AS parts")}
 """
 REBUILD_MODEL_DELETE_SQL = """
 DELETE FROM model_rollup_rows WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 """
 # From the rollups just rebuilt, in the same transaction: the same folding as ingestion.
 REBUILD_MODEL_INSERT_SQL = f"""
-INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {WIDE_COLUMNS}, maxes)
-SELECT {MODEL_WIDE_KEY}, {WIDE_TO_WIDE}, rollup_max(maxes) AS maxes
+INSERT INTO model_rollup_rows ({MODEL_WIDE_KEY}, {REBUILT_COLUMNS})
+SELECT {MODEL_WIDE_KEY}, {REBUILT_MODEL_AGGREGATES}
 FROM rollup_rows
 WHERE tenant_id = $1 AND bucket_start >= $2 AND bucket_start < $3
 GROUP BY 1, 2, 3, 4, 5

@@ -451,3 +451,18 @@ async def test_old_finished_webhook_deliveries_go_and_pending_ones_stay(
     )
     assert report.webhook_deliveries is not None and report.webhook_deliveries.rows == 3
     assert {status for _, status, _ in await _statuses(pg_pool)} == {"pending"}
+
+
+async def test_canceled_events_are_deleted_like_any_other(
+    settings: Settings, data: RetentionData, pg_pool: asyncpg.Pool
+) -> None:
+    await data.tenant("acme")
+    await data.aged_events("acme", 401, 402, 403, 10, 20)
+    # A cancel marks the raw event and keeps it: retention alone removes it, by age.
+    await pg_pool.execute("UPDATE events SET canceled_at = now() WHERE tenant_id = 'acme'")
+
+    report = await run_retention(job_settings(settings), settings.database_url, now=data.now)
+
+    assert report.rows == 3
+    assert await data.count("acme") == 2
+    assert await pg_pool.fetchval("SELECT count(*) FROM events WHERE canceled_at IS NULL") == 0
