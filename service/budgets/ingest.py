@@ -59,7 +59,8 @@ from service.webhooks.outbox import enqueue
 
 log = structlog.get_logger("service.budgets")
 
-COST_SCOPE = """(b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
+# A budget (b) counts a quantity (q) when every attribute the budget is scoped to matches.
+SCOPE_MATCH = """(b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
       AND (b.user_id IS NULL OR b.user_id = q.user_id)
       AND (b.project_id IS NULL OR b.project_id = q.project_id)
       AND (b.org_id IS NULL OR b.org_id = q.org_id)
@@ -123,7 +124,7 @@ budget_cost_hits AS (
     JOIN meters AS m ON m.id = q.meter_id
     WHERE m.billable AND m.currency = t.currency
       AND q.ts >= date_trunc(b.period, b.created_at, t.timezone)
-      AND {COST_SCOPE}
+      AND {SCOPE_MATCH}
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 ),
 budget_cost_touched AS (
@@ -143,11 +144,7 @@ budget_hits AS (
     JOIN budgets AS b ON b.tenant_id = q.tenant_id AND b.meter_id = q.meter_id
     JOIN tenants AS t ON t.id = b.tenant_id
     WHERE q.ts >= date_trunc(b.period, b.created_at, t.timezone)
-      AND (b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
-      AND (b.user_id IS NULL OR b.user_id = q.user_id)
-      AND (b.project_id IS NULL OR b.project_id = q.project_id)
-      AND (b.org_id IS NULL OR b.org_id = q.org_id)
-      AND (b.model IS NULL OR b.model = q.model)
+      AND {SCOPE_MATCH}
     GROUP BY 1, 2, 3
 ),
 budget_totals AS (
@@ -262,7 +259,7 @@ PART_QUANTITIES = """budget_quantities AS (
 # and periods as budget_hits found when it was accepted (a budget created after the event
 # never counted it). Alerts already sent stay: a threshold fires once per period. Rows are
 # locked in the order ingestion's upsert locks them.
-WITHDRAW_SQL = """
+WITHDRAW_SQL = f"""
 WITH quantities AS (
     SELECT e.tenant_id, q.meter_id, q.quantity, e.ts, e.received_at, e.org_id, e.project_id,
            e.api_key_id, e.user_id, e.model, e.dimensions
@@ -280,11 +277,7 @@ hits AS (
     JOIN tenants AS t ON t.id = b.tenant_id
     WHERE q.ts >= date_trunc(b.period, b.created_at, t.timezone)
       AND b.created_at <= q.received_at
-      AND (b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
-      AND (b.user_id IS NULL OR b.user_id = q.user_id)
-      AND (b.project_id IS NULL OR b.project_id = q.project_id)
-      AND (b.org_id IS NULL OR b.org_id = q.org_id)
-      AND (b.model IS NULL OR b.model = q.model)
+      AND {SCOPE_MATCH}
     GROUP BY 1, 2, 3
 ),
 locked AS (
@@ -319,14 +312,10 @@ cost_hits AS (
      AND c.model = CASE WHEN 'model' = ANY(c.price_keys) THEN coalesce(q.model, '') ELSE '' END
      AND c.dimensions = coalesce(
          (SELECT jsonb_object_agg(d.key, d.value) FROM jsonb_each(q.dimensions) AS d
-          WHERE d.key = ANY(c.price_keys) AND d.key = ANY(m.dimensions)), '{}'::jsonb)
+          WHERE d.key = ANY(c.price_keys) AND d.key = ANY(m.dimensions)), '{{}}'::jsonb)
     WHERE q.ts >= date_trunc(b.period, b.created_at, t.timezone)
       AND b.created_at <= q.received_at
-      AND (b.api_key_id IS NULL OR b.api_key_id = q.api_key_id)
-      AND (b.user_id IS NULL OR b.user_id = q.user_id)
-      AND (b.project_id IS NULL OR b.project_id = q.project_id)
-      AND (b.org_id IS NULL OR b.org_id = q.org_id)
-      AND (b.model IS NULL OR b.model = q.model)
+      AND {SCOPE_MATCH}
     GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11
 ),
 cost_withdrawn AS (
