@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, localcontext
+from functools import partial
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -212,21 +213,15 @@ async def read_costs(
                 rate_period(meter, tenant_id, queries[first + i], cells[first + i])
                 for i in range(len(periods))
             ]
-            if meter.info.aggregation in SHARED:
-                allocate_shared(
-                    costs,
-                    meter,
-                    tenant_id=tenant_id,
-                    query=shown,
-                    cells=cells[first + len(periods)],
-                    shown=len(group_by),
-                    windows=windows,
-                    periods=rated,
-                    filters=filters,
+            if meter.info.aggregation not in ("sum", "count"):
+                # `last` bills the period's latest value; `max` and `unique_count` share their
+                # charge by each piece's own quantity. Both place cells one by one.
+                place = (
+                    partial(allocate_shared, filters=filters)
+                    if meter.info.aggregation in SHARED
+                    else allocate
                 )
-                continue
-            if meter.info.aggregation == "last":
-                allocate(
+                place(
                     costs,
                     meter,
                     tenant_id=tenant_id,
