@@ -3,14 +3,14 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.common.auth import Scope, current_principal, requires
-from service.common.periods import PERIOD_DOC
+from service.common.range_parameters import RangeParameters, range_parameters
 from service.costs.schemas import CostOrder, CostQuery, CostsOut
 from service.costs.service import CostService
-from service.usage.endpoints import FILTER_DOC, FROM_DOC, GROUP_DOC, TO_DOC
 from service.usage.schemas import MAX_LIMIT
 from service.usage.windows import WindowSize
 
@@ -27,6 +27,7 @@ class CostController(Controller):
     path = "/v1/costs"
     tags = ["costs"]
     guards = [requires(Scope.READ, Scope.BILLING)]
+    dependencies = {"span": Provide(range_parameters)}
 
     @get(
         "/",
@@ -44,12 +45,7 @@ class CostController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_session: AsyncSession,
-        start: str | None = Parameter(default=None, query="from", description=FROM_DOC),
-        end: str | None = Parameter(default=None, query="to", description=TO_DOC),
-        period: str | None = Parameter(default=None, query="period", description=PERIOD_DOC),
-        tenant_id: str | None = Parameter(
-            default=None, query="tenant_id", description="optional for a tenant-bound key"
-        ),
+        span: RangeParameters,
         meter: str | None = Parameter(
             default=None, query="meter", description="event_name; absent = every billable meter"
         ),
@@ -57,13 +53,6 @@ class CostController(Controller):
             default=None, query="currency", description="ISO 4217; default the tenant's"
         ),
         window_size: WindowSize | None = Parameter(default=None, query="window_size"),
-        timezone: str | None = Parameter(
-            default=None, query="timezone", description="IANA zone; default the tenant's"
-        ),
-        group_by: list[str] | None = Parameter(
-            default=None, query="group_by", description=GROUP_DOC
-        ),
-        filters: list[str] | None = Parameter(default=None, query="filter", description=FILTER_DOC),
         order_by: CostOrder | None = Parameter(
             default=None, query="order_by", description=ORDER_DOC
         ),
@@ -72,16 +61,16 @@ class CostController(Controller):
         ),
     ) -> CostsOut:
         query = CostQuery(
-            start=start,
-            end=end,
-            period=period,
-            tenant_id=tenant_id,
+            start=span.start,
+            end=span.end,
+            period=span.period,
+            tenant_id=span.tenant_id,
             meter=meter,
             currency=currency,
             window_size=None if window_size is None else window_size.value,
-            timezone=timezone,
-            group_by=group_by or [],
-            filters=filters or [],
+            timezone=span.timezone,
+            group_by=span.group_by,
+            filters=span.filters,
             order_by=None if order_by is None else order_by.value,
             limit=limit,
         )

@@ -3,26 +3,17 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Controller, Request, get
+from litestar.di import Provide
 from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service.common.auth import Scope, current_principal, requires
 from service.common.openapi_contract import PROBLEM_STATUSES
-from service.common.periods import PERIOD_DOC
+from service.common.range_parameters import RangeParameters, range_parameters
 from service.usage.schemas import MAX_LIMIT, MetersUsageOut, UsageOrder, UsageOut, UsageQuery
 from service.usage.service import UsageService
 from service.usage.windows import WindowSize
 
-FROM_DOC = (
-    "start, inclusive: RFC 3339 with an offset, on a 15-minute boundary (required unless "
-    "`period` is given)"
-)
-TO_DOC = (
-    "end, exclusive: RFC 3339 with an offset, on a 15-minute boundary (required unless "
-    "`period` is given)"
-)
-GROUP_DOC = "repeatable: org_id, project_id, api_key_id, user_id, model or a declared dimension"
-FILTER_DOC = "repeatable key:value equality filter (same keys as group_by; repeats of a key: any)"
 ORDER_DOC = (
     "rows by the meter's value: `value` ascending, `-value` descending (rows without a value "
     "last, ties by window then group); with `limit`, the top N rows of each meter"
@@ -37,6 +28,7 @@ class UsageController(Controller):
     path = "/v1/usage"
     tags = ["usage"]
     guards = [requires(Scope.READ, Scope.BILLING)]
+    dependencies = {"span": Provide(range_parameters)}
 
     @get(
         "/",
@@ -55,23 +47,11 @@ class UsageController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_engine: AsyncEngine,
-        start: str | None = Parameter(default=None, query="from", description=FROM_DOC),
-        end: str | None = Parameter(default=None, query="to", description=TO_DOC),
-        period: str | None = Parameter(default=None, query="period", description=PERIOD_DOC),
-        tenant_id: str | None = Parameter(
-            default=None, query="tenant_id", description="optional for a tenant-bound key"
-        ),
+        span: RangeParameters,
         meter: str | None = Parameter(
             default=None, query="meter", description="event_name; absent = every meter"
         ),
         window_size: WindowSize | None = Parameter(default=None, query="window_size"),
-        timezone: str | None = Parameter(
-            default=None, query="timezone", description="IANA zone; default the tenant's"
-        ),
-        group_by: list[str] | None = Parameter(
-            default=None, query="group_by", description=GROUP_DOC
-        ),
-        filters: list[str] | None = Parameter(default=None, query="filter", description=FILTER_DOC),
         order_by: UsageOrder | None = Parameter(
             default=None, query="order_by", description=ORDER_DOC
         ),
@@ -80,15 +60,15 @@ class UsageController(Controller):
         ),
     ) -> UsageOut | MetersUsageOut:
         query = UsageQuery(
-            start=start,
-            end=end,
-            period=period,
-            tenant_id=tenant_id,
+            start=span.start,
+            end=span.end,
+            period=span.period,
+            tenant_id=span.tenant_id,
             meter=meter,
             window_size=None if window_size is None else window_size.value,
-            timezone=timezone,
-            group_by=group_by or [],
-            filters=filters or [],
+            timezone=span.timezone,
+            group_by=span.group_by,
+            filters=span.filters,
             order_by=None if order_by is None else order_by.value,
             limit=limit,
         )
@@ -105,27 +85,15 @@ class UsageController(Controller):
         self,
         request: Request[Any, Any, Any],
         db_engine: AsyncEngine,
-        start: str | None = Parameter(default=None, query="from", description=FROM_DOC),
-        end: str | None = Parameter(default=None, query="to", description=TO_DOC),
-        period: str | None = Parameter(default=None, query="period", description=PERIOD_DOC),
-        tenant_id: str | None = Parameter(
-            default=None, query="tenant_id", description="optional for a tenant-bound key"
-        ),
-        group_by: list[str] | None = Parameter(
-            default=None, query="group_by", description=GROUP_DOC
-        ),
-        filters: list[str] | None = Parameter(default=None, query="filter", description=FILTER_DOC),
-        timezone: str | None = Parameter(
-            default=None, query="timezone", description="IANA zone; default the tenant's"
-        ),
+        span: RangeParameters,
     ) -> MetersUsageOut:
         query = UsageQuery(
-            start=start,
-            end=end,
-            period=period,
-            tenant_id=tenant_id,
-            timezone=timezone,
-            group_by=group_by or [],
-            filters=filters or [],
+            start=span.start,
+            end=span.end,
+            period=span.period,
+            tenant_id=span.tenant_id,
+            timezone=span.timezone,
+            group_by=span.group_by,
+            filters=span.filters,
         )
         return await UsageService(db_engine).summary(current_principal(request), query)
