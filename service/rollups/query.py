@@ -464,8 +464,16 @@ async def read_weighted(
 FROM rollup_cube WHERE {conditions} AND NOT {pending}
 UNION ALL
 SELECT meter_id, window_index, {groups}sum, count FROM {source} AS b WHERE {pending})"""
-    windows = params.add(list(weighting.windows))
-    parts = params.add(list(weighting.parts))
+    # One answer window or one part of the weights (a month, no price change inside): a
+    # constant, not an array lookup per cell.
+    if len(set(weighting.windows)) == 1:
+        window_of = str(int(weighting.windows[0]))
+    else:
+        window_of = f"({params.add(list(weighting.windows))}::int[])[c.window_index]"
+    if len(set(weighting.parts)) == 1:
+        part_of = str(int(weighting.parts[0]))
+    else:
+        part_of = f"({params.add(list(weighting.parts))}::int[])[c.window_index]"
     part_column = params.add([part for part, _, _ in weighting.weights])
     key_columns = [
         params.add([values[index] for _, values, _ in weighting.weights])
@@ -482,7 +490,7 @@ SELECT meter_id, window_index, {groups}sum, count FROM {source} AS b WHERE {pend
     names = ", ".join(["part", *(f"k{i}" for i in range(len(key_columns))), "weight"])
     join = " AND ".join(
         [
-            f"w.part = ({parts}::int[])[c.window_index]",
+            f"w.part = {part_of}",
             *(f"w.k{i} = coalesce(c.g{position}, '')" for i, position in enumerate(weighting.keys)),
         ]
     )
@@ -491,7 +499,7 @@ SELECT meter_id, window_index, {groups}sum, count FROM {source} AS b WHERE {pend
     if weighting.places is not None:
         cost = f"round({cost}, {int(weighting.places)})"
     shown = [f"c.g{i}" for i in range(weighting.shown)]
-    sql = f"""SELECT ({windows}::int[])[c.window_index] AS window{"".join(", " + g for g in shown)},
+    sql = f"""SELECT {window_of} AS window{"".join(", " + g for g in shown)},
        coalesce(sum({quantity}) FILTER (WHERE w.weight IS NOT NULL), 0) AS quantity,
        {cost} AS cost,
        coalesce(sum({quantity}) FILTER (WHERE w.weight IS NULL), 0) AS unweighted
