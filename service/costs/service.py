@@ -55,6 +55,7 @@ from service.rollups.query import (
     read_cells,
     read_weighted,
 )
+from service.tenants.models import Tenant
 from service.tenants.repository import TenantRepository
 from service.usage import repository as usage_repository
 from service.usage.schemas import MAX_LIMIT, UsageQuery
@@ -83,17 +84,9 @@ class CostService:
         start, end, period, size, group_by, filters, order = _parse(query)
         # Checked before the database: a bad name is the caller's mistake, whatever happens next.
         asked_zone = zone_named(query.timezone) if query.timezone else None
-        # One REPEATABLE READ transaction for the whole request: the tenant, its prices, the
-        # months and the weighted usage are one snapshot, so the shares add up exactly, on the
-        # request's one connection (a second one per request could exhaust the pool).
-        await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        tenant = await TenantRepository(self.session).get(tenant_id)
-        if tenant is None:
-            raise NotFound(f"tenant '{tenant_id}' does not exist")
-        zone = asked_zone or zone_named(tenant.timezone)
-        if period is not None:
-            start, end = period_range(period, zone)
-        assert start is not None and end is not None  # parse_usage_query: a period or both
+        tenant, zone, start, end = await tenant_snapshot(
+            self.session, tenant_id, asked_zone, period, start, end
+        )
         currency = query.currency or tenant.currency
         pricing = await load_pricing(self.session, tenant_id)
         connection = await session_driver(self.session)
@@ -172,6 +165,30 @@ class CostService:
                 f"ask for currency={found[0].info.currency}",
             )
         return found
+
+
+async def tenant_snapshot(
+    session: AsyncSession,
+    tenant_id: str,
+    asked_zone: ZoneInfo | None,
+    period: Period | None,
+    start: datetime | None,
+    end: datetime | None,
+) -> tuple[Tenant, ZoneInfo, datetime, datetime]:
+    """Start the request's one REPEATABLE READ transaction (the tenant, its prices, the months
+    and the usage read after it are one snapshot, so shares add up exactly; one connection per
+    request, as a second could exhaust the pool), then the tenant (404 when unknown), the zone
+    of the answer (asked, else the tenant's) and the range (`period` resolved in that zone,
+    else [start, end))."""
+    await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    tenant = await TenantRepository(session).get(tenant_id)
+    if tenant is None:
+        raise NotFound(f"tenant '{tenant_id}' does not exist")
+    zone = asked_zone or zone_named(tenant.timezone)
+    if period is not None:
+        start, end = period_range(period, zone)
+    assert start is not None and end is not None  # parse_usage_query: a period or both
+    return tenant, zone, start, end
 
 
 async def read_costs(

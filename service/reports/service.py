@@ -15,19 +15,18 @@ import asyncpg
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.common.auth import Principal
-from service.common.errors import FieldError, InvalidInput, NotFound, QueryTimeout
+from service.common.errors import FieldError, InvalidInput, QueryTimeout
 from service.common.money import MONEY_CONTEXT, render_quantity, to_plain_string
 from service.common.timezones import zone_named
-from service.costs.service import billing_periods, read_costs, render_cost
+from service.costs.service import billing_periods, read_costs, render_cost, tenant_snapshot
 from service.db.connections import session_driver
 from service.invoices.repository import load_pricing
 from service.meters.presets import LLM_PRESET
 from service.reports.schemas import LlmReportOut, LlmReportQuery, LlmReportRow
 from service.rollups.query import SUM_AND_COUNT, RollupQuery, read_cells
-from service.tenants.repository import TenantRepository
 from service.usage import repository as usage_repository
 from service.usage.schemas import UsageQuery
-from service.usage.service import check_group_keys, parse_usage_query, period_range
+from service.usage.service import check_group_keys, parse_usage_query
 from service.usage.windows import WindowError, window_boundaries
 
 LLM_METERS = tuple(meter.event_name for meter in LLM_PRESET)
@@ -77,14 +76,9 @@ class LlmReportService:
         )
         asked_zone = zone_named(query.timezone) if query.timezone else None
         # One snapshot for the figures and the costs, on the request's one connection.
-        await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        tenant = await TenantRepository(self.session).get(tenant_id)
-        if tenant is None:
-            raise NotFound(f"tenant '{tenant_id}' does not exist")
-        zone = asked_zone or zone_named(tenant.timezone)
-        if period is not None:
-            start, end = period_range(period, zone)
-        assert start is not None and end is not None  # parse_usage_query: a period or both
+        tenant, zone, start, end = await tenant_snapshot(
+            self.session, tenant_id, asked_zone, period, start, end
+        )
         connection = await session_driver(self.session)
         records = {
             record.event_name: record for record in await usage_repository.meters(connection, None)
