@@ -72,7 +72,9 @@ class UsageController(Controller):
             order_by=None if order_by is None else order_by.value,
             limit=limit,
         )
-        return await UsageService(db_engine).usage(current_principal(request), query)
+        return await UsageService(db_engine).usage(
+            current_principal(request), query, encoded_rows=True
+        )
 
     @get(
         "/summary",
@@ -96,4 +98,6 @@ class UsageController(Controller):
             group_by=span.group_by,
             filters=span.filters,
         )
-        return await UsageService(db_engine).summary(current_principal(request), query)
+        return await UsageService(db_engine).summary(
+            current_principal(request), query, encoded_rows=True
+        )
