@@ -42,6 +42,7 @@ class _Flag(Protocol):
 
 class BufferedTracker(Recording[R]):
     _abandon: _Flag  # set when close() runs out of time: senders stop, sleeps end
+
     # Batches in flight at once: the service ingests concurrent batches in parallel, and one
     # batch at a time leaves its workers idle during each round trip.
     max_in_flight = 4
