@@ -4,7 +4,6 @@ import uuid
 from typing import Any
 
 from litestar import Controller, Request, get, post
-from litestar.params import Parameter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.charges.schemas import (
@@ -17,7 +16,8 @@ from service.charges.schemas import (
 )
 from service.charges.service import ChargeService, CommitmentService
 from service.common.auth import Scope, current_principal, requires
-from service.common.schemas import DEFAULT_LIMIT, Limit, Page
+from service.common.page_parameters import PAGE, PageParameters
+from service.common.schemas import Page
 
 ADMIN = requires(Scope.ADMIN)
 ADMIN_OR_BILLING = requires(Scope.ADMIN, Scope.BILLING)
@@ -26,6 +26,7 @@ ADMIN_OR_BILLING = requires(Scope.ADMIN, Scope.BILLING)
 class TenantChargeController(Controller):
     path = "/v1/tenants/{tenant_id:str}/charges"
     tags = ["charges"]
+    dependencies = {"page": PAGE}
 
     @post(
         "/",
@@ -47,13 +48,12 @@ class TenantChargeController(Controller):
     async def list_charges(
         self,
         tenant_id: str,
+        page: PageParameters,
         request: Request[Any, Any, Any],
         db_session: AsyncSession,
-        cursor: str | None = Parameter(default=None, query="cursor"),
-        limit: Limit = DEFAULT_LIMIT,
     ) -> Page[ChargeOut]:
         return await ChargeService(db_session).list(
-            tenant_id, cursor, limit, current_principal(request)
+            tenant_id, page.cursor, page.limit, current_principal(request)
         )
 
     @post(
@@ -78,6 +78,7 @@ class TenantChargeController(Controller):
 class TenantCommitmentController(Controller):
     path = "/v1/tenants/{tenant_id:str}/commitments"
     tags = ["charges"]
+    dependencies = {"page": PAGE}
 
     @post(
         "/",
@@ -103,13 +104,12 @@ class TenantCommitmentController(Controller):
     async def list_commitments(
         self,
         tenant_id: str,
+        page: PageParameters,
         request: Request[Any, Any, Any],
         db_session: AsyncSession,
-        cursor: str | None = Parameter(default=None, query="cursor"),
-        limit: Limit = DEFAULT_LIMIT,
     ) -> Page[CommitmentOut]:
         return await CommitmentService(db_session).list(
-            tenant_id, cursor, limit, current_principal(request)
+            tenant_id, page.cursor, page.limit, current_principal(request)
         )
 
     @post(

@@ -5,11 +5,11 @@ from typing import Literal
 
 from litestar import Controller, delete, get, post
 from litestar.params import Parameter
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.common.auth import Scope, requires
-from service.common.schemas import DEFAULT_LIMIT, Limit, Page
-from service.settings import Settings
+from service.common.page_parameters import PAGE, PageParameters
+from service.common.schemas import Page
+from service.common.services import provide_service
 from service.webhooks.schemas import DeliveryOut, EndpointCreate, EndpointCreated, EndpointOut
 from service.webhooks.service import WebhookService
 
@@ -18,6 +18,7 @@ class WebhookEndpointController(Controller):
     path = "/v1/webhook-endpoints"
     tags = ["webhooks"]
     guards = [requires(Scope.ADMIN)]
+    dependencies = {"page": PAGE, "webhooks": provide_service(WebhookService)}
 
     @post(
         "/",
@@ -29,26 +30,24 @@ class WebhookEndpointController(Controller):
         "METERING_WEBHOOK_ALLOW_PRIVATE=true.",
     )
     async def create_webhook_endpoint(
-        self, data: EndpointCreate, db_session: AsyncSession, settings: Settings
+        self, data: EndpointCreate, webhooks: WebhookService
     ) -> EndpointCreated:
-        return await WebhookService(db_session, settings).create(data)
+        return await webhooks.create(data)
 
     @get("/", summary="List webhook endpoints (never their secrets)")
     async def list_webhook_endpoints(
         self,
-        db_session: AsyncSession,
-        settings: Settings,
-        cursor: str | None = None,
-        limit: Limit = DEFAULT_LIMIT,
+        page: PageParameters,
+        webhooks: WebhookService,
         tenant_id: str | None = Parameter(default=None, query="tenant_id"),
     ) -> Page[EndpointOut]:
-        return await WebhookService(db_session, settings).list(cursor, limit, tenant_id)
+        return await webhooks.list(page.cursor, page.limit, tenant_id)
 
     @get("/{endpoint_id:uuid}", summary="Get a webhook endpoint")
     async def get_webhook_endpoint(
-        self, endpoint_id: uuid.UUID, db_session: AsyncSession, settings: Settings
+        self, endpoint_id: uuid.UUID, webhooks: WebhookService
     ) -> EndpointOut:
-        return await WebhookService(db_session, settings).get(endpoint_id)
+        return await webhooks.get(endpoint_id)
 
     @delete(
         "/{endpoint_id:uuid}",
@@ -56,9 +55,9 @@ class WebhookEndpointController(Controller):
         status_code=204,
     )
     async def delete_webhook_endpoint(
-        self, endpoint_id: uuid.UUID, db_session: AsyncSession, settings: Settings
+        self, endpoint_id: uuid.UUID, webhooks: WebhookService
     ) -> None:
-        await WebhookService(db_session, settings).delete(endpoint_id)
+        await webhooks.delete(endpoint_id)
 
     @get(
         "/{endpoint_id:uuid}/deliveries",
@@ -69,17 +68,13 @@ class WebhookEndpointController(Controller):
     async def list_webhook_deliveries(
         self,
         endpoint_id: uuid.UUID,
-        db_session: AsyncSession,
-        settings: Settings,
-        cursor: str | None = None,
-        limit: Limit = DEFAULT_LIMIT,
+        page: PageParameters,
+        webhooks: WebhookService,
         status: Literal["pending", "delivered", "failed"] | None = Parameter(
             default=None, query="status"
         ),
     ) -> Page[DeliveryOut]:
-        return await WebhookService(db_session, settings).deliveries(
-            endpoint_id, cursor, limit, status
-        )
+        return await webhooks.deliveries(endpoint_id, page.cursor, page.limit, status)
 
     @post(
         "/{endpoint_id:uuid}/deliveries/{delivery_id:uuid}/retry",
@@ -90,7 +85,6 @@ class WebhookEndpointController(Controller):
         self,
         endpoint_id: uuid.UUID,
         delivery_id: uuid.UUID,
-        db_session: AsyncSession,
-        settings: Settings,
+        webhooks: WebhookService,
     ) -> DeliveryOut:
-        return await WebhookService(db_session, settings).retry(endpoint_id, delivery_id)
+        return await webhooks.retry(endpoint_id, delivery_id)

@@ -83,9 +83,10 @@ class EventFactory:
 
     def event(
         self,
-        event_name: str,
-        value: Quantity | None,
+        event_name: str | None = None,
+        value: Quantity | None = None,
         *,
+        values: Mapping[str, Quantity | None] | None = None,
         tenant_id: str | None,
         idempotency_key: str | None,
         timestamp: datetime | None,
@@ -97,44 +98,14 @@ class EventFactory:
         dimensions: Mapping[str, DimensionValue] | None,
         metadata: Mapping[str, Any] | None,
     ) -> Event:
-        if not event_name:
-            raise ValueError("event_name is required")
+        """An event of one meter (`event_name` and `value`) or of several (`values`); the
+        record methods check beforehand that the one they build is given."""
         return Event(
             idempotency_key=idempotency_key or uuid7(),
             timestamp=_when(timestamp),
             event_name=event_name,
             value=value,
-            tenant_id=tenant_id or self.tenant_id,
-            org_id=org_id,
-            project_id=project_id,
-            api_key_id=api_key_id,
-            user_id=user_id,
-            model=model,
-            dimensions=dict(dimensions) if dimensions else None,
-            metadata=dict(metadata) if metadata else None,
-        )
-
-    def values_event(
-        self,
-        values: Mapping[str, Quantity | None],
-        *,
-        tenant_id: str | None,
-        idempotency_key: str | None,
-        timestamp: datetime | None,
-        org_id: str | None,
-        project_id: str | None,
-        api_key_id: str | None,
-        user_id: str | None,
-        model: str | None,
-        dimensions: Mapping[str, DimensionValue] | None,
-        metadata: Mapping[str, Any] | None,
-    ) -> Event:
-        if not values:
-            raise ValueError("values needs at least one meter's quantity")
-        return Event(
-            idempotency_key=idempotency_key or uuid7(),
-            timestamp=_when(timestamp),
-            values=dict(values),
+            values=dict(values) if values is not None else None,
             tenant_id=tenant_id or self.tenant_id,
             org_id=org_id,
             project_id=project_id,

@@ -44,6 +44,8 @@ class Recording(Generic[R]):
     ) -> R:
         """Buffer one event of meter `event_name` (`value` may be left out for a count
         meter); the result is its idempotency key (made now: a UUIDv7, unless given)."""
+        if not event_name:
+            raise ValueError("event_name is required")
         return self._submit(
             self._events.event(
                 event_name,
@@ -78,9 +80,11 @@ class Recording(Generic[R]):
     ) -> R:
         """Buffer one event carrying several meters' quantities (`{meter: quantity}`, `None`
         for a count meter), stored or refused as a whole under one idempotency key."""
+        if not values:
+            raise ValueError("values needs at least one meter's quantity")
         return self._submit(
-            self._events.values_event(
-                values,
+            self._events.event(
+                values=values,
                 tenant_id=tenant_id,
                 idempotency_key=idempotency_key,
                 timestamp=timestamp,
@@ -128,8 +132,8 @@ class Recording(Generic[R]):
         `operation`, `status` (`success` | `error` | `canceled`), `error_code`, `streamed` and
         `user_tier` become dimensions, beside any extra `dimensions` given."""
         return self._submit(
-            self._events.values_event(
-                llm_values(
+            self._events.event(
+                values=llm_values(
                     input_tokens=input_tokens,
                     output_tokens=output_tokens,
                     cache_write_5m_tokens=cache_write_5m_tokens,

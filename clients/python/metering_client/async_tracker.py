@@ -5,194 +5,116 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-import time
-from collections import deque
 from collections.abc import Coroutine
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any
 
 import httpx
 
-from metering_client._delivery import (
-    ABANDON,
-    BATCH_PATH,
-    Counters,
-    Options,
-    Post,
-    Reply,
-    TrackerOptions,
-    TrackerStats,
-    deliver,
-)
-from metering_client._events import Event, EventFactory
-from metering_client._recording import Recording
-from metering_client.errors import BufferFull, TrackerClosed
-
-logger = logging.getLogger("metering_client")
+from metering_client._buffer import Answer, BufferedTracker, next_step, reply_of
+from metering_client._delivery import ABANDON, BATCH_PATH, Post
+from metering_client._events import Event
 
 
-class AsyncTracker(Recording[Coroutine[Any, Any, str]]):
+class AsyncTracker(BufferedTracker[Coroutine[Any, Any, str]]):
     """`await tracker.record(...)` buffers an event (waiting only for room in the buffer, with
     on_full="block"); sender tasks deliver batches. `await tracker.close()` (or `async with`)
     before the loop ends: there is no exit hook, the loop is gone by then."""
 
-    max_in_flight = 4
-    request_timeout = httpx.Timeout(30.0, connect=5.0)
+    _abandon: asyncio.Event
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        tenant_id: str | None = None,
-        **options: Unpack[TrackerOptions],
-    ) -> None:
-        self.options = Options(base_url=base_url.rstrip("/"), api_key=api_key, **options)
-        self._events = EventFactory(tenant_id)
-        self._buffer: deque[Event] = deque()
-        self._recorded = 0
-        self._taken = 0
-        self._in_flight: dict[int, int] = {}
-        self._flush_through = 0
-        self._waiting_since = 0.0
-        self._closed = False
-        self._closing = False
+    def _reset(self) -> None:
         self._abandon = asyncio.Event()
         self._changed = asyncio.Condition()  # anything a sender, record or flush waits on
         self._senders: list[asyncio.Task[None]] = []
         self._http: httpx.AsyncClient | None = None
-        self._counters = Counters()
+        super()._reset()
 
     async def _submit(self, event: Event) -> str:
-        options = self.options
         async with self._changed:
-            if self._closed:
-                raise TrackerClosed("the tracker is closed")
+            self._check_open()
             if not self._senders:
                 self._start()
-            if len(self._buffer) >= options.max_buffered:
+            if self._full():
                 await self._make_room()
-            self._buffer.append(event)
-            self._recorded += 1
-            size = len(self._buffer)
-            if size == 1:
-                self._waiting_since = time.monotonic()
-                self._changed.notify_all()
-            elif size == options.flush_events:
+            if self._append(event):
                 self._changed.notify_all()
         return event.idempotency_key
 
     async def _make_room(self) -> None:
         options = self.options
         if options.on_full == "drop_oldest":
-            self._buffer.popleft()
-            self._taken += 1
-            self._counters.add(dropped=1)
-            if self._counters.dropped == 1 or self._counters.dropped % 10_000 == 0:
-                logger.warning(
-                    "metering: buffer full, dropped the oldest event (%d so far)",
-                    self._counters.dropped,
-                )
+            self._drop_oldest()
             return
 
         def has_room() -> bool:
-            return self._closed or len(self._buffer) < options.max_buffered
+            return self._closed or not self._full()
 
         try:
             await asyncio.wait_for(self._changed.wait_for(has_room), options.block_timeout)
         except TimeoutError:
-            raise BufferFull(
-                f"{len(self._buffer)} events buffered for {options.block_timeout} s: "
-                "is the metering service reachable?"
-            ) from None
-        if self._closed:
-            raise TrackerClosed("the tracker is closed")
+            raise self._buffer_full() from None
+        self._check_open()
 
     def _start(self) -> None:
-        self._http = httpx.AsyncClient(
-            base_url=self.options.base_url,
-            headers=self.options.headers,
-            timeout=self.request_timeout,
-            limits=httpx.Limits(max_connections=self.max_in_flight),
-        )
+        self._http = httpx.AsyncClient(**self._http_settings())
         self._senders = [asyncio.create_task(self._send_loop()) for _ in range(self.max_in_flight)]
-
-    def _due(self) -> bool:
-        size = len(self._buffer)
-        return size > 0 and (
-            size >= self.options.flush_events
-            or self._closing
-            or self._taken < self._flush_through
-            or time.monotonic() - self._waiting_since >= self.options.flush_seconds
-        )
 
     async def _send_loop(self) -> None:
         while True:
             async with self._changed:
                 while not self._due():
-                    if self._abandon.is_set() or (self._closing and not self._buffer):
+                    if self._stopped():
                         return
-                    wait = None
-                    if self._buffer:
-                        wait = self._waiting_since + self.options.flush_seconds - time.monotonic()
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._changed.wait(), wait)
+                        await asyncio.wait_for(self._changed.wait(), self._idle_wait())
                 if self._abandon.is_set():
                     return
-                count = min(len(self._buffer), self.options.max_batch)
-                batch = [self._buffer.popleft() for _ in range(count)]
-                first = self._taken
-                self._taken += count
-                self._in_flight[first] = count
-                if self._buffer:
-                    self._waiting_since = time.monotonic()
+                first, batch = self._take_batch()
                 self._changed.notify_all()
             try:
                 await self._deliver(batch)
             except Exception:
-                logger.exception("metering: delivering a batch failed")
-                self._counters.add(dropped=count)
+                self._batch_failed(batch)
             finally:
                 async with self._changed:
-                    del self._in_flight[first]
+                    self._finish_batch(first)
                     self._changed.notify_all()
 
     async def _deliver(self, batch: list[Event]) -> None:
-        http = self._http
-        assert http is not None
-        steps = deliver(batch, self.options, self._counters)
-        reply: Reply | BaseException | object | None = None
-        while True:
-            try:
-                step = steps.send(reply)
-            except StopIteration:
-                return
+        steps = self._delivery(batch)
+        answer: Answer = None
+        while (step := next_step(steps, answer)) is not None:
             if isinstance(step, Post):
-                try:
-                    answer = await http.post(BATCH_PATH, content=step.body)
-                    reply = Reply(answer.status_code, answer.headers, answer.content)
-                except httpx.HTTPError as exc:
-                    reply = exc
+                answer = await self._post(step.body)
             else:
-                try:
-                    await asyncio.wait_for(self._abandon.wait(), step.seconds)
-                    reply = ABANDON
-                except TimeoutError:
-                    reply = None
+                answer = await self._sleep(step.seconds)
+
+    async def _post(self, body: bytes) -> Answer:
+        """POST one batch: the reply, or the exception the request raised."""
+        assert self._http is not None
+        try:
+            return reply_of(await self._http.post(BATCH_PATH, content=body))
+        except httpx.HTTPError as exc:
+            return exc
+
+    async def _sleep(self, seconds: float) -> Answer:
+        """Wait `seconds`; ABANDON when close() runs out of time meanwhile."""
+        try:
+            await asyncio.wait_for(self._abandon.wait(), seconds)
+        except TimeoutError:
+            return None
+        return ABANDON
 
     async def flush(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109 (as Tracker's)
         """Send every event recorded before this call now and wait (at most `timeout`
         seconds) until all were answered; True when they were."""
         async with self._changed:
-            through = self._recorded
-            self._flush_through = max(self._flush_through, through)
+            through = self._due_through()
             self._changed.notify_all()
 
             def done() -> bool:
-                return self._abandon.is_set() or (
-                    self._taken >= through and all(first >= through for first in self._in_flight)
-                )
+                return self._abandon.is_set() or self._flushed(through)
 
             try:
                 await asyncio.wait_for(self._changed.wait_for(done), timeout)
@@ -204,22 +126,16 @@ class AsyncTracker(Recording[Coroutine[Any, Any, str]]):
         """Stop taking events, deliver the buffered ones (at most `timeout` seconds; the rest
         are counted as dropped) and stop the senders. True when everything was delivered."""
         async with self._changed:
-            if self._closed:
+            if not self._start_closing():
                 return True
-            self._closed = True
-            self._closing = True
             self._changed.notify_all()
         delivered = await self.flush(timeout)
         if not delivered:
             self._abandon.set()
             async with self._changed:
-                lost = len(self._buffer)
-                self._buffer.clear()
-                self._taken += lost
+                lost = self._discard_buffered()
                 self._changed.notify_all()
-            if lost:
-                self._counters.add(dropped=lost)
-                logger.error("metering: closed with %d events not delivered", lost)
+            self._count_lost(lost)
         for sender in self._senders:
             with contextlib.suppress(TimeoutError):  # wait_for cancelled it
                 await asyncio.wait_for(sender, None if delivered else 5.0)
@@ -237,17 +153,3 @@ class AsyncTracker(Recording[Coroutine[Any, Any, str]]):
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
-
-    @property
-    def stats(self) -> TrackerStats:
-        counters = self._counters
-        with counters.lock:
-            return TrackerStats(
-                recorded=self._recorded,
-                sent=counters.sent,
-                duplicates=counters.duplicates,
-                rejected=counters.rejected,
-                dropped=counters.dropped,
-                retries=counters.retries,
-                buffered=len(self._buffer),
-            )

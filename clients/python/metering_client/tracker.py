@@ -8,38 +8,22 @@ events when `flush_events` are waiting, when the oldest has waited `flush_second
 from __future__ import annotations
 
 import atexit
-import logging
 import os
 import threading
 import time
 import weakref
-from collections import deque
 from types import TracebackType
-from typing import Unpack
 
 import httpx
 
-from metering_client._delivery import (
-    ABANDON,
-    BATCH_PATH,
-    Counters,
-    Options,
-    Post,
-    Reply,
-    TrackerOptions,
-    TrackerStats,
-    deliver,
-)
-from metering_client._events import Event, EventFactory
-from metering_client._recording import Recording
-from metering_client.errors import BufferFull, TrackerClosed
-
-logger = logging.getLogger("metering_client")
+from metering_client._buffer import Answer, BufferedTracker, next_step, reply_of
+from metering_client._delivery import ABANDON, BATCH_PATH, Post
+from metering_client._events import Event
 
 _LIVE: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
 
-class Tracker(Recording[str]):
+class Tracker(BufferedTracker[str]):
     """Thread-safe and fork-safe buffered sender of usage events.
 
     ```python
@@ -49,26 +33,12 @@ class Tracker(Recording[str]):
     ```
     """
 
-    # Batches in flight at once: the service ingests concurrent batches in parallel, and one
-    # batch at a time leaves its workers idle during each round trip.
-    max_in_flight = 4
     # How long the exit hook lets close() deliver what is buffered.
     atexit_timeout = 30.0
-    # One request's limits; a slow answer is retried like a lost one.
-    request_timeout = httpx.Timeout(30.0, connect=5.0)
 
-    def __init__(
-        self,
-        base_url: str,
-        api_key: str,
-        *,
-        tenant_id: str | None = None,
-        **options: Unpack[TrackerOptions],
-    ) -> None:
-        self.options = Options(base_url=base_url.rstrip("/"), api_key=api_key, **options)
-        self._events = EventFactory(tenant_id)
-        self._closed = False
-        self._reset()
+    _abandon: threading.Event
+
+    def _opened(self) -> None:
         _LIVE.add(self)
         atexit.register(_close_at_exit, weakref.ref(self))
 
@@ -79,74 +49,43 @@ class Tracker(Recording[str]):
         self._work = threading.Condition(self._lock)  # senders wait for a batch to take
         self._room = threading.Condition(self._lock)  # blocked record() waits for space
         self._progress = threading.Condition(self._lock)  # flush() waits for batches
-        self._buffer: deque[Event] = deque()
-        self._recorded = 0  # events ever buffered
-        self._taken = 0  # events ever removed from the buffer's head (batched or dropped)
-        self._in_flight: dict[int, int] = {}  # first event number of a batch -> its size
-        self._flush_through = 0  # events up to this number are due now (flush, close)
-        self._waiting_since = 0.0  # when the oldest buffered event was buffered
-        self._closing = False
         self._abandon = threading.Event()
         self._senders: list[threading.Thread] = []
         self._http: httpx.Client | None = None
-        self._counters = Counters()
+        super()._reset()
 
     # -- recording
 
     def _submit(self, event: Event) -> str:
-        options = self.options
         with self._lock:
-            if self._closed:
-                raise TrackerClosed("the tracker is closed")
+            self._check_open()
             if not self._senders:
                 self._start()
-            if len(self._buffer) >= options.max_buffered:
+            if self._full():
                 self._make_room()
-            self._buffer.append(event)
-            self._recorded += 1
-            size = len(self._buffer)
-            if size == 1:
-                self._waiting_since = time.monotonic()
-                self._work.notify()
-            elif size == options.flush_events:
+            if self._append(event):
                 self._work.notify()
         return event.idempotency_key
 
     def _make_room(self) -> None:
         options = self.options
         if options.on_full == "drop_oldest":
-            self._buffer.popleft()
-            self._taken += 1
-            self._counters.add(dropped=1)
-            dropped = self._counters.dropped
-            if dropped == 1 or dropped % 10_000 == 0:
-                logger.warning(
-                    "metering: buffer full, dropped the oldest event (%d so far)", dropped
-                )
+            self._drop_oldest()
             return
         deadline = (
             None if options.block_timeout is None else time.monotonic() + options.block_timeout
         )
-        while len(self._buffer) >= options.max_buffered:
-            if self._closed:
-                raise TrackerClosed("the tracker is closed")
+        while self._full():
+            self._check_open()
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
-                raise BufferFull(
-                    f"{len(self._buffer)} events buffered for {options.block_timeout} s: "
-                    "is the metering service reachable?"
-                )
+                raise self._buffer_full()
             self._room.wait(remaining)
 
     # -- sending
 
     def _start(self) -> None:
-        self._http = httpx.Client(
-            base_url=self.options.base_url,
-            headers=self.options.headers,
-            timeout=self.request_timeout,
-            limits=httpx.Limits(max_connections=self.max_in_flight),
-        )
+        self._http = httpx.Client(**self._http_settings())
         for number in range(self.max_in_flight):
             sender = threading.Thread(
                 target=self._send_loop, name=f"metering-sender-{number}", daemon=True
@@ -154,65 +93,44 @@ class Tracker(Recording[str]):
             self._senders.append(sender)
             sender.start()
 
-    def _due(self) -> bool:
-        size = len(self._buffer)
-        return size > 0 and (
-            size >= self.options.flush_events
-            or self._closing
-            or self._taken < self._flush_through
-            or time.monotonic() - self._waiting_since >= self.options.flush_seconds
-        )
-
     def _send_loop(self) -> None:
         while True:
             with self._lock:
                 while not self._due():
-                    if self._abandon.is_set() or (self._closing and not self._buffer):
+                    if self._stopped():
                         return
-                    wait = None
-                    if self._buffer:
-                        wait = self._waiting_since + self.options.flush_seconds - time.monotonic()
-                    self._work.wait(wait)
+                    self._work.wait(self._idle_wait())
                 if self._abandon.is_set():
                     return
-                count = min(len(self._buffer), self.options.max_batch)
-                batch = [self._buffer.popleft() for _ in range(count)]
-                first = self._taken
-                self._taken += count
-                self._in_flight[first] = count
-                if self._buffer:
-                    self._waiting_since = time.monotonic()
-                    if self._due():
-                        self._work.notify()
+                first, batch = self._take_batch()
+                if self._due():
+                    self._work.notify()
                 self._room.notify_all()
             try:
                 self._deliver(batch)
-            except Exception:  # a bug must not silently stop a sender
-                logger.exception("metering: delivering a batch failed")
-                self._counters.add(dropped=count)
+            except Exception:
+                self._batch_failed(batch)
             finally:
                 with self._lock:
-                    del self._in_flight[first]
+                    self._finish_batch(first)
                     self._progress.notify_all()
 
     def _deliver(self, batch: list[Event]) -> None:
-        http = self._http
-        assert http is not None
-        steps = deliver(batch, self.options, self._counters)
-        reply: Reply | BaseException | object | None = None
-        while True:
-            try:
-                step = steps.send(reply)
-            except StopIteration:
-                return
+        steps = self._delivery(batch)
+        answer: Answer = None
+        while (step := next_step(steps, answer)) is not None:
             if isinstance(step, Post):
-                try:
-                    answer = http.post(BATCH_PATH, content=step.body)
-                    reply = Reply(answer.status_code, answer.headers, answer.content)
-                except httpx.HTTPError as exc:
-                    reply = exc
+                answer = self._post(step.body)
             else:
-                reply = ABANDON if self._abandon.wait(step.seconds) else None
+                answer = ABANDON if self._abandon.wait(step.seconds) else None
+
+    def _post(self, body: bytes) -> Answer:
+        """POST one batch: the reply, or the exception the request raised."""
+        assert self._http is not None
+        try:
+            return reply_of(self._http.post(BATCH_PATH, content=body))
+        except httpx.HTTPError as exc:
+            return exc
 
     # -- flushing and closing
 
@@ -222,10 +140,9 @@ class Tracker(Recording[str]):
         all were answered."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            through = self._recorded
-            self._flush_through = max(self._flush_through, through)
+            through = self._due_through()
             self._work.notify_all()
-            while self._taken < through or any(first < through for first in self._in_flight):
+            while not self._flushed(through):
                 if not self._senders or self._abandon.is_set():
                     return False
                 remaining = 0.5 if deadline is None else min(0.5, deadline - time.monotonic())
@@ -239,10 +156,8 @@ class Tracker(Recording[str]):
         still undelivered then are counted as dropped) and stop the senders. True when
         everything was delivered. Closing twice does nothing."""
         with self._lock:
-            if self._closed:
+            if not self._start_closing():
                 return True
-            self._closed = True
-            self._closing = True
             self._work.notify_all()
             self._room.notify_all()
         started = time.monotonic()
@@ -250,13 +165,9 @@ class Tracker(Recording[str]):
         if not delivered:
             self._abandon.set()
             with self._lock:
-                lost = len(self._buffer)
-                self._buffer.clear()
-                self._taken += lost
+                lost = self._discard_buffered()
                 self._work.notify_all()
-            if lost:
-                self._counters.add(dropped=lost)
-                logger.error("metering: closed with %d events not delivered", lost)
+            self._count_lost(lost)
         for sender in self._senders:
             # A request in flight when out of time runs into its own timeout; the threads are
             # daemons, so they never hold up the interpreter's exit.
@@ -277,23 +188,9 @@ class Tracker(Recording[str]):
     ) -> None:
         self.close()
 
-    @property
-    def stats(self) -> TrackerStats:
-        """A snapshot of the counters."""
+    def _sizes(self) -> tuple[int, int]:
         with self._lock:
-            buffered = len(self._buffer)
-            recorded = self._recorded
-        counters = self._counters
-        with counters.lock:
-            return TrackerStats(
-                recorded=recorded,
-                sent=counters.sent,
-                duplicates=counters.duplicates,
-                rejected=counters.rejected,
-                dropped=counters.dropped,
-                retries=counters.retries,
-                buffered=buffered,
-            )
+            return super()._sizes()
 
     def _after_fork_in_child(self) -> None:
         self._reset()
