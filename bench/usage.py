@@ -354,7 +354,8 @@ def measure(shape: str, url: str, month: LlmMonth, args: argparse.Namespace) -> 
         if keys is None or result.query.name not in answers:
             continue
         headline = keys == ("model",)
-        runs, warmup = (args.raw_runs, 1) if headline else (1, 0)
+        # At least one run each: the answers are checked against it.
+        runs, warmup = (max(args.raw_runs, 1), 1) if headline else (1, 0)
         samples, raw = asyncio.run(raw_scan(url, month, keys, runs, warmup))
         served = answer_cells(answers[result.query.name], keys, with_last=headline)
         equal = served == raw
