@@ -9,7 +9,7 @@ key is a dimension, read from the jsonb and passed as a parameter (never spliced
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -373,20 +373,10 @@ def _direct_sql(
     return window, values, " AND ".join(conditions)
 
 
-# What `read_rendered` may turn each rendered cell into, in PostgreSQL: given a function that
-# adds a parameter and returns its placeholder, an SQL expression over the rendered columns
-# (meter_id, window, g0, g1, ..., sum, count, last, avg, max, distinct_count).
-RowRenderer = Callable[[Callable[[object], str]], str]
-
-
-async def read_rendered(
-    connection: asyncpg.Connection, query: RollupQuery, render: RowRenderer | None = None
-) -> list[asyncpg.Record]:
+async def read_rendered(connection: asyncpg.Connection, query: RollupQuery) -> list[asyncpg.Record]:
     """The cells of one query as the API shows them: records of meter_id, window (0 = the
     first), g0, g1, ... (group values, None where absent), sum, count, last and avg (text),
-    in meter, window and group order (by code point, an absent value first). With `render`,
-    records of meter_id and `row` (the renderer's expression) in the same order: a big answer
-    then reaches Python as one string per cell, not as ten values to build a row from.
+    in meter, window and group order (by code point, an absent value first).
 
     When the cube's cells are the answer (a month grouped by user: one cell per user) they are
     read as they are; otherwise the pieces are aggregated. Both statements run
@@ -404,28 +394,22 @@ async def read_rendered(
         ):
             window, values, conditions = _direct_sql(query, query_plan, direct, params)
             # The key columns are in the "C" collation: ordering by them is code point order,
-            # '' (absent) first, as answers list groups; fields not grouped hold ''. In the
-            # order of the primary key when the grouped fields are in it (no other order
-            # then: the fields not grouped hold ''), else in the order of group_by.
-            key_order: Sequence[str] = tuple(query.group_by)
-            if list(query.group_by) == sorted(query.group_by, key=_KEY_ORDER.index):
-                key_order = _KEY_ORDER
+            # '' (absent) first, as answers list groups; fields not grouped hold ''.
             sql = f"""SELECT meter_id, {window} - 1 AS window, {values}sum::text AS sum, count,
        last_value::text AS last, {AVERAGE_SQL} AS avg, max_value::text AS max,
        NULL::bigint AS distinct_count
 FROM rollup_cube
 WHERE {conditions}
-ORDER BY meter_id, bucket_start, {", ".join(key_order)}"""
-        else:
-            branch = _branch(0, query, params, group_columns=True)
-            order = [f'{g} COLLATE "C" NULLS FIRST' for g in groups]
-            sql = f"""SELECT meter_id, window_index - 1 AS window, {_rendered_columns(groups)}
+ORDER BY meter_id, bucket_start, {", ".join(_KEY_ORDER)}"""
+            rows = list(await connection.fetch(sql, *params.values))
+            if list(query.group_by) != sorted(query.group_by, key=_KEY_ORDER.index):
+                rows.sort(key=lambda r: (r[0], r[1], *(r[g] or "" for g in groups)))
+            return rows
+        branch = _branch(0, query, params, group_columns=True)
+        order = [f'{g} COLLATE "C" NULLS FIRST' for g in groups]
+        sql = f"""SELECT meter_id, window_index - 1 AS window, {_rendered_columns(groups)}
 FROM ({branch}) AS cells
 ORDER BY {", ".join(["meter_id", "window_index", *order])}"""
-        if render is not None:
-            # A projection of the ordered rows, nothing that joins, groups or sorts again:
-            # PostgreSQL returns them in the subquery's order.
-            sql = f"SELECT meter_id, {render(params.add)} AS row FROM ({sql}) AS rendered"
         return list(await connection.fetch(sql, *params.values))
 
 

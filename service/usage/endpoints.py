@@ -72,9 +72,7 @@ class UsageController(Controller):
             order_by=None if order_by is None else order_by.value,
             limit=limit,
         )
-        return await UsageService(db_engine).usage(
-            current_principal(request), query, encoded_rows=True
-        )
+        return await UsageService(db_engine).usage(current_principal(request), query)
 
     @get(
         "/summary",
@@ -98,6 +96,4 @@ class UsageController(Controller):
             group_by=span.group_by,
             filters=span.filters,
         )
-        return await UsageService(db_engine).summary(
-            current_principal(request), query, encoded_rows=True
-        )
+        return await UsageService(db_engine).summary(current_principal(request), query)

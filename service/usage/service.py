@@ -7,8 +7,6 @@ from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from functools import partial
-from typing import cast
 from zoneinfo import ZoneInfo
 
 import asyncpg
@@ -56,14 +54,9 @@ class UsageService:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
 
-    async def usage(
-        self, principal: Principal, query: UsageQuery, *, encoded_rows: bool = False
-    ) -> UsageOut | MetersUsageOut:
-        """One meter's usage when `query.meter` is given, else every meter's, one block each.
-
-        `encoded_rows`: each block's `rows` may be a `msgspec.Raw` (the JSON array PostgreSQL
-        rendered) instead of a list, for a caller that only encodes the answer (HTTP)."""
-        answer = await self._run(principal, query, encoded_rows)
+    async def usage(self, principal: Principal, query: UsageQuery) -> UsageOut | MetersUsageOut:
+        """One meter's usage when `query.meter` is given, else every meter's, one block each."""
+        answer = await self._run(principal, query)
         if query.meter is None:
             return answer
         block = answer.meters[0]
@@ -83,15 +76,11 @@ class UsageService:
             truncated=block.truncated,
         )
 
-    async def summary(
-        self, principal: Principal, query: UsageQuery, *, encoded_rows: bool = False
-    ) -> MetersUsageOut:
+    async def summary(self, principal: Principal, query: UsageQuery) -> MetersUsageOut:
         """Every meter's totals over [from, to) (no windows), one block per meter."""
-        return await self._run(principal, query, encoded_rows)
+        return await self._run(principal, query)
 
-    async def _run(
-        self, principal: Principal, query: UsageQuery, encoded_rows: bool = False
-    ) -> MetersUsageOut:
+    async def _run(self, principal: Principal, query: UsageQuery) -> MetersUsageOut:
         tenant_id = query.tenant_id or principal.tenant_id
         if tenant_id is None:
             raise _invalid("tenant_id", "tenant_id is required (this API key is not bound)")
@@ -137,22 +126,11 @@ class UsageService:
                     *(([m.id], m.unique_key) for m in meters if m.unique_key is not None),
                 ]
             ]
-            local = [b.astimezone(zone) for b in boundaries]
-            # Rows ranked or cut by value are built in Python; the others may be rendered by
-            # PostgreSQL, ready to send.
-            render = None
-            if encoded_rows and order is None and limit is None:
-                render = partial(
-                    repository.row_json_sql,
-                    edges=[msgspec.json.encode(edge).decode() for edge in local],
-                    keys=group_by,
-                    aggregations={meter.id: meter.aggregation for meter in meters},
-                )
             try:
                 cells = [
                     cell
                     for rollup_query in rollup_queries
-                    for cell in await read_rendered(connection, rollup_query, render)
+                    for cell in await read_rendered(connection, rollup_query)
                 ]
             except asyncpg.QueryCanceledError as exc:
                 # The statement timeout cut this read short: the database is up, the query is
@@ -163,11 +141,9 @@ class UsageService:
                     "(METERING_DB_STATEMENT_TIMEOUT_SECONDS); ask for a shorter range, fewer "
                     "group_by keys, or windows in UTC or the tenant's zone"
                 ) from exc
+        local = [b.astimezone(zone) for b in boundaries]
         with no_collection():  # no await inside: only this request's rows are being built
-            if render is not None:
-                blocks = _encoded_blocks(meters, cells)
-            else:
-                blocks = _blocks(meters, cells, local, group_by)
+            blocks = _blocks(meters, cells, local, group_by)
         if order is not None or limit is not None:
             blocks = [_top(block, order, limit) for block in blocks]
         return MetersUsageOut(
@@ -387,28 +363,6 @@ def _blocks(
             aggregation=meter.aggregation,  # type: ignore[arg-type]
             unit=meter.unit,
             rows=by_meter.get(meter.id, []),
-        )
-        for meter in meters
-    ]
-
-
-def _encoded_blocks(
-    meters: Sequence[MeterRecord], cells: Sequence[asyncpg.Record]
-) -> list[MeterUsage]:
-    """One block per meter whose rows are the JSON array of the rows PostgreSQL rendered
-    (`repository.row_json_sql`), in the order they came."""
-    by_meter: dict[int, list[str]] = defaultdict(list)
-    for meter_id, row in cells:
-        by_meter[meter_id].append(row)
-    return [
-        MeterUsage(
-            meter=meter.event_name,
-            aggregation=meter.aggregation,  # type: ignore[arg-type]
-            unit=meter.unit,
-            # Encoded as it is: the same bytes the list of UsageRow would encode to.
-            rows=cast(
-                list[UsageRow], msgspec.Raw(f"[{','.join(by_meter.get(meter.id, ()))}]".encode())
-            ),
         )
         for meter in meters
     ]
