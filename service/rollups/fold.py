@@ -1,5 +1,5 @@
-"""The fold: adding the pending part of the 15-minute rollups into the cube's hour, day and
-month projections.
+"""The fold: adding the pending part of the 15-minute rollups into the cube's hour, three-hour,
+six-hour, day and month projections.
 
 Ingestion only writes the 15-minute rollups (its cost does not grow with the number of coarse
 levels). The fold runs later, in the background (every METERING_ROLLUP_FOLD_INTERVAL_SECONDS,
@@ -34,6 +34,7 @@ from service.common.progress import NO_PROGRESS, Progress
 from service.common.time import floor_to_quarter_hour
 from service.rollups.levels import (
     DIMENSIONS,
+    HOUR_BLOCKS,
     PROJECTION_FIELDS,
     PROJECTIONS,
     Grain,
@@ -60,7 +61,24 @@ CUBE_KEY = (
     "org_id, project_id, api_key_id, user_id, model, dimensions"
 )
 CUBE_COLUMNS = f"{CUBE_KEY}, sum, count, last_value, last_ts, last_event_id, max_value"
-_GRAIN_COLUMN = {Grain.HOUR: "hour_start", Grain.DAY: "day_start", Grain.MONTH: "month_start"}
+_GRAIN_COLUMN = {
+    Grain.HOUR: "hour_start",
+    Grain.HOURS_3: "hours_3_start",
+    Grain.HOURS_6: "hours_6_start",
+    Grain.DAY: "day_start",
+    Grain.MONTH: "month_start",
+}
+# Each grain's bucket start of a 15-minute bucket `p.bucket_start`, in UTC.
+_GRAIN_START: dict[Grain, str] = {
+    Grain.HOUR: "date_trunc('hour', p.bucket_start, 'UTC')",
+    **{
+        grain: f"date_bin('{hours} hours', p.bucket_start, TIMESTAMPTZ '2000-01-01 00:00:00+00')"
+        for grain, hours in HOUR_BLOCKS.items()
+        if grain is not Grain.HOUR
+    },
+    Grain.DAY: "date_trunc('day', p.bucket_start, 'UTC')",
+    Grain.MONTH: "date_trunc('month', p.bucket_start, 'UTC')",
+}
 _FIELD_COLUMNS = {
     **{bit: name for name, bit in PROJECTION_FIELDS.items()},
     DIMENSIONS: "dimensions",
@@ -74,6 +92,18 @@ def _grouping_sets() -> str:
             columns = [name for bit, name in _FIELD_COLUMNS.items() if projection & bit]
             sets.append(f"(tenant_id, meter_id, {_GRAIN_COLUMN[grain]}, {', '.join(columns)})")
     return ",\n        ".join(sets)
+
+
+_GRAIN_STARTS = ",\n           ".join(f"{_GRAIN_START[g]} AS {c}" for g, c in _GRAIN_COLUMN.items())
+
+
+def _grain_expression() -> str:
+    """The grain of a grouping set: the one whose bucket start column it grouped by."""
+    cases = "\n                ".join(
+        f"WHEN GROUPING({column}) = 0 THEN '{grain.value}'"
+        for grain, column in _GRAIN_COLUMN.items()
+    )
+    return f"CASE {cases}\n           END"
 
 
 def _projection_expression() -> str:
@@ -109,9 +139,7 @@ marked AS (
 deltas AS (
     SELECT p.tenant_id, q.meter_id, p.org_id, p.project_id, p.api_key_id, p.user_id, p.model,
            p.dimensions,
-           date_trunc('hour', p.bucket_start, 'UTC') AS hour_start,
-           date_trunc('day', p.bucket_start, 'UTC') AS day_start,
-           date_trunc('month', p.bucket_start, 'UTC') AS month_start,
+           {_GRAIN_STARTS},
            q.sum - coalesce(q.folded_sum, 0) AS sum, p.count - p.folded_count AS count,
            ARRAY[extract(epoch FROM p.last_ts), p.last_event_id::numeric, q.last_value]
                AS latest,
@@ -124,10 +152,9 @@ deltas AS (
 ),
 cells AS (
     SELECT tenant_id, meter_id,
-           CASE WHEN GROUPING(hour_start) = 0 THEN 'h'
-                WHEN GROUPING(day_start) = 0 THEN 'd' ELSE 'm' END AS grain,
+           {_grain_expression()} AS grain,
            ({_projection_expression()})::smallint AS projection,
-           coalesce(hour_start, day_start, month_start) AS bucket_start,
+           coalesce({", ".join(_GRAIN_COLUMN.values())}) AS bucket_start,
            coalesce(org_id, '') AS org_id, coalesce(project_id, '') AS project_id,
            coalesce(api_key_id, '') AS api_key_id, coalesce(user_id, '') AS user_id,
            coalesce(model, '') AS model, coalesce(dimensions, '{{}}'::jsonb) AS dimensions,

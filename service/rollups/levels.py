@@ -1,16 +1,18 @@
 """The rollup levels and how a time range is cut into them (pure: no database).
 
-Usage lives at four time grains: the 15-minute rollups (every attribution field and the
-dimensions), and the cube's hour, day and month buckets (UTC calendar), each kept in a few
+Usage lives at six time grains: the 15-minute rollups (every attribution field and the
+dimensions), and the cube's hour, three-hour, six-hour, day and month buckets (UTC calendar;
+three- and six-hour blocks start at 00:00, 03:00, 06:00, ... UTC), each kept in a few
 *projections*: the rollup key with some fields dropped. A projection is a bit set over
 PROJECTION_FIELDS; the 15-minute level is the full key.
 
 A query's window [a, b) (edges on the 15-minute grid) is cut greedily from the left into the
-coarsest buckets that fit: a whole UTC month, else a whole UTC day, else a whole hour, else a
-quarter hour. A Berlin month (23:00 to 23:00 UTC) is one hour, 29 days and 23 hours; a
-Kolkata day (18:30 to 18:30 UTC) is 23 hours and two quarter hours at each end. Every piece
-lies inside one window, so the answer stays exact in any zone whose offsets are multiples of
-15 minutes.
+coarsest buckets that fit: a whole UTC month, else a whole UTC day, else a whole six-hour or
+three-hour block, else a whole hour, else a quarter hour. A Berlin day (23:00 to 23:00 UTC)
+is one hour, three six-hour blocks, one three-hour block and two hours (7 pieces; 24 hours
+without the blocks); a Kolkata day (18:30 to 18:30 UTC) is two quarter hours, two hours, a
+three-hour block, three six-hour blocks and two quarter hours. Every piece lies inside one
+window, so the answer stays exact in any zone whose offsets are multiples of 15 minutes.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ class Grain(Enum):
     """A cube level; the value is what the `grain` column holds."""
 
     HOUR = "h"
+    HOURS_3 = "3"
+    HOURS_6 = "6"
     DAY = "d"
     MONTH = "m"
 
-    @property
-    def unit(self) -> str:
-        """The date_trunc unit of the grain."""
-        return {"h": "hour", "d": "day", "m": "month"}[self.value]
+
+# The grains that are blocks of whole hours, with their length in hours (aligned on UTC
+# midnight).
+HOUR_BLOCKS: dict[Grain, int] = {Grain.HOUR: 1, Grain.HOURS_3: 3, Grain.HOURS_6: 6}
 
 
 # The fields a projection may keep, with their bit; DIMENSIONS stands for the jsonb of the
@@ -57,10 +61,13 @@ _PAIRS = tuple(a | b for i, a in enumerate(_ATTRIBUTION) for b in _ATTRIBUTION[i
 # two-key group-by (with filters) over a UTC month reads about as many cells as it answers.
 # Days keep the single fields and user with model: daily windows, and the interior of ranges
 # that do not start on a month. Hours keep the small single fields and users: the edges of
-# windows that do not start on a UTC midnight (days and months in other zones). A key no
-# projection of a level keeps is read from the next finer level there.
+# windows that do not start on a UTC midnight (days and months in other zones); three- and
+# six-hour blocks keep the same, so a day in another zone reads about 7 cells per group instead
+# of 24. A key no projection of a level keeps is read from the next finer level there.
 PROJECTIONS: dict[Grain, tuple[int, ...]] = {
     Grain.HOUR: (ORG, PROJECT, USER, MODEL | DIMENSIONS),
+    Grain.HOURS_3: (ORG, PROJECT, USER, MODEL | DIMENSIONS),
+    Grain.HOURS_6: (ORG, PROJECT, USER, MODEL | DIMENSIONS),
     Grain.DAY: (*_SINGLES, USER | MODEL),
     Grain.MONTH: (*_SINGLES, *_PAIRS, FULL),
 }
@@ -91,8 +98,9 @@ def projection_for(grain: Grain, needed: int) -> int | None:
 def grain_start(grain: Grain, instant: datetime) -> datetime:
     """The start of the `grain` bucket holding `instant` (UTC)."""
     utc = instant.astimezone(UTC)
-    if grain is Grain.HOUR:
-        return utc.replace(minute=0, second=0, microsecond=0)
+    if grain in HOUR_BLOCKS:
+        hour = utc.hour - utc.hour % HOUR_BLOCKS[grain]
+        return utc.replace(hour=hour, minute=0, second=0, microsecond=0)
     if grain is Grain.DAY:
         return utc.replace(hour=0, minute=0, second=0, microsecond=0)
     return utc.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
@@ -100,8 +108,8 @@ def grain_start(grain: Grain, instant: datetime) -> datetime:
 
 def grain_end(grain: Grain, start: datetime) -> datetime:
     """The end of the `grain` bucket starting at `start`."""
-    if grain is Grain.HOUR:
-        return start + timedelta(hours=1)
+    if grain in HOUR_BLOCKS:
+        return start + timedelta(hours=HOUR_BLOCKS[grain])
     if grain is Grain.DAY:
         return start + timedelta(days=1)
     if start.month == 12:
@@ -122,7 +130,7 @@ class Pieces:
 
 
 # Coarsest first: the greedy cut tries them in this order.
-_ORDER = (Grain.MONTH, Grain.DAY, Grain.HOUR)
+_ORDER = (Grain.MONTH, Grain.DAY, Grain.HOURS_6, Grain.HOURS_3, Grain.HOUR)
 
 
 def cut(edges: Sequence[datetime], grains: Iterable[Grain]) -> Pieces:

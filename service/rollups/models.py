@@ -122,7 +122,7 @@ class RollupCube(Aggregates, Base):
 
     tenant_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     meter_id: Mapped[int] = mapped_column(primary_key=True)
-    grain: Mapped[str] = mapped_column(String(1), primary_key=True)  # 'h', 'd' or 'm'
+    grain: Mapped[str] = mapped_column(String(1), primary_key=True)  # levels.Grain
     projection: Mapped[int] = mapped_column(SmallInteger, primary_key=True)  # field bits kept
     # Key columns in the "C" collation: the index orders them by code point, '' (absent)
     # first, which is the order answers list groups in, so a read needs no sort.

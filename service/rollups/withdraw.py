@@ -125,14 +125,20 @@ FOR UPDATE OF r
 COUNT_TOUCHED_SQL = f"WITH {_TOUCHED} SELECT count(*) FROM touched"
 
 
+# RELATEST_SQL's parameters after the tenant and the event: the start of the event's bucket of
+# each grain, then their ends, in the order of Grain.
+_STARTS = {grain: f"${3 + index}" for index, grain in enumerate(Grain)}
+_ENDS = {grain: f"${3 + len(Grain) + index}" for index, grain in enumerate(Grain)}
+
+
 def _candidate_cells() -> str:
     """The keys of the cube cells the rows `touched` fold into, for each of their meters: per
-    grain of the event's hour ($3), day ($4) and month ($5) and per projection, the row's key
-    with the fields the projection drops blank (as the fold stores them), in the cube's "C"
-    collation, so each is one lookup of the cube's primary key."""
+    grain (the event's bucket of it: _STARTS) and per projection, the row's key with the
+    fields the projection drops blank (as the fold stores them), in the cube's "C" collation,
+    so each is one lookup of the cube's primary key."""
     grains = ", ".join(
-        f"('{grain.value}', {projection}, {parameter}::timestamptz)"
-        for grain, parameter in zip(Grain, ("$3", "$4", "$5"), strict=True)
+        f"('{grain.value}', {projection}, {_STARTS[grain]}::timestamptz)"
+        for grain in Grain
         for projection in PROJECTIONS[grain]
     )
     fields = ", ".join(
@@ -150,8 +156,8 @@ def _candidate_cells() -> str:
 
 
 # The cells whose latest event was the canceled one, once its drop is folded: their latest
-# event taken again from the 15-minute rows they cover ($6, $7, $8: the hour's, day's and
-# month's ends), all current (a pending event there is in the cell's latest already or will
+# event taken again from the 15-minute rows they cover (up to the end of the cell's bucket:
+# _ENDS), all current (a pending event there is in the cell's latest already or will
 # be merged by the fold: merging a latest twice changes nothing). A row's events lie in its
 # bucket, so the latest event is in the last bucket with a row of the cell: found by the
 # primary key backwards, without reading the month. Cells left with no event are deleted.
@@ -165,6 +171,7 @@ _MASKED = " AND ".join(
     ]
 )
 _CELL_ROWS = f"""r.tenant_id = c.tenant_id AND r.meter_id = c.meter_id AND {_MASKED}"""
+_END_CASES = " ".join(f"WHEN '{grain.value}' THEN {_ENDS[grain]}::timestamptz" for grain in Grain)
 RELATEST_SQL = f"""
 WITH {_TOUCHED},
 cells AS (
@@ -180,8 +187,7 @@ latest AS (
         SELECT r.bucket_start
         FROM rollups AS r
         WHERE {_CELL_ROWS} AND r.bucket_start >= c.bucket_start
-          AND r.bucket_start < CASE c.grain WHEN 'h' THEN $6::timestamptz
-                                            WHEN 'd' THEN $7::timestamptz ELSE $8 END
+          AND r.bucket_start < CASE c.grain {_END_CASES} END
         ORDER BY r.bucket_start DESC
         LIMIT 1
     ) AS b ON true
@@ -329,7 +335,8 @@ async def withdraw_event(
             "dimension; rebuild that range (python -m service rollups rebuild) and cancel again"
         )
     start = floor_to_quarter_hour(ts.astimezone(UTC))
-    hour, day, month = (grain_start(grain, start) for grain in (Grain.HOUR, Grain.DAY, Grain.MONTH))
+    starts = [grain_start(grain, start) for grain in Grain]
+    month = grain_start(Grain.MONTH, start)
     folded = [row for row in rows if row["folded_count"] > 0]
     reset = any(row["other_aggregation"] or row["count"] != row["folded_count"] for row in folded)
     if reset:
@@ -343,8 +350,8 @@ async def withdraw_event(
     if folded and not reset:
         await connection.fetchrow(FOLD_TOUCHED_SQL, tenant_id, event_id)
         await connection.execute(DELETE_ZEROED_SQL, tenant_id, start)
-        ends = [grain_end(grain, at) for grain, at in zip(Grain, (hour, day, month), strict=True)]
-        await connection.execute(RELATEST_SQL, tenant_id, event_id, hour, day, month, *ends)
+        ends = [grain_end(grain, at) for grain, at in zip(Grain, starts, strict=True)]
+        await connection.execute(RELATEST_SQL, tenant_id, event_id, *starts, *ends)
     await connection.fetch(LOCK_MODEL_SQL, tenant_id, event_id)
     await connection.execute(RECOMPUTE_MODEL_SQL, tenant_id, event_id)
     cube: Literal["unfolded", "delta", "reset"] = (

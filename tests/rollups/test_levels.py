@@ -1,5 +1,5 @@
-"""How a range is cut into month, day, hour and quarter-hour pieces, and which projection of
-each level answers a query (pure: no database)."""
+"""How a range is cut into month, day, six-hour, three-hour, hour and quarter-hour pieces, and
+which projection of each level answers a query (pure: no database)."""
 
 from __future__ import annotations
 
@@ -41,21 +41,37 @@ def test_a_utc_month_is_one_month_bucket() -> None:
     assert pieces.quarters == []
 
 
-def test_a_berlin_month_is_an_hour_29_days_and_23_hours() -> None:
+def test_a_berlin_month_is_an_hour_29_days_and_23_hours_in_blocks() -> None:
     berlin = ZoneInfo("Europe/Berlin")
     start = datetime(2026, 11, 1, tzinfo=berlin).astimezone(UTC)  # 2026-10-31T23:00Z
     end = datetime(2026, 12, 1, tzinfo=berlin).astimezone(UTC)  # 2026-11-30T23:00Z
     pieces = cut([start, end], ALL)
     assert pieces.coarse[Grain.MONTH] == []
     assert pieces.coarse[Grain.DAY] == [utc(2026, 11, d) for d in range(1, 30)]
+    # The last 23 hours: six-hour blocks at 00, 06 and 12, a three-hour block at 18, hours.
+    assert pieces.coarse[Grain.HOURS_6] == [utc(2026, 11, 30, h) for h in (0, 6, 12)]
+    assert pieces.coarse[Grain.HOURS_3] == [utc(2026, 11, 30, 18)]
     assert pieces.coarse[Grain.HOUR] == [
         utc(2026, 10, 31, 23),
-        *[utc(2026, 11, 30, h) for h in range(23)],
+        utc(2026, 11, 30, 21),
+        utc(2026, 11, 30, 22),
     ]
     assert pieces.quarters == []
 
 
-def test_a_kolkata_day_is_23_hours_and_a_half_hour_at_each_end() -> None:
+def test_a_berlin_summer_day_is_seven_pieces() -> None:
+    pieces = cut([utc(2026, 7, 1, 22), utc(2026, 7, 2, 22)], ALL)  # 00:00 to 00:00 CEST
+    assert pieces.coarse[Grain.HOUR] == [
+        utc(2026, 7, 1, 22),
+        utc(2026, 7, 1, 23),
+        utc(2026, 7, 2, 21),
+    ]
+    assert pieces.coarse[Grain.HOURS_6] == [utc(2026, 7, 2, h) for h in (0, 6, 12)]
+    assert pieces.coarse[Grain.HOURS_3] == [utc(2026, 7, 2, 18)]
+    assert pieces.coarse[Grain.DAY] == [] and pieces.quarters == []
+
+
+def test_a_kolkata_day_is_blocks_hours_and_a_half_hour_at_each_end() -> None:
     start, end = utc(2026, 11, 4, 18, 30), utc(2026, 11, 5, 18, 30)
     pieces = cut([start, end], ALL)
     assert pieces.quarters == [
@@ -64,8 +80,17 @@ def test_a_kolkata_day_is_23_hours_and_a_half_hour_at_each_end() -> None:
         utc(2026, 11, 5, 18, 0),
         utc(2026, 11, 5, 18, 15),
     ]
-    assert pieces.coarse[Grain.HOUR] == [start + Q * 2 + H * i for i in range(23)]
+    assert pieces.coarse[Grain.HOUR] == [utc(2026, 11, 4, 19), utc(2026, 11, 4, 20)]
+    assert pieces.coarse[Grain.HOURS_3] == [utc(2026, 11, 4, 21)]
+    assert pieces.coarse[Grain.HOURS_6] == [utc(2026, 11, 5, h) for h in (0, 6, 12)]
     assert pieces.coarse[Grain.DAY] == []
+
+
+def test_without_blocks_a_kolkata_day_is_23_hours_and_four_quarter_hours() -> None:
+    start, end = utc(2026, 11, 4, 18, 30), utc(2026, 11, 5, 18, 30)
+    pieces = cut([start, end], [Grain.MONTH, Grain.DAY, Grain.HOUR])
+    assert pieces.coarse[Grain.HOUR] == [start + Q * 2 + H * i for i in range(23)]
+    assert len(pieces.quarters) == 4
 
 
 def test_without_an_hour_projection_the_edges_are_quarter_hours() -> None:
