@@ -356,12 +356,19 @@ def _direct_sql(
         window = f"width_bucket(bucket_start, {params.add(list(query.edges))}::timestamptz[])"
     else:
         window = "1"
+    # One meter and one bucket are compared with =, not = ANY: PostgreSQL then knows the
+    # index returns the cells in key order and does not sort them.
+    meters, starts = list(query.meter_ids), query_plan.pieces.coarse[grain]
     conditions = [
         f"tenant_id = {params.add(query.tenant_id)}",
-        f"meter_id = ANY({params.add(list(query.meter_ids))}::int[])",
+        f"meter_id = {params.add(meters[0])}"
+        if len(meters) == 1
+        else f"meter_id = ANY({params.add(meters)}::int[])",
         f"grain = '{grain.value}'",
         f"projection = {projection}",
-        f"bucket_start = ANY({params.add(query_plan.pieces.coarse[grain])}::timestamptz[])",
+        f"bucket_start = {params.add(starts[0])}::timestamptz"
+        if len(starts) == 1
+        else f"bucket_start = ANY({params.add(starts)}::timestamptz[])",
         *(
             f"{key} = ANY({params.add(list(accepted))}::text[])"
             for key, accepted in query.filters.items()
@@ -392,16 +399,31 @@ async def read_rendered(connection: asyncpg.Connection, query: RollupQuery) -> l
         if direct is not None and not await connection.fetchval(
             f"SELECT {_pending_sql(query, pending_params)}", *pending_params.values
         ):
-            window, values, conditions = _direct_sql(query, query_plan, direct, params)
-            # The key columns are in the "C" collation: ordering by them is code point order,
-            # '' (absent) first, as answers list groups; fields not grouped hold ''.
-            sql = f"""SELECT meter_id, {window} - 1 AS window, {values}sum::text AS sum, count,
+            # One bucket (a month by user and model): a statement per meter, each reading the
+            # cells in index order (no sort: 0.1 s less for 80,000 cells, 0.13-0.37 s for
+            # 320,000); several buckets (days): one statement, sorted.
+            single = len(query_plan.pieces.coarse[direct[0]]) == 1
+            parts = (
+                [
+                    dataclasses.replace(query, meter_ids=[meter])
+                    for meter in sorted(set(query.meter_ids))
+                ]
+                if single
+                else [query]
+            )
+            rows = []
+            for part in parts:
+                part_params = _Parameters()
+                window, values, conditions = _direct_sql(part, query_plan, direct, part_params)
+                # The key columns are in the "C" collation: ordering by them is code point
+                # order, '' (absent) first, as answers list groups; fields not grouped hold ''.
+                sql = f"""SELECT meter_id, {window} - 1 AS window, {values}sum::text AS sum, count,
        last_value::text AS last, {AVERAGE_SQL} AS avg, max_value::text AS max,
        NULL::bigint AS distinct_count
 FROM rollup_cube
 WHERE {conditions}
 ORDER BY meter_id, bucket_start, {", ".join(_KEY_ORDER)}"""
-            rows = list(await connection.fetch(sql, *params.values))
+                rows += await connection.fetch(sql, *part_params.values)
             if list(query.group_by) != sorted(query.group_by, key=_KEY_ORDER.index):
                 rows.sort(key=lambda r: (r[0], r[1], *(r[g] or "" for g in groups)))
             return rows
