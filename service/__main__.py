@@ -239,7 +239,7 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
             f"Rebuilt rollups of {report.tenant_id} in [{report.start:%Y-%m-%dT%H:%MZ}, "
             f"{report.end:%Y-%m-%dT%H:%MZ}): {report.rollups_deleted} replaced by "
             f"{report.rollups_written} rollup rows; {report.rows_folded} rows folded into the "
-            "hour, day and month levels."
+            "hour to month levels."
         )
 
     try:
@@ -252,7 +252,7 @@ def rebuild_rollups_command(tenant_id: str, start: str, end: str) -> None:
 @rollups.command("fold")
 @click.option("--tenant", "tenant_id", default=None, help="Only this tenant (default: all)")
 def fold_rollups_command(tenant_id: str | None) -> None:
-    """Fold every pending 15-minute rollup row into the hour, day and month levels now (the
+    """Fold every pending 15-minute rollup row into the hour to month levels now (the
     server does this every METERING_ROLLUP_FOLD_INTERVAL_SECONDS; usage is exact either way,
     folding only makes long ranges fast). Prints a line per (tenant, day) folded."""
     from service.db.connections import dedicated_connection

@@ -237,7 +237,7 @@ async def fold_rollups(
     limit = before or datetime(9999, 1, 1, tzinfo=UTC)
     chunks = _chunks(await connection.fetch(PENDING_DAYS_SQL, limit, tenant_id), limit)
     total_rows = sum(chunk.rows for chunk in chunks)
-    bar.start("folding into the hour, day and month levels (rows)", total_rows)
+    bar.start("folding into the hour to month levels (rows)", total_rows)
     folded = 0
     started = time.perf_counter()
     for index, chunk in enumerate(chunks, start=1):

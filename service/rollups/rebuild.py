@@ -1,5 +1,5 @@
 """Rebuild a tenant's rollups from raw events over a time range (repair, or after a change to how
-rollups are computed), then fold them into the hour, day and month levels again. Raw events
+rollups are computed), then fold them into the hour to month levels again. Raw events
 older than retention are gone, so a rebuild may only cover ranges whose raw events are all still
 kept."""
 
