@@ -112,8 +112,9 @@ class RollupCube(Aggregates, Base):
     """The coarse levels: the 15-minute rollups folded into hour, three-hour, six-hour, day and
     month buckets (UTC), each in several projections (the rollup key with some attribution
     fields dropped, stored as '' and '{}'), so a month grouped by user reads one row per user
-    instead of one per event. Written only by the fold (service.rollups.fold), never by ingestion; a reader adds
-    the pending part of the 15-minute rows (count <> folded_count) to stay exact."""
+    instead of one per event. Written only by the fold (service.rollups.fold), never by
+    ingestion; a reader adds the pending part of the 15-minute rows (count <> folded_count) to
+    stay exact."""
 
     __tablename__ = "rollup_cube"
     # Room on each page for the fold's updates of a cell to stay on its page (HOT): a month's
