@@ -5,10 +5,10 @@ from typing import Any
 
 from litestar import Controller, Request, delete, get, post
 from litestar.params import Parameter
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.budgets.schemas import BudgetCheck, BudgetCreate, BudgetOut
-from service.budgets.service import BudgetService
+from service.budgets.service import BudgetService, check
 from service.common.auth import Scope, current_principal, requires
 from service.common.schemas import DEFAULT_LIMIT, Limit, Page
 from service.settings import Settings
@@ -62,8 +62,7 @@ class BudgetController(Controller):
     async def check_budgets(
         self,
         request: Request[Any, Any, Any],
-        db_session: AsyncSession,
-        settings: Settings,
+        db_engine: AsyncEngine,
         tenant_id: str = Parameter(query="tenant_id"),
         api_key_id: str | None = Parameter(default=None, query="api_key_id"),
         user_id: str | None = Parameter(default=None, query="user_id"),
@@ -78,9 +77,7 @@ class BudgetController(Controller):
             "org_id": org_id,
             "model": model,
         }
-        return await BudgetService(db_session, settings).check(
-            tenant_id, attribution, current_principal(request)
-        )
+        return await check(db_engine, tenant_id, attribution, current_principal(request))
 
     @get("/{budget_id:uuid}", summary="Get a budget", guards=[BILLING])
     async def get_budget(

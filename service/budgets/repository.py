@@ -10,7 +10,7 @@ from datetime import datetime
 from decimal import Decimal
 
 import asyncpg
-from sqlalchemy import delete, select, text, tuple_
+from sqlalchemy import delete, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.budgets.models import Budget
@@ -41,12 +41,12 @@ LEFT JOIN meters AS m ON m.id = b.meter_id
 CROSS JOIN LATERAL (SELECT date_trunc(b.period, now(), t.timezone) AS period_start) AS p
 LEFT JOIN budget_usage AS u
   ON u.tenant_id = b.tenant_id AND u.budget_id = b.id AND u.period_start = p.period_start
-WHERE b.tenant_id = :tenant_id
-  AND (b.api_key_id IS NULL OR b.api_key_id = :api_key_id)
-  AND (b.user_id IS NULL OR b.user_id = :user_id)
-  AND (b.project_id IS NULL OR b.project_id = :project_id)
-  AND (b.org_id IS NULL OR b.org_id = :org_id)
-  AND (b.model IS NULL OR b.model = :model)
+WHERE b.tenant_id = $1
+  AND (b.api_key_id IS NULL OR b.api_key_id = $2)
+  AND (b.user_id IS NULL OR b.user_id = $3)
+  AND (b.project_id IS NULL OR b.project_id = $4)
+  AND (b.org_id IS NULL OR b.org_id = $5)
+  AND (b.model IS NULL OR b.model = $6)
 ORDER BY b.created_at, b.id
 """
 
@@ -121,11 +121,18 @@ class BudgetRepository:
             delete(Budget).where(Budget.tenant_id == tenant_id, Budget.id == budget_id)
         )
 
-    async def standing(self, tenant_id: str, attribution: dict[str, str | None]) -> list[Standing]:
-        rows = await self.session.execute(
-            text(STANDING_SQL), {"tenant_id": tenant_id, **attribution}
-        )
-        return [Standing(*row) for row in rows]
+
+async def standing(
+    connection: asyncpg.Connection, tenant_id: str, attribution: dict[str, str | None]
+) -> list[Standing]:
+    """The tenant's budgets whose scope `attribution` matches, each in its current period with
+    its running total (STANDING_SQL): one statement."""
+    rows = await connection.fetch(
+        STANDING_SQL,
+        tenant_id,
+        *(attribution[key] for key in ("api_key_id", "user_id", "project_id", "org_id", "model")),
+    )
+    return [Standing(*row) for row in rows]
 
 
 # Cost budgets' cells in given periods (service.budgets.spend prices them).

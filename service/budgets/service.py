@@ -8,11 +8,11 @@ from datetime import datetime
 from decimal import Decimal
 
 import msgspec
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.budgets.cost_usage import costs_used
 from service.budgets.models import Budget
-from service.budgets.repository import BudgetRepository
+from service.budgets.repository import BudgetRepository, standing
 from service.budgets.schemas import (
     BudgetCheck,
     BudgetCreate,
@@ -26,7 +26,7 @@ from service.common.errors import FieldError, InvalidInput, NotFound
 from service.common.money import is_currency, render_quantity
 from service.common.schemas import Page, decode_cursor, encode_cursor
 from service.costs.service import render_cost
-from service.db.connections import session_driver
+from service.db.connections import driver_connection
 from service.invoices.errors import AmbiguousPrices
 from service.meters.pricing import AmbiguousPriceError
 from service.meters.repository import MeterRepository
@@ -225,48 +225,54 @@ class BudgetService:
         )
         return Page(items=items, next_cursor=next_cursor)
 
-    async def check(
-        self, tenant_id: str, attribution: dict[str, str | None], principal: Principal
-    ) -> BudgetCheck:
-        """Every budget of the tenant whose scope the attribution matches, in its current
-        period: one statement for the budgets and their quantity totals (see
-        BudgetRepository.standing); a cost budget's spend priced from its cells
-        (service.budgets.cost_usage), all in one REPEATABLE READ snapshot."""
-        principal.ensure_tenant(tenant_id)
-        await self.session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
-        rows = await self.budgets.standing(tenant_id, attribution)
-        priced = [row.cost_budget() for row in rows if row.limit_cost is not None]
-        spends: dict[uuid.UUID, Decimal] = {}
-        if priced:
-            connection = await session_driver(self.session)
-            try:
-                found = await costs_used(connection, tenant_id, priced)
-            except AmbiguousPriceError as exc:
-                raise AmbiguousPrices(
-                    str(exc), errors=[FieldError(field="prices", message="ambiguous")]
-                ) from exc
+
+async def check(
+    engine: AsyncEngine, tenant_id: str, attribution: dict[str, str | None], principal: Principal
+) -> BudgetCheck:
+    """Every budget of the tenant whose scope the attribution matches, in its current period.
+
+    A gateway calls this before every request, so it is as short as it can be: one autocommit
+    statement on a pooled driver connection reads the budgets and their quantity totals (see
+    repository.STANDING_SQL): one round trip, no BEGIN and COMMIT, no ORM session. Only when a
+    matching budget caps a cost is that read done again inside a read-only REPEATABLE READ
+    transaction, with the cost budgets' cells priced in the same snapshot
+    (service.budgets.cost_usage)."""
+    principal.ensure_tenant(tenant_id)
+    spends: dict[uuid.UUID, Decimal] = {}
+    async with driver_connection(engine) as connection:
+        rows = await standing(connection, tenant_id, attribution)
+        if any(row.limit_cost is not None for row in rows):
+            async with connection.transaction(isolation="repeatable_read", readonly=True):
+                rows = await standing(connection, tenant_id, attribution)
+                priced = [row.cost_budget() for row in rows if row.limit_cost is not None]
+                try:
+                    found = await costs_used(connection, tenant_id, priced)
+                except AmbiguousPriceError as exc:
+                    raise AmbiguousPrices(
+                        str(exc), errors=[FieldError(field="prices", message="ambiguous")]
+                    ) from exc
             spends = {budget.id: used for budget, used in zip(priced, found, strict=True)}
-        budgets = []
-        for row in rows:
-            if row.limit_cost is not None:
-                used, limit = spends[row.id], row.limit_cost
-                shown_used = render_cost(used)
-                shown_remaining = render_cost(max(limit - used, Decimal(0)))
-            else:
-                assert row.limit_quantity is not None
-                used, limit = row.used, row.limit_quantity
-                shown_used = render_quantity(used)
-                shown_remaining = render_quantity(max(limit - used, Decimal(0)))
-            budgets.append(
-                BudgetStanding(
-                    id=row.id,
-                    name=row.name,
-                    used=shown_used,
-                    limit=limit_out(row.limit_quantity, row.limit_cost, row.meter, row.currency),
-                    remaining=shown_remaining,
-                    period_start=row.period_start,
-                    period_end=row.period_end,
-                    exhausted=used >= limit,
-                )
+    budgets = []
+    for row in rows:
+        if row.limit_cost is not None:
+            used, limit = spends[row.id], row.limit_cost
+            shown_used = render_cost(used)
+            shown_remaining = render_cost(max(limit - used, Decimal(0)))
+        else:
+            assert row.limit_quantity is not None
+            used, limit = row.used, row.limit_quantity
+            shown_used = render_quantity(used)
+            shown_remaining = render_quantity(max(limit - used, Decimal(0)))
+        budgets.append(
+            BudgetStanding(
+                id=row.id,
+                name=row.name,
+                used=shown_used,
+                limit=limit_out(row.limit_quantity, row.limit_cost, row.meter, row.currency),
+                remaining=shown_remaining,
+                period_start=row.period_start,
+                period_end=row.period_end,
+                exhausted=used >= limit,
             )
-        return BudgetCheck(allowed=not any(b.exhausted for b in budgets), budgets=budgets)
+        )
+    return BudgetCheck(allowed=not any(b.exhausted for b in budgets), budgets=budgets)
