@@ -307,6 +307,7 @@ def shown_query(
         group_by=[*group_by, *(key for key in meter.group_keys if key not in group_by)],
         filters=filters,
         aggregates=ALL_AGGREGATES if meter.info.aggregation == "last" else SUM_AND_COUNT,
+        sums_only=meter.info.aggregation in ("sum", "count"),
     )
 
 

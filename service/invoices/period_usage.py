@@ -30,6 +30,7 @@ def period_query(
         edges=[start, *price_boundaries(meter.prices, start, end), end],
         group_by=group_by,
         aggregates=ALL_AGGREGATES if meter.info.aggregation == "last" else SUM_AND_COUNT,
+        sums_only=meter.info.aggregation in ("sum", "count"),
     )
 
 

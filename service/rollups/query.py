@@ -9,7 +9,7 @@ key is a dimension, read from the jsonb and passed as a parameter (never spliced
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
@@ -17,7 +17,16 @@ from typing import Literal
 
 import asyncpg
 
-from service.rollups.levels import Grain, Pieces, cut, needed_bits, projection_for
+from service.rollups.levels import (
+    Grain,
+    Pieces,
+    SignedPiece,
+    cut,
+    cut_signed,
+    grain_end,
+    needed_bits,
+    projection_for,
+)
 from service.rollups.models import ATTRIBUTION_FIELDS, MODEL_ROLLUP_FIELDS
 
 Aggregate = Literal["sum", "count", "last"]
@@ -43,6 +52,9 @@ class RollupQuery:
     # unique_count meters: the key (attribution field or dimension) whose distinct values each
     # cell counts (Cell.distinct), among the rollup rows of the cell that counted events.
     distinct_key: str | None = None
+    # The caller reads only the cells' sum and count (no latest, largest or distinct value):
+    # a window may then be read as larger buckets minus what lies outside it (cut_signed).
+    sums_only: bool = False
 
     @property
     def table(self) -> str:
@@ -100,6 +112,8 @@ class _Plan:
 
     projections: dict[Grain, int]
     pieces: Pieces
+    # Every grain with a projection that keeps the query's keys (used or not by `pieces`).
+    all_projections: dict[Grain, int] = field(default_factory=dict)
 
 
 def plan(query: RollupQuery) -> _Plan:
@@ -111,7 +125,7 @@ def plan(query: RollupQuery) -> _Plan:
         if (projection := projection_for(grain, needed)) is not None
     }
     pieces = cut(query.edges, projections)
-    return _Plan({g: projections[g] for g in pieces.coarse_grains}, pieces)
+    return _Plan({g: projections[g] for g in pieces.coarse_grains}, pieces, projections)
 
 
 def _branch(
@@ -161,6 +175,20 @@ def _branch(
         )
         return f"SELECT {columns} FROM {table} WHERE {common} AND {condition}"
 
+    if query.sums_only:
+        signed = cut_signed(query.edges, query_plan.all_projections)
+        if any(sign < 0 for _, _, _, sign in signed):
+            return _signed_branch(
+                index,
+                query,
+                params,
+                signed,
+                query_plan.all_projections,
+                source,
+                grouped,
+                values,
+                group_columns=group_columns,
+            )
     sources = []
     pieces = query_plan.pieces
     for grain, projection in query_plan.projections.items():
@@ -216,6 +244,110 @@ def _branch(
        max(max_value) AS max, NULL::bigint AS distinct_count
 FROM ({union}) AS r{index}
 GROUP BY {", ".join(["meter_id", "window_index", *grouped])}"""
+
+
+def _signed_branch(
+    index: int,
+    query: RollupQuery,
+    params: _Parameters,
+    pieces: Sequence[SignedPiece],
+    projections: Mapping[Grain, int],
+    source: Callable[..., str],
+    grouped: Sequence[str],
+    values: Sequence[str],
+    *,
+    group_columns: bool,
+) -> str:
+    """The SELECT of a sums-only query whose windows are cut with signs (`cut_signed`): every
+    source row is joined to the pieces it lies in, each giving its window and sign, and sums
+    and counts are added with those signs. A cube cell counts for its pieces; the pending
+    part of the 15-minute rows inside a cube piece counts for that piece (the cell does not
+    hold it yet); a quarter-hour piece reads its 15-minute rows whole. Groups whose events
+    all lie outside their window (added and taken away again) net to a count of 0 and are
+    left out."""
+
+    def joined(rows: str, keys: list[list[object]], names: str, types: str, on: str) -> str:
+        arrays = ", ".join(
+            f"{params.add(column)}::{kind}[]"
+            for column, kind in zip(keys, types.split(), strict=True)
+        )
+        return (
+            f"SELECT p.w, p.sign, s.* FROM ({rows}) AS s "
+            f"JOIN unnest({arrays}) AS p({names}) ON {on}"
+        )
+
+    sources = []
+    for grain, projection in projections.items():
+        mine = [(at, window + 1, sign) for g, at, window, sign in pieces if g is grain]
+        if not mine:
+            continue
+        starts = params.add(sorted({at for at, _, _ in mine}))
+        rows = source(
+            "rollup_cube",
+            f"grain = '{grain.value}' AND projection = {projection} "
+            f"AND bucket_start = ANY({starts}::timestamptz[])",
+        )
+        columns = [list(column) for column in zip(*mine, strict=True)]
+        sources.append(
+            joined(
+                rows,
+                columns,
+                "start_at, w, sign",
+                "timestamptz int int",
+                "s.bucket_start = p.start_at",
+            )
+        )
+    cube = [
+        (at, grain_end(grain, at), window + 1, sign)
+        for grain, at, window, sign in pieces
+        if grain is not None
+    ]
+    if cube:
+        rows = source(
+            "rollups",
+            f"pending AND bucket_start >= {params.add(min(p[0] for p in cube))}::timestamptz "
+            f"AND bucket_start < {params.add(max(p[1] for p in cube))}::timestamptz",
+            pending=True,
+        )
+        columns = [list(column) for column in zip(*cube, strict=True)]
+        sources.append(
+            joined(
+                rows,
+                columns,
+                "start_at, end_at, w, sign",
+                "timestamptz timestamptz int int",
+                "s.bucket_start >= p.start_at AND s.bucket_start < p.end_at",
+            )
+        )
+    quarters = [(at, window + 1, sign) for grain, at, window, sign in pieces if grain is None]
+    if quarters:
+        starts = params.add(sorted({at for at, _, _ in quarters}))
+        rows = source(query.table, f"bucket_start = ANY({starts}::timestamptz[])")
+        columns = [list(column) for column in zip(*quarters, strict=True)]
+        sources.append(
+            joined(
+                rows,
+                columns,
+                "start_at, w, sign",
+                "timestamptz int int",
+                "s.bucket_start = p.start_at",
+            )
+        )
+    if group_columns:
+        group = "".join(f"{value} AS g{position}, " for position, value in enumerate(values))
+    else:
+        group = (
+            f"ARRAY[{', '.join(values)}]::text[]" if values else "ARRAY[]::text[]"
+        ) + " AS grp, "
+    union = "\n      UNION ALL\n      ".join(sources)
+    return f"""SELECT {index} AS query, meter_id, w AS window_index, {group}
+       sum(r{index}.sign * r{index}.sum) AS sum,
+       sum(r{index}.sign * r{index}.count)::bigint AS count,
+       NULL::numeric AS last, NULL::timestamptz AS last_ts, NULL::bigint AS last_event_id,
+       NULL::numeric AS max, NULL::bigint AS distinct_count
+FROM ({union}) AS r{index}
+GROUP BY {", ".join(["meter_id", "w", *grouped])}
+HAVING sum(r{index}.sign * r{index}.count) <> 0"""
 
 
 def _distinct_branch(
