@@ -114,6 +114,7 @@ class LlmReportService:
                 group_by=split,
                 filters=filters,
                 aggregates=SUM_AND_COUNT,
+                sums_only=True,  # only cells' sums and counts are read below
             ),
             RollupQuery(
                 tenant_id=tenant_id,
@@ -122,6 +123,7 @@ class LlmReportService:
                 group_by=group_by,
                 filters=filters,
                 aggregates=SUM_AND_COUNT,
+                sums_only=True,  # only cells' sums and counts are read below
             ),
         ]
         try:
