@@ -231,12 +231,7 @@ def _branch(
         )
     else:
         last = "NULL::numeric AS last, NULL::timestamptz AS last_ts, NULL::bigint AS last_event_id"
-    if group_columns:  # g0, g1, ...: cheaper to decode than an array
-        group = "".join(f"{value} AS g{position}, " for position, value in enumerate(values))
-    else:
-        group = (
-            f"ARRAY[{', '.join(values)}]::text[]" if values else "ARRAY[]::text[]"
-        ) + " AS grp, "
+    group = _group_select(values, group_columns)
     union = "\n      UNION ALL\n      ".join(sources)
     # A pending row's whole max is added again to its cube bucket's: greatest is idempotent.
     return f"""SELECT {index} AS query, meter_id, {window} AS window_index, {group}
@@ -244,6 +239,14 @@ def _branch(
        max(max_value) AS max, NULL::bigint AS distinct_count
 FROM ({union}) AS r{index}
 GROUP BY {", ".join(["meter_id", "window_index", *grouped])}"""
+
+
+def _group_select(values: Sequence[str], group_columns: bool) -> str:
+    """The group values of a branch's rows: columns g0, g1, ... (cheaper to decode) or one
+    text array `grp`, each followed by a comma."""
+    if group_columns:
+        return "".join(f"{value} AS g{position}, " for position, value in enumerate(values))
+    return (f"ARRAY[{', '.join(values)}]::text[]" if values else "ARRAY[]::text[]") + " AS grp, "
 
 
 def _signed_branch(
@@ -333,12 +336,7 @@ def _signed_branch(
                 "s.bucket_start = p.start_at",
             )
         )
-    if group_columns:
-        group = "".join(f"{value} AS g{position}, " for position, value in enumerate(values))
-    else:
-        group = (
-            f"ARRAY[{', '.join(values)}]::text[]" if values else "ARRAY[]::text[]"
-        ) + " AS grp, "
+    group = _group_select(values, group_columns)
     union = "\n      UNION ALL\n      ".join(sources)
     return f"""SELECT {index} AS query, meter_id, w AS window_index, {group}
        sum(r{index}.sign * r{index}.sum) AS sum,
@@ -372,14 +370,7 @@ def _distinct_branch(
         group_columns=True,
     )
     columns = [f"g{position}" for position in range(shown)]
-    if group_columns:
-        group = "".join(f"{column}, " for column in columns)
-    else:
-        group = (
-            f"ARRAY[{', '.join(columns)}]::text[] AS grp, "
-            if columns
-            else "ARRAY[]::text[] AS grp, "
-        )
+    group = _group_select(columns, group_columns)
     return f"""SELECT {index} AS query, meter_id, window_index, {group}
        sum(sum) AS sum, sum(count)::bigint AS count, NULL::numeric AS last,
        NULL::timestamptz AS last_ts, NULL::bigint AS last_event_id, NULL::numeric AS max,
