@@ -269,73 +269,47 @@ def _signed_branch(
     all lie outside their window (added and taken away again) net to a count of 0 and are
     left out."""
 
-    def joined(rows: str, keys: list[list[object]], names: str, types: str, on: str) -> str:
-        arrays = ", ".join(
-            f"{params.add(column)}::{kind}[]"
-            for column, kind in zip(keys, types.split(), strict=True)
-        )
+    def at_starts(table: str, condition: str, mine: list[tuple[datetime, int, int]]) -> str:
+        """Rows of `table` meeting `condition` whose bucket starts one of `mine` (start,
+        window from 1, sign), once per piece."""
+        starts = params.add(sorted({at for at, _, _ in mine}))
+        rows = source(table, f"{condition}bucket_start = ANY({starts}::timestamptz[])")
+        at, window, sign = (params.add([piece[i] for piece in mine]) for i in range(3))
         return (
-            f"SELECT p.w, p.sign, s.* FROM ({rows}) AS s "
-            f"JOIN unnest({arrays}) AS p({names}) ON {on}"
+            f"SELECT p.w, p.sign, s.* FROM ({rows}) AS s JOIN unnest({at}::timestamptz[], "
+            f"{window}::int[], {sign}::int[]) AS p(start_at, w, sign) "
+            "ON s.bucket_start = p.start_at"
         )
 
     sources = []
     for grain, projection in projections.items():
         mine = [(at, window + 1, sign) for g, at, window, sign in pieces if g is grain]
-        if not mine:
-            continue
-        starts = params.add(sorted({at for at, _, _ in mine}))
-        rows = source(
-            "rollup_cube",
-            f"grain = '{grain.value}' AND projection = {projection} "
-            f"AND bucket_start = ANY({starts}::timestamptz[])",
-        )
-        columns = [list(column) for column in zip(*mine, strict=True)]
-        sources.append(
-            joined(
-                rows,
-                columns,
-                "start_at, w, sign",
-                "timestamptz int int",
-                "s.bucket_start = p.start_at",
-            )
-        )
+        if mine:
+            condition = f"grain = '{grain.value}' AND projection = {projection} AND "
+            sources.append(at_starts("rollup_cube", condition, mine))
     cube = [
         (at, grain_end(grain, at), window + 1, sign)
         for grain, at, window, sign in pieces
         if grain is not None
     ]
     if cube:
+        # The pending part of the 15-minute rows inside each cube piece, for that piece.
         rows = source(
             "rollups",
             f"pending AND bucket_start >= {params.add(min(p[0] for p in cube))}::timestamptz "
             f"AND bucket_start < {params.add(max(p[1] for p in cube))}::timestamptz",
             pending=True,
         )
-        columns = [list(column) for column in zip(*cube, strict=True)]
+        start, end, window, sign = (params.add([piece[i] for piece in cube]) for i in range(4))
         sources.append(
-            joined(
-                rows,
-                columns,
-                "start_at, end_at, w, sign",
-                "timestamptz timestamptz int int",
-                "s.bucket_start >= p.start_at AND s.bucket_start < p.end_at",
-            )
+            f"SELECT p.w, p.sign, s.* FROM ({rows}) AS s JOIN unnest({start}::timestamptz[], "
+            f"{end}::timestamptz[], {window}::int[], {sign}::int[]) "
+            "AS p(start_at, end_at, w, sign) "
+            "ON s.bucket_start >= p.start_at AND s.bucket_start < p.end_at"
         )
     quarters = [(at, window + 1, sign) for grain, at, window, sign in pieces if grain is None]
     if quarters:
-        starts = params.add(sorted({at for at, _, _ in quarters}))
-        rows = source(query.table, f"bucket_start = ANY({starts}::timestamptz[])")
-        columns = [list(column) for column in zip(*quarters, strict=True)]
-        sources.append(
-            joined(
-                rows,
-                columns,
-                "start_at, w, sign",
-                "timestamptz int int",
-                "s.bucket_start = p.start_at",
-            )
-        )
+        sources.append(at_starts(query.table, "", quarters))
     group = _group_select(values, group_columns)
     union = "\n      UNION ALL\n      ".join(sources)
     return f"""SELECT {index} AS query, meter_id, w AS window_index, {group}

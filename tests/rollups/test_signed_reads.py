@@ -20,6 +20,7 @@ from service.rollups.fold import fold_rollups
 from service.rollups.levels import Grain, cut, cut_signed, grain_end
 from service.rollups.query import RollupQuery, read_cells
 from tests.rollups.test_fold import event_specs, make_events
+from tests.rollups.test_levels import edges
 from tests.usage.conftest import store
 
 Q = timedelta(minutes=15)
@@ -63,28 +64,8 @@ def test_without_hours_a_berlin_month_is_the_month_and_eight_quarter_hours() -> 
     assert (Grain.MONTH, utc(2026, 11, 1), 0, 1) in pieces
 
 
-@st.composite
-def windows(draw: st.DrawFn) -> list[datetime]:
-    start = utc(2026, 1, 1) + Q * draw(st.integers(min_value=0, max_value=400 * 96))
-    steps = draw(
-        st.lists(
-            st.one_of(
-                st.integers(min_value=1, max_value=8),
-                st.integers(min_value=1, max_value=200),
-                st.integers(min_value=90 * 24, max_value=40 * 96),
-            ),
-            min_size=1,
-            max_size=5,
-        )
-    )
-    result = [start]
-    for step in steps:
-        result.append(result[-1] + Q * step)
-    return result
-
-
 @settings(max_examples=300, deadline=None)
-@given(edges=windows(), grains=st.sets(st.sampled_from(ALL)))
+@given(edges=edges(), grains=st.sets(st.sampled_from(ALL)))
 def test_signed_pieces_count_every_window_exactly_once(
     edges: list[datetime], grains: set[Grain]
 ) -> None:
