@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import pytest
@@ -24,6 +25,7 @@ from tests.conftest import make_settings
 from tests.test_cli import run_cli
 from tests.usage.conftest import METERS, Client, Ev, store, usage
 
+T = TypeVar("T")
 START = datetime(2026, 10, 30, 20, tzinfo=UTC)  # a month end inside the range
 FIELDS = {**{bit: name for name, bit in PROJECTION_FIELDS.items()}, DIMENSIONS: "dimensions"}
 CUBE = """
@@ -123,15 +125,26 @@ event_specs = st.lists(
 )
 
 
-@settings(
-    max_examples=15,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(
-    batches=st.lists(event_specs, min_size=1, max_size=4),
-    cutoffs=st.lists(st.one_of(st.none(), st.integers(min_value=0, max_value=3 * 96))),
-)
+def batches_and_folds(max_examples: int, max_batches: int) -> Callable[[T], T]:
+    """Hypothesis: batches of events (`batches`) and, after batch i, a fold of the buckets
+    before START + cutoffs[i] quarter hours (None: all of them)."""
+
+    def decorate(test: T) -> T:
+        return settings(
+            max_examples=max_examples,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        )(
+            given(
+                batches=st.lists(event_specs, min_size=1, max_size=max_batches),
+                cutoffs=st.lists(st.one_of(st.none(), st.integers(min_value=0, max_value=3 * 96))),
+            )(test)
+        )
+
+    return decorate
+
+
+@batches_and_folds(max_examples=15, max_batches=4)
 async def test_the_cube_is_the_rollups_projected_whatever_the_order_of_folds(
     world: dict[str, int],
     pg_pool: asyncpg.Pool,

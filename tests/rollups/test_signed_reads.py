@@ -13,13 +13,13 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import asyncpg
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.rollups.fold import fold_rollups
 from service.rollups.levels import Grain, cut, cut_signed, grain_end
 from service.rollups.query import RollupQuery, read_cells
-from tests.rollups.test_fold import event_specs, make_events
+from tests.rollups.test_fold import START, batches_and_folds, make_events
 from tests.rollups.test_levels import edges
 from tests.usage.conftest import store
 
@@ -94,15 +94,7 @@ ZONES = [
 GROUPS: list[tuple[str, ...]] = [(), ("user_id",), ("api_key_id",), ("user_id", "api_key_id")]
 
 
-@settings(
-    max_examples=12,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(
-    batches=st.lists(event_specs, min_size=1, max_size=3),
-    cutoffs=st.lists(st.one_of(st.none(), st.integers(min_value=0, max_value=3 * 96))),
-)
+@batches_and_folds(max_examples=12, max_batches=3)
 async def test_signed_reads_equal_plain_reads_and_the_events(
     world: dict[str, int],
     pg_pool: asyncpg.Pool,
@@ -110,13 +102,12 @@ async def test_signed_reads_equal_plain_reads_and_the_events(
     cutoffs: list[int | None],
 ) -> None:
     await pg_pool.execute("TRUNCATE events, rollup_rows, model_rollup_rows, rollup_cube")
-    start = datetime(2026, 10, 30, 20, tzinfo=UTC)
     stored = []
     for number, batch in enumerate(batches):
         stored += await store(pg_pool, world, make_events(batch, f"b{number}-"))
         if number < len(cutoffs):
             cutoff = cutoffs[number]
-            before = None if cutoff is None else start + Q * cutoff
+            before = None if cutoff is None else START + Q * cutoff
             async with pg_pool.acquire() as connection:
                 await fold_rollups(connection, before=before)
     meters = [world[name] for name in ("input_tokens", "api_calls")]
