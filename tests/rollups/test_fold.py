@@ -144,6 +144,26 @@ def batches_and_folds(max_examples: int, max_batches: int) -> Callable[[T], T]:
     return decorate
 
 
+async def store_and_fold(
+    pg_pool: asyncpg.Pool,
+    world: dict[str, int],
+    batches: list[list[dict[str, Any]]],
+    cutoffs: list[int | None],
+) -> list[Ev]:
+    """From empty rollups: store each batch, then fold as `cutoffs` says (batches_and_folds);
+    the stored events."""
+    await pg_pool.execute("TRUNCATE events, rollup_rows, model_rollup_rows, rollup_cube")
+    stored: list[Ev] = []
+    for number, batch in enumerate(batches):
+        stored += await store(pg_pool, world, make_events(batch, f"b{number}-"))
+        if number < len(cutoffs):
+            cutoff = cutoffs[number]
+            before = None if cutoff is None else START + timedelta(minutes=15 * cutoff)
+            async with pg_pool.acquire() as connection:
+                await fold_rollups(connection, before=before)
+    return stored
+
+
 @batches_and_folds(max_examples=15, max_batches=4)
 async def test_the_cube_is_the_rollups_projected_whatever_the_order_of_folds(
     world: dict[str, int],
@@ -151,14 +171,7 @@ async def test_the_cube_is_the_rollups_projected_whatever_the_order_of_folds(
     batches: list[list[dict[str, Any]]],
     cutoffs: list[int | None],
 ) -> None:
-    await pg_pool.execute("TRUNCATE events, rollup_rows, model_rollup_rows, rollup_cube")
-    for number, batch in enumerate(batches):
-        await store(pg_pool, world, make_events(batch, f"b{number}-"))
-        if number < len(cutoffs):
-            cutoff = cutoffs[number]
-            before = None if cutoff is None else START + timedelta(minutes=15 * cutoff)
-            async with pg_pool.acquire() as connection:
-                await fold_rollups(connection, before=before)
+    await store_and_fold(pg_pool, world, batches, cutoffs)
     async with pg_pool.acquire() as connection:
         await fold_rollups(connection)
     await assert_cube_is_exact(pg_pool)

@@ -16,12 +16,10 @@ import asyncpg
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.rollups.fold import fold_rollups
 from service.rollups.levels import Grain, cut, cut_signed, grain_end
 from service.rollups.query import RollupQuery, read_cells
-from tests.rollups.test_fold import START, batches_and_folds, make_events
+from tests.rollups.test_fold import batches_and_folds, store_and_fold
 from tests.rollups.test_levels import edges
-from tests.usage.conftest import store
 
 Q = timedelta(minutes=15)
 ALL = list(Grain)
@@ -101,15 +99,7 @@ async def test_signed_reads_equal_plain_reads_and_the_events(
     batches: list[list[dict[str, Any]]],
     cutoffs: list[int | None],
 ) -> None:
-    await pg_pool.execute("TRUNCATE events, rollup_rows, model_rollup_rows, rollup_cube")
-    stored = []
-    for number, batch in enumerate(batches):
-        stored += await store(pg_pool, world, make_events(batch, f"b{number}-"))
-        if number < len(cutoffs):
-            cutoff = cutoffs[number]
-            before = None if cutoff is None else START + Q * cutoff
-            async with pg_pool.acquire() as connection:
-                await fold_rollups(connection, before=before)
+    stored = await store_and_fold(pg_pool, world, batches, cutoffs)
     meters = [world[name] for name in ("input_tokens", "api_calls")]
     used_signs = False
     async with pg_pool.acquire() as connection:
